@@ -1,0 +1,40 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv when missing. torch and torchvision are installed as a matching pair first:
+# a CPU-only torch wheel with the registry's CUDA torchvision fails at import (ENVIRONMENT notes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test install fashion-mnist clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[all]"
+	touch $@
+
+# The main job on the embedded default data: fit a VAE on scikit-learn's digits, save, describe.
+demo: install
+	mkdir -p artifacts
+	$(BIN)/vaeaug fit --data digits --epochs 20 --out artifacts/digits.vae --force
+	$(BIN)/vaeaug info artifacts/digits.vae
+
+# The whole test suite. Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
+test: install fashion-mnist
+	$(BIN)/python -m pytest -q
+
+fashion-mnist:
+	@if [ -d "$(FASHION_MNIST)" ] || [ -n "$$VAEAUG_FASHION_MNIST" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian package dataset-fashion-mnist"; \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "warning: Fashion-MNIST not found; run 'sudo apt-get install dataset-fashion-mnist' or set VAEAUG_FASHION_MNIST to a folder holding its IDX files"; \
+	fi
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache *.egg-info

@@ -1,0 +1,176 @@
+"""The ``vaeaug`` command: ``vaeaug fit`` and ``vaeaug info``.
+
+Usage errors, missing files, unknown datasets and invalid input exit with code 2 and one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``vaeaug fit: error: ... (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _widths(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64; got {s!r}") from None
+
+
+def _build_parser() -> _Parser:
+    from ._version import __version__
+
+    parser = _Parser(prog="vaeaug", description="Fit and inspect VAEs used as data augmentation.")
+    parser.add_argument("--version", action="version", version=f"vaeaug {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    f = sub.add_parser("fit", help="fit a VAE and save it to one model file",
+                       description="Fit a VAE on a built-in dataset, a .npz file or an image folder.")
+    f.add_argument("--data", required=True,
+                   help="'digits', 'fashion-mnist', a .npz file with arrays x (and y), or an image folder")
+    f.add_argument("--out", required=True, help="model file to write, e.g. digits.vae")
+    f.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    f.add_argument("--split", default="train", help="split of a built-in dataset (default: train)")
+    f.add_argument("--root", default=None, help="folder holding a built-in dataset's files")
+    f.add_argument("--download", action="store_true", help="download a built-in dataset if missing")
+    f.add_argument("--epochs", type=_positive_int, default=50)
+    f.add_argument("--batch-size", type=_positive_int, default=128)
+    f.add_argument("--lr", type=float, default=2e-3)
+    f.add_argument("--latent-dim", type=_positive_int, default=16)
+    f.add_argument("--widths", type=_widths, default=None, help="e.g. 32,64 (default: automatic)")
+    f.add_argument("--conditional", action="store_true", help="fit a class-conditional VAE")
+    f.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
+    f.add_argument("--gaussian-std", type=float, default=0.1)
+    f.add_argument("--learn-std", action="store_true")
+    f.add_argument("--beta", type=float, default=1.0)
+    f.add_argument("--kl-warmup", type=int, default=10, help="epochs of linear KL warm-up")
+    f.add_argument("--val-fraction", type=float, default=0.1)
+    f.add_argument("--patience", type=int, default=10, help="early-stopping patience; 0 disables it")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
+    f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
+    f.add_argument("--no-progress", action="store_true", help="no progress bar or summary line")
+
+    i = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
+    i.add_argument("model", help="a .vae model file")
+    i.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code.
+
+    Example:
+        >>> main(["info", "no-such-file.vae"])
+        2
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fit":
+            return _cmd_fit(args)
+        return _cmd_info(args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"vaeaug {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .data import as_tensor_data
+    from .fit import fit
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a directory; give a file name such as model.vae")
+    if out.exists() and not args.force:
+        raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is not writable")
+    data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
+                          root=args.root, split=args.split, download=args.download)
+    if not args.no_progress:
+        print(data.summary(), flush=True)
+    model = fit(
+        data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
+        conditional=args.conditional, widths=args.widths, likelihood=args.likelihood,
+        gaussian_std=args.gaussian_std, learn_std=args.learn_std, beta=args.beta,
+        kl_warmup=args.kl_warmup, val_fraction=args.val_fraction,
+        patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
+        progress=not args.no_progress,
+    )
+    model.save(out)
+    print(f"saved {out} ({_size(out.stat().st_size)})")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io import load
+
+    path = Path(args.model)
+    model = load(path)  # validates everything, not only the header
+    cfg, vr, names, hist = model.config, model.value_range, model.class_names, model.history
+    n_params = sum(p.numel() for p in model.parameters())
+    best = min((h for h in hist if "val_loss" in h), key=lambda h: h["val_loss"], default=None)
+    info: dict[str, Any] = {
+        "file": str(path), "file_size": path.stat().st_size, "config": cfg.to_dict(),
+        "value_range": vr.to_dict(), "class_names": names, "parameters": n_params,
+        "epochs": len(hist), "best_val_loss": best["val_loss"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    kind = "conv" if cfg.is_image else "mlp"
+    shape = "x".join(map(str, cfg.input_shape))
+    cond = f"conditional on {cfg.num_classes} classes" if cfg.num_classes else "unconditional"
+    lines = [
+        f"file        {path} ({_size(info['file_size'])})",
+        f"data        {shape} {'images' if cfg.is_image else 'vectors'}, {vr.dtype} in [{vr.low:g}, {vr.high:g}]",
+        f"model       {kind}, latent {cfg.latent_dim}, widths {list(cfg.widths or ())}, {cond}, "
+        f"{cfg.likelihood} likelihood, beta {cfg.beta:g}, {n_params:,} parameters",
+        f"classes     {len(names)}: {', '.join(names)}" if names else "classes     none recorded",
+        (f"fit         {len(hist)} epochs, best val loss {best['val_loss']:.2f} nats/sample at epoch {best['epoch']}"
+         if best else f"fit         {len(hist)} epochs, no validation loss recorded"),
+    ]
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,275 @@
+"""Fitting a VAE: validation split, KL warm-up, early stopping, best-model keeping, history.
+
+Data that fits in memory is batched straight from one tensor (one gather per epoch, then
+slices), so the per-batch Python work is the forward pass, the loss, one optimizer step and a
+progress-bar tick. Every random choice (initialisation, split, shuffling, noise) comes from
+generators seeded by ``seed``: same seed, data and thread count give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import Layout, TensorData, as_tensor_data, check_labels
+from .model import VAE, Likelihood, VAEConfig
+
+__all__ = ["fit", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` becomes ``cuda`` when available, else ``cpu``; anything else is checked.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def fit(
+    data: Any,
+    y: Any = None,
+    *,
+    epochs: int = 50,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    latent_dim: int = 16,
+    conditional: bool = False,
+    widths: tuple[int, ...] | None = None,
+    likelihood: Likelihood = "bernoulli",
+    gaussian_std: float = 0.1,
+    learn_std: bool = False,
+    beta: float = 1.0,
+    kl_warmup: int = 10,
+    val_fraction: float = 0.1,
+    patience: int | None = 10,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    layout: Layout | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> VAE:
+    """Fit a VAE to ``data`` and return the model with the best validation loss.
+
+    Args:
+        data: anything :func:`vaeaug.data.as_tensor_data` accepts (arrays, tensors, a Dataset,
+            an ``.npz`` path, an image folder, ``"digits"``, ``"fashion-mnist"``).
+        y: labels for array/tensor data (needed when ``conditional=True``).
+        epochs: maximum number of passes over the training split.
+        batch_size: samples per optimizer step.
+        lr: Adam learning rate.
+        latent_dim: size of the latent code.
+        conditional: fit a class-conditional VAE (labels enter encoder and decoder).
+        widths: conv channels per stage / MLP hidden sizes; ``None`` sizes them automatically.
+        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        gaussian_std: std of the Gaussian likelihood (initial value if ``learn_std``).
+        learn_std: learn the Gaussian likelihood's std.
+        beta: KL weight.
+        kl_warmup: epochs over which the KL weight rises linearly from 0 to ``beta``.
+        val_fraction: share of the data held out for validation, early stopping and model
+            selection; 0 disables validation (the last model is returned).
+        patience: stop after this many epochs after the warm-up without a better validation
+            loss; ``None`` never stops early.
+        seed: seeds initialisation, split, shuffling and noise.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+        progress: show a progress bar and print a one-line summary at the end.
+        layout: explicit input layout for ambiguous array shapes.
+        value_range: ``(low, high)`` of the input values when it cannot be inferred.
+
+    Returns:
+        The fitted :class:`~vaeaug.model.VAE` in eval mode, with ``history`` (one dict per
+        epoch: train/val loss, reconstruction, KL in nats per sample, seconds, samples/s).
+
+    Example:
+        >>> import vaeaug
+        >>> model = vaeaug.fit("digits", epochs=1, progress=False)
+        >>> model.config.input_shape
+        (1, 8, 8)
+    """
+    _check_args(epochs, batch_size, lr, val_fraction, patience, seed)
+    td = as_tensor_data(data, y, layout=layout, value_range=value_range)
+    num_classes = check_labels(td) if conditional else None
+    dev = resolve_device(device)
+    config = VAEConfig(
+        input_shape=td.sample_shape, latent_dim=latent_dim, widths=widths, num_classes=num_classes,
+        likelihood=likelihood, gaussian_std=gaussian_std, learn_std=learn_std, beta=beta,
+        kl_warmup=kl_warmup,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VAE(config, td.value_range, td.class_names)
+    return _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
+                  val_fraction=val_fraction, patience=patience, seed=seed, device=dev,
+                  progress=progress)
+
+
+def _check_args(epochs: int, batch_size: int, lr: float, val_fraction: float,
+                patience: int | None, seed: int) -> None:
+    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+    if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+        raise ValueError(f"patience must be an integer >= 1 or None; got {patience!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number; got {lr!r}")
+    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+
+
+def _split(td: TensorData, val_fraction: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(td)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n_val == 0 and n >= 2:
+        n_val = 1
+    if n - n_val < 1:
+        raise ValueError(f"{n} samples leave none for training with val_fraction={val_fraction}; lower it")
+    perm = torch.randperm(n, generator=g)
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _train(
+    model: VAE, td: TensorData, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
+    patience: int | None, seed: int, device: torch.device, progress: bool,
+) -> VAE:
+    cfg = model.config
+    g_cpu = torch.Generator().manual_seed(seed)
+    tr_idx, va_idx = _split(td, val_fraction, g_cpu)
+    g_noise = torch.Generator(device=device).manual_seed(seed + 1)
+    mem = torch.channels_last if cfg.is_image else torch.contiguous_format
+    model.to(device=device, memory_format=mem).train()
+    x_all = td.x.to(device)
+    y_all = td.y.to(device) if (td.y is not None and model.conditional) else None
+    x_tr, x_va = x_all[tr_idx.to(device)], x_all[va_idx.to(device)]
+    y_tr = y_all[tr_idx.to(device)] if y_all is not None else None
+    y_va = y_all[va_idx.to(device)] if y_all is not None else None
+    n_tr = len(tr_idx)
+    n_batches = math.ceil(n_tr / batch_size)
+    warm_steps = cfg.kl_warmup * n_batches
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    bar = tqdm(total=epochs * n_tr, unit="sample", unit_scale=True, desc="fit", disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    since_best, step, interrupted, stopped_early = 0, 0, False, False
+    t_start = time.perf_counter()
+    train_seconds = 0.0
+    try:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n_tr, generator=g_cpu).to(device)
+            xe = x_tr[perm].contiguous(memory_format=mem)
+            ye = y_tr[perm] if y_tr is not None else None
+            sum_rec = torch.zeros((), device=device)
+            sum_kl = torch.zeros((), device=device)
+            sum_loss = torch.zeros((), device=device)
+            for b in range(n_batches):
+                lo, hi = b * batch_size, min(n_tr, (b + 1) * batch_size)
+                xb = xe[lo:hi]
+                yb = ye[lo:hi] if ye is not None else None
+                bt = cfg.beta * (min(1.0, step / warm_steps) if warm_steps else 1.0)
+                rec, kl = model.elbo_terms(xb, yb, g_noise)
+                loss_sum = rec.sum() + bt * kl.sum()
+                opt.zero_grad(set_to_none=True)
+                (loss_sum / (hi - lo)).backward()
+                opt.step()
+                step += 1
+                with torch.no_grad():
+                    sum_rec += rec.sum()
+                    sum_kl += kl.sum()
+                    sum_loss += loss_sum
+                bar.update(hi - lo)
+            train_loss = float(sum_loss) / n_tr
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"fitting diverged in epoch {epoch} (training loss is {train_loss}); "
+                    f"lower lr (now {lr}) or beta (now {cfg.beta})"
+                )
+            epoch_train_s = time.perf_counter() - t0
+            train_seconds += epoch_train_s
+            row: dict[str, Any] = {
+                "epoch": epoch, "beta": bt, "train_loss": train_loss,
+                "train_recon": float(sum_rec) / n_tr, "train_kl": float(sum_kl) / n_tr,
+            }
+            if len(va_idx):
+                v_rec, v_kl = _evaluate(model, x_va, y_va, batch_size=1024, seed=seed + 2, mem=mem)
+                row.update(val_loss=v_rec + cfg.beta * v_kl, val_recon=v_rec, val_kl=v_kl)
+                monitored = row["val_loss"]
+            else:
+                monitored = math.nan
+            row["seconds"] = time.perf_counter() - t0
+            row["samples_per_s"] = n_tr / epoch_train_s
+            model.history.append(row)
+            if len(va_idx) and monitored < best_loss:
+                best_loss, best_epoch, since_best = monitored, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif epoch > cfg.kl_warmup:
+                since_best += 1
+            bar.set_postfix_str(
+                f"epoch {epoch}/{epochs} loss {train_loss:.2f}"
+                + (f" val {monitored:.2f}" if len(va_idx) else ""), refresh=False)
+            if patience is not None and len(va_idx) and since_best >= patience:
+                stopped_early = True
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format).eval()
+    if progress:
+        print(_summary(model, n_tr, len(va_idx), best_loss, best_epoch, train_seconds,
+                       time.perf_counter() - t_start, stopped_early, interrupted), flush=True)
+    return model
+
+
+@torch.no_grad()
+def _evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None, *, batch_size: int, seed: int,
+              mem: torch.memory_format) -> tuple[float, float]:
+    """Mean reconstruction NLL and KL per sample, with fixed noise so epochs compare fairly."""
+    model.eval()
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    rec_sum = torch.zeros((), device=x.device)
+    kl_sum = torch.zeros((), device=x.device)
+    for lo in range(0, len(x), batch_size):
+        xb = x[lo:lo + batch_size].contiguous(memory_format=mem)
+        yb = y[lo:lo + batch_size] if y is not None else None
+        rec, kl = model.elbo_terms(xb, yb, g)
+        rec_sum += rec.sum()
+        kl_sum += kl.sum()
+    model.train()
+    return float(rec_sum) / len(x), float(kl_sum) / len(x)
+
+
+def _summary(model: VAE, n_tr: int, n_va: int, best_loss: float, best_epoch: int,
+             train_seconds: float, total_seconds: float, stopped_early: bool, interrupted: bool) -> str:
+    h = model.history
+    epochs_done = len(h)
+    rate = n_tr * epochs_done / train_seconds if train_seconds > 0 else float("nan")
+    shape = "x".join(map(str, model.config.input_shape))
+    how = " (interrupted)" if interrupted else " (stopped early)" if stopped_early else ""
+    head = (f"fit: {shape} -> latent {model.config.latent_dim} on {n_tr:,} samples, "
+            f"{epochs_done} epochs{how} in {total_seconds:.1f} s, {rate:,.0f} samples/s")
+    if n_va and best_epoch:
+        b = h[best_epoch - 1]
+        return (f"{head}; best val loss {best_loss:.2f} nats/sample at epoch {best_epoch} "
+                f"(recon {b['val_recon']:.2f} + KL {b['val_kl']:.2f})")
+    if h:
+        return f"{head}; final train loss {h[-1]['train_loss']:.2f} nats/sample (no validation split)"
+    return f"{head}; no epoch completed, the model is the initial one"
+

@@ -1,0 +1,231 @@
+"""Model files: one safetensors file, weights as tensors, everything else as JSON metadata.
+
+Loading parses the header itself before safetensors touches the file, never unpickles, and
+validates everything: format name and version, config, value range, tensor names, shapes,
+dtypes, a SHA-256 of the tensor bytes, and finiteness of the weights. Any problem is a
+``ValueError`` that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ._version import __version__
+from .data import ValueRange
+from .model import VAE, VAEConfig
+
+__all__ = ["save", "load", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "vaeaug-model"
+FORMAT_VERSION = 1
+_MAX_HEADER = 64 * 1024 * 1024
+
+
+def save(model: VAE, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` atomically (a temporary file renamed into place).
+
+    Args:
+        model: the VAE to save.
+        path: destination, conventionally ending in ``.vae``.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, os
+        >>> from vaeaug import VAE, VAEConfig
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.vae")
+        >>> _ = save(VAE(VAEConfig(input_shape=(1, 8, 8))), p)
+        >>> load(p).config.input_shape
+        (1, 8, 8)
+    """
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    blob_wo_meta = st_save(tensors)
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "vaeaug_version": __version__,
+        "config": json.dumps(model.config.to_dict()),
+        "value_range": json.dumps(model.value_range.to_dict()),
+        "class_names": json.dumps(model.class_names),
+        "history": json.dumps(model.history),
+        "data_sha256": hashlib.sha256(_data_section(blob_wo_meta)).hexdigest(),
+    }
+    blob = st_save(tensors, metadata=meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _data_section(blob: bytes) -> bytes:
+    (n,) = struct.unpack("<Q", blob[:8])
+    return blob[8 + n:]
+
+
+def _diagnose(blob: bytes, n: int, where: str) -> str:
+    """Say what a file that is not a safetensors file is."""
+    if blob[:4] == b"PK\x03\x04":
+        return (f"{where} is a zip archive, such as a torch.save() checkpoint, not a vaeaug model "
+                "file; vaeaug never unpickles - load it in trusted code and save it with model.save()")
+    if blob[0] == 0x80 and 2 <= blob[1] <= 5:
+        return (f"{where} is a Python pickle, not a vaeaug model file; vaeaug never unpickles "
+                "files - save models with model.save()")
+    if n <= _MAX_HEADER and blob[8:9] == b"{":
+        return f"{where} is truncated: its header needs {n} bytes, the file has {len(blob) - 8}"
+    return f"{where} is not a vaeaug model file (no safetensors header)"
+
+
+def _parse(path: Path) -> tuple[bytes, dict[str, Any], dict[str, str]]:
+    """Read and validate the file's framing and header; return (blob, header, metadata)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no such model file: {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory, not a model file")
+    blob = path.read_bytes()
+    where = repr(str(path))
+    if len(blob) < 8:
+        raise ValueError(f"{where} is not a vaeaug model file: only {len(blob)} bytes (empty or truncated)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if not (n <= _MAX_HEADER and 8 + n <= len(blob) and blob[8:9] == b"{"):
+        raise ValueError(_diagnose(blob, n, where))
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where} has a corrupt or tampered header (not valid JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where} has a corrupt or tampered header (not a JSON object)")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{where} is a safetensors file without vaeaug metadata; expected a file written by "
+            "vaeaug's model.save()"
+        )
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"{where} has a tampered header: metadata values must be strings")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise ValueError(f"{where} has an invalid format_version {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{where} has format version {version}, newer than this vaeaug ({__version__}) reads "
+            f"(up to {FORMAT_VERSION}); upgrade vaeaug"
+        )
+    if version < 1:
+        raise ValueError(f"{where} has an invalid format_version {version}")
+    data_len = len(blob) - 8 - n
+    end = 0
+    for name, info in header.items():
+        offs = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)):
+            raise ValueError(f"{where} has a tampered header: bad entry for tensor {name!r}")
+        end = max(end, offs[1])
+    if end > data_len:
+        raise ValueError(
+            f"{where} is truncated: the header declares {end} bytes of tensor data, the file holds {data_len}"
+        )
+    if end < data_len:
+        raise ValueError(f"{where} has {data_len - end} unexpected trailing bytes after the tensor data")
+    digest = hashlib.sha256(blob[8 + n:]).hexdigest()
+    if meta.get("data_sha256") != digest:
+        raise ValueError(
+            f"{where} is corrupt: the tensor data does not match the checksum recorded in its header"
+        )
+    return blob, header, meta
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Validated metadata of a model file, JSON fields decoded (no model is built).
+
+    Args:
+        path: the model file.
+
+    Returns:
+        A dict with ``format_version``, ``vaeaug_version``, ``config``, ``value_range``,
+        ``class_names``, ``history`` and ``file_size``.
+    """
+    p = Path(path)
+    _, _, meta = _parse(p)
+    return _decode_meta(p, meta)
+
+
+def _decode_meta(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"format_version": int(meta["format_version"]),
+                           "vaeaug_version": meta.get("vaeaug_version", "?"),
+                           "file_size": path.stat().st_size}
+    for key in ("config", "value_range", "class_names", "history"):
+        if key not in meta:
+            raise ValueError(f"{str(path)!r} lacks the {key!r} metadata entry")
+        try:
+            out[key] = json.loads(meta[key])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(path)!r} has a tampered {key!r} entry (not JSON: {e})") from None
+    names = out["class_names"]
+    if names is not None and not (isinstance(names, list) and all(isinstance(s, str) for s in names)):
+        raise ValueError(f"{str(path)!r} has invalid class_names {names!r}")
+    if not isinstance(out["history"], list):
+        raise ValueError(f"{str(path)!r} has an invalid history entry")
+    try:
+        out["config"] = VAEConfig.from_dict(out["config"])
+        out["value_range"] = ValueRange.from_dict(out["value_range"])
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r} has an invalid model description: {e}") from None
+    return out
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VAE:
+    """Load a model written by :func:`save`; never unpickles.
+
+    Args:
+        path: the model file.
+        device: where to put the weights.
+
+    Returns:
+        The VAE in eval mode, with ``value_range``, ``class_names`` and ``history`` restored.
+    """
+    p = Path(path)
+    blob, header, meta = _parse(p)
+    info = _decode_meta(p, meta)
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own error type for malformed files
+        raise ValueError(f"{str(p)!r} has malformed tensor data: {e}") from None
+    model = VAE(info["config"], info["value_range"], info["class_names"])
+    want = model.state_dict()
+    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(p)!r} does not match its config: missing tensors {missing}, unexpected {unexpected}"
+        )
+    for k, v in want.items():
+        t = tensors[k]
+        if t.shape != v.shape or t.dtype != v.dtype:
+            raise ValueError(
+                f"{str(p)!r} does not match its config: tensor {k!r} is {tuple(t.shape)} {t.dtype}, "
+                f"expected {tuple(v.shape)} {v.dtype}"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{str(p)!r} holds non-finite values in tensor {k!r}")
+    model.load_state_dict(tensors, strict=True)
+    model.history = info["history"]
+    return model.to(device).eval()

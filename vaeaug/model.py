@@ -1,0 +1,383 @@
+"""The VAE: configuration, convolutional and MLP architectures, and the ELBO terms.
+
+Textbook model: the encoder gives ``mu`` and ``logvar`` of ``q(z|x) = N(mu, exp(logvar))``,
+``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``, prior ``N(0, I)``, and the loss is the
+reconstruction negative log-likelihood plus ``beta`` times the closed-form KL divergence, all in
+nats per sample. Images live in model space (float32 in ``[0, 1]``, ``(N, C, H, W)``), vectors
+as ``(N, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ValueRange
+
+__all__ = ["VAEConfig", "VAE", "VAEOutput", "default_widths", "conv_sizes"]
+
+Likelihood = Literal["bernoulli", "gaussian"]
+_MAX_STAGES = 5
+_CONV_WIDTHS = (32, 64, 128, 256, 256)
+_MLP_WIDTHS = (256, 128)
+
+
+def conv_sizes(h: int, w: int) -> list[tuple[int, int]]:
+    """Spatial sizes through the stride-2 encoder: halve (rounding up) while the side is >= 8.
+
+    Example:
+        >>> conv_sizes(28, 28)
+        [(28, 28), (14, 14), (7, 7)]
+    """
+    sizes = [(h, w)]
+    while min(sizes[-1]) >= 8 and len(sizes) <= _MAX_STAGES:
+        ph, pw = sizes[-1]
+        sizes.append(((ph + 1) // 2, (pw + 1) // 2))
+    return sizes
+
+
+def default_widths(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Automatic widths: conv channels per stride-2 stage for images, hidden sizes for vectors.
+
+    Example:
+        >>> default_widths((1, 28, 28)), default_widths((3, 64, 64)), default_widths((20,))
+        ((32, 64), (32, 64, 128, 256), (256, 128))
+    """
+    if len(input_shape) == 1:
+        return _MLP_WIDTHS
+    _, h, w = input_shape
+    return _CONV_WIDTHS[: len(conv_sizes(h, w)) - 1]
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Everything needed to rebuild a :class:`VAE`.
+
+    Args:
+        input_shape: ``(C, H, W)`` for images (C in 1, 3, 4; sides >= 8) or ``(D,)`` for vectors.
+        latent_dim: size of ``z``.
+        widths: conv channels per stride-2 stage (images) or hidden sizes (vectors); ``None``
+            picks :func:`default_widths`. For images the number of stages is fixed by the size,
+            so ``widths`` must have exactly that many entries.
+        num_classes: if set, a class-conditional VAE: the one-hot label enters encoder and decoder.
+        likelihood: ``"bernoulli"`` (binary cross-entropy; default for ``[0, 1]`` images) or
+            ``"gaussian"`` (squared error scaled by ``gaussian_std``).
+        gaussian_std: the fixed (or initial, with ``learn_std``) std of the Gaussian likelihood.
+        learn_std: learn one global std of the Gaussian likelihood.
+        beta: weight of the KL term.
+        kl_warmup: epochs over which the KL weight rises linearly from 0 to ``beta`` in fitting.
+
+    Example:
+        >>> VAEConfig(input_shape=(1, 28, 28)).widths
+        (32, 64)
+    """
+
+    input_shape: tuple[int, ...]
+    latent_dim: int = 16
+    widths: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    likelihood: Likelihood = "bernoulli"
+    gaussian_std: float = 0.1
+    learn_std: bool = False
+    beta: float = 1.0
+    kl_warmup: int = 10
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.input_shape)
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ValueError(f"input_shape must be positive integers; got {self.input_shape!r}")
+        if len(shape) == 3:
+            c, h, w = shape
+            if c not in (1, 3, 4):
+                raise ValueError(f"images must have 1, 3 or 4 channels; input_shape is {shape}")
+            if min(h, w) < 8:
+                raise ValueError(f"images must be at least 8x8 pixels; input_shape is {shape}")
+        elif len(shape) != 1:
+            raise ValueError(f"input_shape must be (C, H, W) or (D,); got {shape}")
+        object.__setattr__(self, "input_shape", shape)
+        _check_int("latent_dim", self.latent_dim, 1)
+        if self.num_classes is not None:
+            _check_int("num_classes", self.num_classes, 1)
+        widths = default_widths(shape) if self.widths is None else tuple(self.widths)
+        if not widths or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in widths):
+            raise ValueError(f"widths must be positive integers; got {self.widths!r}")
+        if len(shape) == 3:
+            stages = len(conv_sizes(shape[1], shape[2])) - 1
+            if len(widths) != stages:
+                raise ValueError(
+                    f"a {shape[1]}x{shape[2]} image needs {stages} conv widths (one per stride-2 "
+                    f"stage); got {len(widths)}: {widths}"
+                )
+        object.__setattr__(self, "widths", widths)
+        if self.likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {self.likelihood!r}")
+        for name in ("gaussian_std", "beta"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
+        if self.gaussian_std <= 0:
+            raise ValueError(f"gaussian_std must be > 0; got {self.gaussian_std!r}")
+        if not isinstance(self.learn_std, bool):
+            raise ValueError(f"learn_std must be a bool; got {self.learn_std!r}")
+        _check_int("kl_warmup", self.kl_warmup, 0)
+
+    @property
+    def is_image(self) -> bool:
+        """True for a convolutional image model."""
+        return len(self.input_shape) == 3
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["widths"] = list(self.widths or ())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> VAEConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config must be a JSON object; got {type(d).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"config has unknown keys {sorted(unknown)}")
+        if "input_shape" not in d:
+            raise ValueError("config lacks 'input_shape'")
+        kw = dict(d)
+        for k in ("input_shape", "widths"):
+            if kw.get(k) is not None:
+                if not isinstance(kw[k], list):
+                    raise ValueError(f"config {k} must be a list; got {kw[k]!r}")
+                kw[k] = tuple(kw[k])
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise ValueError(f"invalid config: {e}") from None
+
+
+def _check_int(name: str, v: Any, minimum: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}")
+
+
+class VAEOutput(NamedTuple):
+    """What :meth:`VAE.forward` returns."""
+
+    recon: torch.Tensor  # decoded mean, model space
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    z: torch.Tensor
+
+
+class VAE(nn.Module):
+    """A (optionally class-conditional) VAE for images ``(N, C, H, W)`` or vectors ``(N, D)``.
+
+    Args:
+        config: the architecture and likelihood.
+        value_range: the user's value range, recorded by :func:`vaeaug.fit`.
+        class_names: names of the classes, when known.
+
+    Example:
+        >>> vae = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=4))
+        >>> mu, logvar = vae.encode(torch.rand(2, 1, 8, 8))
+        >>> vae.decode(mu).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def __init__(
+        self,
+        config: VAEConfig,
+        value_range: ValueRange | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.value_range = value_range or ValueRange(0.0, 1.0, "float32")
+        self.class_names = list(class_names) if class_names is not None else None
+        self.history: list[dict[str, Any]] = []
+        k = config.num_classes or 0
+        widths = tuple(config.widths or ())
+        latent = config.latent_dim
+        if config.is_image:
+            c, h, w = config.input_shape
+            sizes = conv_sizes(h, w)
+            enc: list[nn.Module] = []
+            chans = (c, *widths)
+            for cin, cout in zip(chans[:-1], chans[1:]):
+                enc += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            self.encoder = nn.Sequential(*enc, nn.Flatten())
+            self._bottom = (widths[-1], *sizes[-1])
+            feat = widths[-1] * sizes[-1][0] * sizes[-1][1]
+            dec: list[nn.Module] = []
+            for i in range(len(widths) - 1, -1, -1):
+                cin, cout = chans[i + 1], chans[i]
+                (th, tw), (sh, sw) = sizes[i], sizes[i + 1]
+                # ConvTranspose(k=3, s=2, p=1) gives 2*s - 1 + output_padding: hit odd/even sizes exactly
+                op = (th - (2 * sh - 1), tw - (2 * sw - 1))
+                dec.append(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=op))
+                if i > 0:
+                    dec.append(nn.ReLU(inplace=True))
+            self.decoder = nn.Sequential(*dec)
+        else:
+            (d,) = config.input_shape
+            enc = []
+            dims = (d, *widths)
+            for din, dout in zip(dims[:-1], dims[1:]):
+                enc += [nn.Linear(din, dout), nn.ReLU(inplace=True)]
+            self.encoder = nn.Sequential(*enc)
+            self._bottom = (widths[-1],)
+            feat = widths[-1]
+            dec = []
+            for i in range(len(widths) - 1, -1, -1):
+                dec.append(nn.Linear(dims[i + 1], dims[i]))
+                if i > 0:
+                    dec.append(nn.ReLU(inplace=True))
+            self.decoder = nn.Sequential(*dec)
+        self.to_latent = nn.Linear(feat + k, 2 * latent)
+        self.from_latent = nn.Sequential(nn.Linear(latent + k, feat), nn.ReLU(inplace=True))
+        if config.likelihood == "gaussian" and config.learn_std:
+            self.log_std = nn.Parameter(torch.tensor(math.log(config.gaussian_std)))
+        else:
+            self.register_buffer("log_std", torch.tensor(math.log(config.gaussian_std)), persistent=False)
+
+    # ----------------------------------------------------------------- helpers
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def conditional(self) -> bool:
+        """True for a class-conditional model."""
+        return self.config.num_classes is not None
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        want = self.config.input_shape
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != want or x.dim() != len(want) + 1:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected a float tensor of shape (N, {', '.join(map(str, want))}); got {got}")
+
+    def _onehot(self, y: Any, n: int) -> torch.Tensor | None:
+        k = self.config.num_classes
+        if k is None:
+            if y is not None:
+                raise ValueError("labels were given to an unconditional model; pass y=None")
+            return None
+        if y is None:
+            raise ValueError(f"this model is class-conditional ({k} classes) and needs labels y")
+        y = torch.as_tensor(y, device=self.device)
+        if y.dim() == 0:
+            y = y.expand(n)
+        if y.shape != (n,) or y.dtype.is_floating_point:
+            raise ValueError(f"labels must be integers of shape ({n},); got {tuple(y.shape)} {y.dtype}")
+        if n and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise ValueError(f"labels must be in 0..{k - 1}; got values in [{int(y.min())}, {int(y.max())}]")
+        return F.one_hot(y.long(), k).to(self.from_latent[0].weight.dtype)
+
+    # ----------------------------------------------------------------- model
+
+    def encode(self, x: torch.Tensor, y: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``x`` (model space) to the posterior's ``(mu, logvar)``, each ``(N, latent_dim)``."""
+        self._check_x(x)
+        h = self.encoder(x)
+        oh = self._onehot(y, x.shape[0])
+        if oh is not None:
+            h = torch.cat([h, oh], dim=1)
+        mu, logvar = self.to_latent(h).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode_logits(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
+        """Decoder output before the sigmoid (Bernoulli logits / Gaussian mean logits)."""
+        oh = self._onehot(y, z.shape[0])
+        if oh is not None:
+            z = torch.cat([z, oh], dim=1)
+        h = self.from_latent(z)
+        return self.decoder(h.view(z.shape[0], *self._bottom))
+
+    def decode(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
+        """Decode latent codes ``(N, latent_dim)`` to samples in model space ``[0, 1]``."""
+        return torch.sigmoid(self.decode_logits(z, y))
+
+    def forward(self, x: torch.Tensor, y: Any = None, generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, draw ``z = mu + sigma * eps`` and decode."""
+        mu, logvar = self.encode(x, y)
+        z = self.reparameterize(mu, logvar, generator)
+        return VAEOutput(self.decode(z, y), mu, logvar, z)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` drawn from ``generator``."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def recon_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample reconstruction negative log-likelihood in nats, ``(N,)``."""
+        if self.config.likelihood == "bernoulli":
+            nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        else:
+            log_std = self.log_std
+            nll = 0.5 * ((x - torch.sigmoid(logits)) * torch.exp(-log_std)) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
+        return nll.flatten(1).sum(1)
+
+    @staticmethod
+    def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Closed-form ``KL(N(mu, exp(logvar)) || N(0, I))`` per sample in nats, ``(N,)``."""
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+
+    def elbo_terms(
+        self, x: torch.Tensor, y: Any = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample ``(reconstruction NLL, KL)`` in nats; the negative ELBO is their sum.
+
+        Example:
+            >>> vae = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=4))
+            >>> rec, kl = vae.elbo_terms(torch.rand(3, 1, 8, 8))
+            >>> rec.shape, kl.shape
+            (torch.Size([3]), torch.Size([3]))
+        """
+        mu, logvar = self.encode(x, y)
+        z = self.reparameterize(mu, logvar, generator)
+        return self.recon_nll(self.decode_logits(z, y), x), self.kl(mu, logvar)
+
+    # ----------------------------------------------------------------- conveniences
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
+        """Decode the posterior mean: ``D(mu(x))`` in model space."""
+        mu, _ = self.encode(x, y)
+        return self.decode(mu, y)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` new samples from the prior, of classes ``y`` for a conditional model.
+
+        Args:
+            n: number of samples.
+            y: an int (all the same class) or ``n`` labels; required for conditional models.
+            generator: source of the noise, for reproducible samples.
+
+        Returns:
+            ``(n, *input_shape)`` in model space.
+        """
+        _check_int("n", n, 0)
+        z = torch.randn((n, self.config.latent_dim), generator=generator, device=self.device)
+        return self.decode(z, y)
+
+    def save(self, path: Any) -> None:
+        """Write the model to one safetensors file; see :func:`vaeaug.save`."""
+        from .io import save
+
+        save(self, path)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        cond = f", num_classes={cfg.num_classes}" if cfg.num_classes else ""
+        return f"input_shape={cfg.input_shape}, latent_dim={cfg.latent_dim}, widths={cfg.widths}{cond}, likelihood={cfg.likelihood!r}"
