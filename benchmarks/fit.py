@@ -157,9 +157,11 @@ def main() -> None:
         "",
         "| what | training samples/s | ratio to plain loop |",
         "|---|---|---|",
-        f"| plain hand-written loop, NCHW (mean of one epoch before and after) | {plain:,.0f} | 1.00 |",
+        f"| plain hand-written loop, NCHW (mean of one epoch before and after) "
+        f"| {plain:,.0f} | 1.00 |",
         f"| plain hand-written loop, channels_last | {plain_cl:,.0f} | {plain_cl / plain:.2f} |",
-        f"| `vaeaug.fit`, default architecture (mean over epochs 2..{len(h)}) | {lib_rate:,.0f} | {lib_rate / plain:.2f} |",
+        f"| `vaeaug.fit`, default architecture (mean over epochs 2..{len(h)}) "
+        f"| {lib_rate:,.0f} | {lib_rate / plain:.2f} |",
         "",
         f"- seconds per epoch (validation on {len(x) - n_fit:,} images included): {sec_epoch:.2f}",
         f"- test-set negative ELBO after {len(h)} epochs: {nelbo:.2f} nats/image "

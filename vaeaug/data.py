@@ -567,7 +567,7 @@ def _from_image_folder(path: Path) -> TensorData:
             "holding image files (torchvision ImageFolder layout)"
         ) from None
     xs: list[np.ndarray] = []
-    for i, (file, _) in enumerate(samples):
+    for file, _ in samples:
         try:
             with Image.open(file) as img:
                 arr = _pil_to_array(img, f"image {file!r}")

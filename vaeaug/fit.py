@@ -150,7 +150,7 @@ def _train(
     tr_idx, va_idx = _split(td, val_fraction, g_cpu)
     g_noise = torch.Generator(device=device).manual_seed(seed + 1)
     mem = torch.channels_last if cfg.is_image else torch.contiguous_format
-    model.to(device=device, memory_format=mem).train()
+    model.to(device).to(memory_format=mem).train()
     x_all = td.x.to(device)
     y_all = td.y.to(device) if (td.y is not None and model.conditional) else None
     x_tr, x_va = x_all[tr_idx.to(device)], x_all[va_idx.to(device)]

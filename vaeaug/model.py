@@ -210,10 +210,10 @@ class VAE(nn.Module):
             sizes = conv_sizes(h, w)
             enc: list[nn.Module] = []
             chans = (c, *widths)
-            for cin, cout in zip(chans[:-1], chans[1:]):
+            for cin, cout in zip(chans[:-1], chans[1:], strict=True):
                 enc += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             self.encoder = nn.Sequential(*enc, nn.Flatten())
-            self._bottom = (widths[-1], *sizes[-1])
+            self._bottom: tuple[int, ...] = (widths[-1], *sizes[-1])
             feat = widths[-1] * sizes[-1][0] * sizes[-1][1]
             dec: list[nn.Module] = []
             for i in range(len(widths) - 1, -1, -1):
@@ -229,7 +229,7 @@ class VAE(nn.Module):
             (d,) = config.input_shape
             enc = []
             dims = (d, *widths)
-            for din, dout in zip(dims[:-1], dims[1:]):
+            for din, dout in zip(dims[:-1], dims[1:], strict=True):
                 enc += [nn.Linear(din, dout), nn.ReLU(inplace=True)]
             self.encoder = nn.Sequential(*enc)
             self._bottom = (widths[-1],)
@@ -280,7 +280,7 @@ class VAE(nn.Module):
             raise ValueError(f"labels must be integers of shape ({n},); got {tuple(y.shape)} {y.dtype}")
         if n and (int(y.min()) < 0 or int(y.max()) >= k):
             raise ValueError(f"labels must be in 0..{k - 1}; got values in [{int(y.min())}, {int(y.max())}]")
-        return F.one_hot(y.long(), k).to(self.from_latent[0].weight.dtype)
+        return F.one_hot(y.long(), k).to(self.to_latent.weight.dtype)
 
     # ----------------------------------------------------------------- model
 
@@ -313,7 +313,9 @@ class VAE(nn.Module):
         return VAEOutput(self.decode(z, y), mu, logvar, z)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` drawn from ``generator``."""
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
@@ -380,4 +382,5 @@ class VAE(nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         cond = f", num_classes={cfg.num_classes}" if cfg.num_classes else ""
-        return f"input_shape={cfg.input_shape}, latent_dim={cfg.latent_dim}, widths={cfg.widths}{cond}, likelihood={cfg.likelihood!r}"
+        return (f"input_shape={cfg.input_shape}, latent_dim={cfg.latent_dim}, widths={cfg.widths}{cond}, "
+                f"likelihood={cfg.likelihood!r}")
