@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ _CHANNELS = (1, 3, 4)
 MIN_IMAGE_SIDE = 8
 _DTYPES = {
     "uint8": torch.uint8,
+    "uint16": torch.uint16,
+    "uint32": torch.uint32,
     "int8": torch.int8,
     "int16": torch.int16,
     "int32": torch.int32,
@@ -202,6 +205,11 @@ def as_tensor_data(
     if layout is not None and layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}; got {layout!r}")
     if isinstance(data, (str, os.PathLike)):
+        if y is not None:
+            raise ValueError(
+                "y was given together with a path or built-in name; those carry their own labels "
+                "(an .npz file's 'y' array, the class folders) - drop the y argument"
+            )
         return _from_name_or_path(data, layout=layout, value_range=value_range,
                                   root=root, split=split, download=download)
     if isinstance(data, (np.ndarray, torch.Tensor)):
@@ -316,6 +324,8 @@ def _to_model_layout(t: torch.Tensor, layout: Layout | None) -> tuple[torch.Tens
     shape = tuple(t.shape)
     if layout is None:
         layout = _infer_layout(shape)
+    elif layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}; got {layout!r}")
     expected_dims = {"NCHW": 4, "NHWC": 4, "NHW": 3, "ND": 2}[layout]
     if t.dim() != expected_dims:
         raise ValueError(f"layout {layout!r} needs a {expected_dims}-D array; got shape {shape}")
@@ -351,7 +361,8 @@ def _infer_layout(shape: tuple[int, ...]) -> Layout:
         if first and last:
             raise ValueError(
                 f"ambiguous layout for shape {shape}: both axis 1 and axis 3 could be channels; "
-                "pass layout='NCHW' or layout='NHWC'"
+                "pass layout='NCHW' or layout='NHWC' (read either way, a side is under "
+                f"{MIN_IMAGE_SIDE} pixels, the minimum: check the array, or upscale it first)"
             )
         if first:
             return "NCHW"
@@ -370,7 +381,10 @@ def _resolve_value_range(
     t: torch.Tensor, value_range: tuple[float, float] | ValueRange | None
 ) -> ValueRange:
     dtype = str(t.dtype).removeprefix("torch.")
-    lo, hi = float(t.min()), float(t.max())
+    try:
+        lo, hi = float(t.min()), float(t.max())
+    except (NotImplementedError, RuntimeError):  # e.g. uint16/uint32 lack min/max kernels
+        lo, hi = float(t.to(torch.float64).min()), float(t.to(torch.float64).max())
     if value_range is None:
         if t.dtype == torch.uint8:
             return ValueRange(0.0, 255.0, dtype)
@@ -424,7 +438,8 @@ def _item_to_array(x: Any, index: int) -> tuple[np.ndarray, str | None]:
     if isinstance(x, Image.Image):
         return _pil_to_array(x, f"sample {index}"), "HWC"
     if isinstance(x, torch.Tensor):
-        arr = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        arr = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
         # torchvision convention: tensors are (C, H, W)
         return arr, ("CHW" if arr.ndim == 3 else None)
     if isinstance(x, np.ndarray):
@@ -508,6 +523,13 @@ def _from_name_or_path(
     from . import datasets
 
     path = Path(data)
+    if path.is_dir() or datasets.is_builtin(str(data)):
+        unused = [n for n, v in (("layout", layout), ("value_range", value_range)) if v is not None]
+        if unused:
+            raise ValueError(
+                f"{' and '.join(unused)} do not apply to an image folder or a built-in dataset, "
+                "whose layout and value range are known - drop them"
+            )
     if path.is_dir():
         return _from_image_folder(path)
     if path.suffix == ".npz":
@@ -530,6 +552,8 @@ def _from_name_or_path(
 
 
 def _from_npz(path: Path, *, layout: Layout | None, value_range: Any) -> TensorData:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"cannot read {str(path)!r} as a .npz file: it is not a zip archive (np.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.keys())
