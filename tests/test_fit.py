@@ -15,7 +15,7 @@ import torch
 
 import vaeaug
 from vaeaug.data import as_tensor_data
-from vaeaug.fit import _evaluate, _split
+from vaeaug.training import _evaluate, _split
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

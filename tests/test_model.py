@@ -151,3 +151,18 @@ def test_config_dict_round_trip_and_unknown_keys() -> None:
     bad = cfg.to_dict() | {"dropout": 0.1}
     with pytest.raises(ValueError, match="unknown keys"):
         VAEConfig.from_dict(bad)
+
+
+def test_public_names_resolve_whatever_was_imported_first() -> None:
+    """`vaeaug.fit` is the function even after the module defining it was imported directly."""
+    import subprocess
+    import sys
+
+    code = ("import vaeaug.training, vaeaug.io, vaeaug.model\n"
+            "import vaeaug\n"
+            "assert callable(vaeaug.fit) and vaeaug.fit.__module__ == 'vaeaug.training'\n"
+            "assert callable(vaeaug.load) and vaeaug.VAE.__name__ == 'VAE'\n"
+            "import sys; assert 'torch' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    lazy = "import sys, vaeaug; assert 'torch' not in sys.modules, 'import vaeaug must not import torch'"
+    subprocess.run([sys.executable, "-c", lazy], check=True)

@@ -1,18 +1,41 @@
 """vaeaug: a fitted variational autoencoder as a data augmentation for PyTorch pipelines.
 
+The public names are imported lazily (PEP 562), so ``import vaeaug`` and the command line's
+argument errors stay fast and torch is imported only when a name that needs it is used.
+
 Example:
-    >>> import vaeaug
+    >>> import torch, vaeaug
     >>> model = vaeaug.fit("digits", epochs=1, progress=False)
-    >>> model.sample(2, generator=__import__("torch").Generator().manual_seed(0)).shape
+    >>> model.sample(2, generator=torch.Generator().manual_seed(0)).shape
     torch.Size([2, 1, 8, 8])
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .data import TensorData, ValueRange, as_tensor_data
-from .datasets import load_builtin
-from .fit import fit
-from .io import load, read_metadata, save
-from .model import VAE, VAEConfig
+
+if TYPE_CHECKING:
+    from .data import TensorData, ValueRange, as_tensor_data
+    from .datasets import load_builtin
+    from .io import load, read_metadata, save
+    from .model import VAE, VAEConfig
+    from .training import fit
+
+_LAZY = {
+    "VAE": "model",
+    "VAEConfig": "model",
+    "TensorData": "data",
+    "ValueRange": "data",
+    "as_tensor_data": "data",
+    "fit": "training",
+    "load": "io",
+    "load_builtin": "datasets",
+    "read_metadata": "io",
+    "save": "io",
+}
 
 __all__ = [
     "__version__",
@@ -27,3 +50,17 @@ __all__ = [
     "read_metadata",
     "save",
 ]
+assert set(__all__) == {"__version__", *_LAZY}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vaeaug' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

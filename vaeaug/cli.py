@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fit":
             return _cmd_fit(args)
         return _cmd_info(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"vaeaug {args.command}: error: {msg}", file=sys.stderr)
         return 2
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .data import as_tensor_data
-    from .fit import fit
+    from .training import fit
 
     out = Path(args.out)
     if out.is_dir():
@@ -116,6 +116,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
     parent = out.parent if str(out.parent) else Path(".")
     existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is a file, not a directory")
     if not os.access(existing, os.W_OK):
         raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is not writable")
     data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
@@ -131,7 +133,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     model.save(out)
-    print(f"saved {out} ({_size(out.stat().st_size)})")
+    if not args.no_progress:
+        print(f"saved {out} ({_size(out.stat().st_size)})")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Model files: one safetensors file, weights as tensors, everything else as JSON metadata.
 
 Loading parses the header itself before safetensors touches the file, never unpickles, and
-validates everything: format name and version, config, value range, tensor names, shapes,
-dtypes, a SHA-256 of the tensor bytes, and finiteness of the weights. Any problem is a
+validates everything: format name and version, a SHA-256 over the header and the tensor
+bytes, config, value range, tensor names, shapes, dtypes, and finiteness of the weights. Any problem is a
 ``ValueError`` that names it.
 """
 
@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from ._version import __version__
 from .data import ValueRange
@@ -50,22 +50,22 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
         (1, 8, 8)
     """
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    blob_wo_meta = st_save(tensors)
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "vaeaug_version": __version__,
-        "config": json.dumps(model.config.to_dict()),
-        "value_range": json.dumps(model.value_range.to_dict()),
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "value_range": json.dumps(model.value_range.to_dict(), sort_keys=True),
         "class_names": json.dumps(model.class_names),
         "history": json.dumps(model.history),
-        "data_sha256": hashlib.sha256(_data_section(blob_wo_meta)).hexdigest(),
     }
-    blob = st_save(tensors, metadata=meta)
+    blob = _serialize(model.state_dict(), meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # like open(): mkstemp's 0o600 would make the model private
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()
@@ -77,9 +77,40 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _data_section(blob: bytes) -> bytes:
-    (n,) = struct.unpack("<Q", blob[:8])
-    return blob[8 + n:]
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+              torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def _serialize(state: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    """A safetensors file with a canonical header: same model, same bytes; checksum over all of it."""
+    if sys.byteorder != "little":
+        raise RuntimeError("vaeaug model files are little-endian; saving on a big-endian machine is unsupported")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    entries: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    # widest dtypes first keeps every tensor aligned to its item size, as safetensors does
+    for name in sorted(tensors, key=lambda k: (-tensors[k].element_size(), k)):
+        t = tensors[name]
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        entries[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+                         "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    data = b"".join(chunks)
+    meta = dict(meta, sha256=_content_sha256(meta, entries, data))
+    header = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def _content_sha256(meta: dict[str, Any], entries: dict[str, Any], data: bytes) -> str:
+    """SHA-256 over the metadata (without the checksum), the tensor table and the tensor bytes."""
+    described = {"metadata": {k: v for k, v in meta.items() if k != "sha256"}, "tensors": entries}
+    h = hashlib.sha256(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
+    h.update(data)
+    return h.hexdigest()
 
 
 def _diagnose(blob: bytes, n: int, where: str) -> str:
@@ -146,10 +177,10 @@ def _parse(path: Path) -> tuple[bytes, dict[str, Any], dict[str, str]]:
         )
     if end < data_len:
         raise ValueError(f"{where} has {data_len - end} unexpected trailing bytes after the tensor data")
-    digest = hashlib.sha256(blob[8 + n:]).hexdigest()
-    if meta.get("data_sha256") != digest:
+    if meta.get("sha256") != _content_sha256(meta, header, blob[8 + n:]):
         raise ValueError(
-            f"{where} is corrupt: the tensor data does not match the checksum recorded in its header"
+            f"{where} is corrupt or was edited: its content does not match the SHA-256 checksum "
+            "recorded in its header"
         )
     return blob, header, meta
 
