@@ -1,0 +1,203 @@
+"""The Generator interface: one way to make variants, whatever runs the model.
+
+Everything that makes a variant (the transform, the dataset, and later pre-generation and the
+ONNX backend) goes through :meth:`Generator.variants`. Noise is drawn outside the model from
+integer keys (:mod:`vaeaug.rng`), so two backends given the same keys give the same variants.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .rng import Stream, normal, uniform
+
+__all__ = ["Noise", "Generator", "TorchGenerator", "as_generator"]
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The random inputs of one batch of variants.
+
+    Attributes:
+        eps: ``(N, latent_dim)`` float32 standard normals.
+        t: ``(N,)`` float32 uniforms in ``(0, 1)`` (interpolation weights before scaling).
+    """
+
+    eps: np.ndarray
+    t: np.ndarray
+
+    @classmethod
+    def from_keys(cls, keys: np.ndarray, latent_dim: int) -> Noise:
+        """Noise for per-sample ``keys`` (see :func:`vaeaug.rng.derive_keys`).
+
+        Example:
+            >>> from vaeaug.rng import derive_keys
+            >>> Noise.from_keys(derive_keys(0, np.arange(4)), 16).eps.shape
+            (4, 16)
+        """
+        return cls(normal(keys, Stream.EPS, latent_dim),
+                   uniform(keys, Stream.T, 1)[:, 0].astype(np.float32))
+
+    def __len__(self) -> int:
+        return int(self.eps.shape[0])
+
+
+class Generator(ABC):
+    """Makes variants of a batch in model space. Subclasses: :class:`TorchGenerator` (and ONNX).
+
+    Attributes:
+        config: the model's :class:`~vaeaug.model.VAEConfig`.
+        value_range: the user's value range recorded at fit time.
+        class_names: names of the classes, when known.
+    """
+
+    config: Any
+    value_range: Any
+    class_names: list[str] | None
+
+    @property
+    def conditional(self) -> bool:
+        """True for a class-conditional model."""
+        return self.config.num_classes is not None
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the latent code."""
+        return int(self.config.latent_dim)
+
+    @abstractmethod
+    def variants(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        mode: str = "posterior",
+        strength: float = 1.0,
+        form: str = "decode",
+        noise: Noise,
+        partner: Any = None,
+    ) -> Any:
+        """Variants of ``x`` (model space, ``(N, *input_shape)``), same array type as ``x``.
+
+        Args:
+            x: sources in ``[0, 1]``; for ``prior`` only their count and device matter.
+            y: labels ``(N,)``; required by conditional models.
+            mode: see :mod:`vaeaug.functional`.
+            strength: size of the move.
+            form: ``"decode"`` or ``"delta"``.
+            noise: from :meth:`Noise.from_keys`.
+            partner: ``(N, *input_shape)`` same-class partners for ``interpolate``.
+
+        Returns:
+            Variants in ``[0, 1]`` with the shape of ``x``.
+        """
+
+    def describe(self) -> str:
+        """A short description for ``repr``."""
+        shape = "x".join(map(str, self.config.input_shape))
+        cond = f", {self.config.num_classes} classes" if self.conditional else ""
+        return f"VAE({shape}, latent {self.latent_dim}{cond})"
+
+
+class TorchGenerator(Generator):
+    """The torch backend: runs :func:`vaeaug.functional.perturb` on the model's device.
+
+    Args:
+        model: a :class:`~vaeaug.model.VAE` or the path of a model file.
+        device: where to run; default: the model's device (CPU for a path).
+
+    Example:
+        >>> import vaeaug
+        >>> from vaeaug.rng import derive_keys
+        >>> gen = TorchGenerator(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
+        >>> x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+        >>> gen.variants(x, noise=Noise.from_keys(derive_keys(0, np.arange(3)), 16)).shape
+        (3, 1, 8, 8)
+    """
+
+    def __init__(self, model: Any, device: Any = None) -> None:
+        import torch
+
+        from .io import load
+        from .model import VAE
+
+        if isinstance(model, (str, os.PathLike)):
+            self.source: str | None = str(Path(model))
+            model = load(model)
+        elif isinstance(model, VAE):
+            self.source = None
+        else:
+            raise TypeError(f"model must be a vaeaug VAE or a model file path; got {type(model).__name__}")
+        if device is not None:
+            model = model.to(torch.device(device))
+        self.model = model.eval()
+        self.config = model.config
+        self.value_range = model.value_range
+        self.class_names = model.class_names
+
+    @property
+    def device(self) -> Any:
+        """The device the model runs on."""
+        return self.model.device
+
+    def variants(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        mode: str = "posterior",
+        strength: float = 1.0,
+        form: str = "decode",
+        noise: Noise,
+        partner: Any = None,
+    ) -> Any:
+        import torch
+
+        from .functional import check_mode, perturb
+
+        check_mode(mode, form, strength, conditional=self.conditional)
+        is_numpy = isinstance(x, np.ndarray)
+        xt = torch.from_numpy(x) if is_numpy else x
+        if len(noise) != xt.shape[0]:
+            raise ValueError(f"noise is for {len(noise)} samples but x has {xt.shape[0]}")
+        dev = self.device
+        in_dev = xt.device
+        with torch.inference_mode():
+            xd = xt.to(dev, torch.float32)
+            yd = None if y is None else torch.as_tensor(y).to(dev)
+            if self.conditional and yd is None:
+                raise ValueError(
+                    f"this model is class-conditional ({self.config.num_classes} classes): pass the labels y"
+                )
+            eps = torch.from_numpy(noise.eps).to(dev)
+            t = torch.from_numpy(noise.t).to(dev)
+            pb = None
+            if mode == "interpolate":
+                if partner is None:
+                    raise ValueError("mode 'interpolate' needs partner samples of the same class")
+                pb = (torch.from_numpy(partner) if isinstance(partner, np.ndarray) else partner).to(dev, torch.float32)
+            out = perturb(self.model, xd, yd, mode=mode, strength=float(strength), eps=eps, form=form, t=t, x_b=pb)
+        if is_numpy:
+            return out.cpu().numpy()
+        return out.to(in_dev)
+
+
+def as_generator(model_or_path: Any, device: Any = None) -> Generator:
+    """A :class:`Generator` for a model, a model file path, or a generator (returned as is).
+
+    Args:
+        model_or_path: a ``VAE``, a ``.vae`` path or a ``Generator``.
+        device: device for the torch backend.
+
+    Returns:
+        The generator.
+    """
+    if isinstance(model_or_path, Generator):
+        return model_or_path
+    return TorchGenerator(model_or_path, device=device)

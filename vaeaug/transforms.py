@@ -1,0 +1,239 @@
+"""``VAEAugment``: a torchvision v2 transform that replaces an image by a VAE variant of it.
+
+Only torchvision's public hooks are used: ``check_inputs`` (to find the label in the sample),
+``make_params`` (one random key per call) and ``transform`` (per image leaf). Randomness: the
+per-call key comes from torch's global generator, so it follows ``torch.manual_seed`` and the
+per-worker, per-epoch seeding of ``DataLoader``; with an explicit ``seed`` the key comes from
+``(seed, worker seed, call count)`` instead. Every sample of a batch gets its own key, hence its
+own noise and its own coin flip for ``p``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .convert import from_model, to_model
+from .functional import check_mode
+from .generator import Generator, Noise, as_generator
+from .rng import Stream, derive_keys, uniform
+
+__all__ = ["VAEAugment", "apply_variants"]
+
+_MAX_KEY = 2**63 - 1
+
+
+def _is_label(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return True
+    if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim <= 1:
+        dt = v.dtype
+        return (not dt.is_floating_point and dt != torch.bool) if isinstance(v, torch.Tensor) else dt.kind in "iu"
+    return False
+
+
+def _worker_seed() -> int:
+    info = torch.utils.data.get_worker_info()
+    return 0 if info is None else int(info.seed) % _MAX_KEY + 1
+
+
+def apply_variants(
+    gen: Generator,
+    inpt: Any,
+    labels: Any,
+    key: int,
+    *,
+    p: float,
+    mode: str,
+    strength: float,
+    form: str,
+) -> Any:
+    """Replace each image of ``inpt`` by a variant with probability ``p``; same type out.
+
+    Args:
+        gen: the generator.
+        inpt: one image or a batch (PIL, tensor, ``tv_tensors.Image``, numpy HWC).
+        labels: an int or ``(N,)`` labels, or ``None``.
+        key: the call's random key; sample ``i`` uses ``derive_keys(key, i)``.
+        p: probability that a sample is replaced.
+        mode: latent move (see :mod:`vaeaug.functional`).
+        strength: size of the move.
+        form: ``"decode"`` or ``"delta"``.
+
+    Returns:
+        ``inpt`` with the chosen samples replaced (``inpt`` itself when none is chosen).
+    """
+    x, spec = to_model(inpt, gen.value_range, tuple(gen.config.input_shape))
+    n = x.shape[0]
+    keys = derive_keys(key, np.arange(n))
+    chosen = np.nonzero(uniform(keys, Stream.APPLY)[:, 0] < p)[0]
+    if len(chosen) == 0:
+        return inpt
+    y = _labels_for(labels, n, gen, mode)
+    if mode == "interpolate" and n < 2:
+        raise ValueError(
+            "mode 'interpolate' needs a partner image of the same class: call the transform on a "
+            "batch (N, C, H, W), or use VAEAugmentedDataset, which picks partners from the dataset"
+        )
+    idx = torch.from_numpy(chosen).to(x.device)
+    partner = None
+    if mode == "interpolate":
+        partner = x[torch.from_numpy(_partners(chosen, keys, y)).to(x.device)]
+    out = gen.variants(
+        x[idx], None if y is None else y[idx.cpu()], mode=mode, strength=strength, form=form,
+        noise=Noise.from_keys(keys[chosen], gen.latent_dim), partner=partner,
+    )
+    if not spec.batched:
+        result = from_model(out, spec)
+    elif isinstance(inpt, np.ndarray):
+        result = inpt.copy()
+        result[chosen] = from_model(out, spec)
+    else:
+        result = inpt.as_subclass(torch.Tensor).clone()
+        result[idx] = from_model(out, spec)
+    if isinstance(inpt, tv_tensors.TVTensor):
+        result = tv_tensors.wrap(result, like=inpt)
+    return result
+
+
+def _labels_for(labels: Any, n: int, gen: Generator, mode: str) -> torch.Tensor | None:
+    needed = gen.conditional
+    if labels is None:
+        if needed:
+            raise ValueError(
+                f"this model is class-conditional{' and mode prior makes a sample of the given class' if mode == 'prior' else ''}: "
+                "it needs the label - call the transform on (image, label), or on (images, labels) for a batch"
+            )
+        return None
+    y = torch.as_tensor(np.asarray(labels) if isinstance(labels, np.ndarray) else labels).reshape(-1).long().cpu()
+    if y.numel() == 1 and n > 1:
+        y = y.expand(n)
+    if y.numel() != n:
+        raise ValueError(f"found {y.numel()} labels for {n} images; pass one label per image")
+    if needed:
+        k = gen.config.num_classes
+        if int(y.min()) < 0 or int(y.max()) >= k:
+            raise ValueError(f"labels must be in 0..{k - 1} for this model; got values in [{int(y.min())}, {int(y.max())}]")
+        return y
+    return y if mode == "interpolate" else None
+
+
+def _partners(chosen: np.ndarray, keys: np.ndarray, y: torch.Tensor | None) -> np.ndarray:
+    """For each chosen sample, another sample of the same class in the batch (itself if none)."""
+    n = len(keys)
+    u = uniform(keys[chosen], Stream.PARTNER)[:, 0]
+    labels = None if y is None else y.numpy()
+    out = np.empty(len(chosen), dtype=np.int64)
+    for j, i in enumerate(chosen):
+        cands = np.arange(n) if labels is None else np.nonzero(labels == labels[i])[0]
+        cands = cands[cands != i]
+        out[j] = i if len(cands) == 0 else cands[int(u[j] * len(cands))]
+    return out
+
+
+class VAEAugment(v2.Transform):
+    """Replace an image by a VAE variant of it, with probability ``p``: a torchvision v2 transform.
+
+    Works on PIL images, uint8/float tensors ``(C, H, W)`` and batches ``(N, C, H, W)``,
+    ``tv_tensors.Image`` and numpy HWC arrays; returns the input's type, dtype, layout, device and
+    value range. In a sample such as ``(img, label)`` or a dict with masks and boxes, only the
+    image changes; class-conditional models read the label from the sample (an int, or ``(N,)``
+    labels for a batch). On a batch each sample gets its own noise and coin flip, in one batched
+    model call on the model's device.
+
+    Args:
+        model_or_path: a fitted ``VAE``, the path of a ``.vae`` file, or a ``Generator``.
+        p: probability that an image is replaced by a variant.
+        strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
+        mode: ``"posterior"``, ``"isotropic"``, ``"interpolate"`` (batches), ``"prior"``
+            (conditional models) or ``"reconstruct"``.
+        form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``).
+        seed: ``None`` draws from torch's generator (follows ``torch.manual_seed`` and DataLoader
+            worker seeding); an int gives a fixed stream in the main process, combined with the
+            worker seed inside DataLoader workers.
+        device: where the model runs (default: where it is; CPU for a path).
+
+    Example:
+        >>> import torch, vaeaug
+        >>> model = vaeaug.fit("digits", epochs=1, progress=False)
+        >>> aug = VAEAugment(model, p=1.0)
+        >>> img = torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8)
+        >>> out = aug(img)
+        >>> out.shape, out.dtype
+        (torch.Size([1, 8, 8]), torch.uint8)
+    """
+
+    _transformed_types = (torch.Tensor, PIL.Image.Image, np.ndarray)
+
+    def __init__(
+        self,
+        model_or_path: Any,
+        p: float = 0.5,
+        strength: float = 1.0,
+        mode: str = "posterior",
+        form: str = "decode",
+        seed: int | None = None,
+        device: Any = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1]; got {p!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
+        gen = as_generator(model_or_path, device=device)
+        if len(gen.config.input_shape) != 3:
+            raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
+        check_mode(mode, form, strength, conditional=gen.conditional)
+        self._generator = gen
+        self.model = getattr(gen, "source", None) or gen.describe()
+        self.p = float(p)
+        self.strength = float(strength)
+        self.mode = mode
+        self.form = form
+        self.seed = seed
+        self._calls = 0
+        self._labels: Any = None
+        self._numpy_image: int | None = None
+
+    @property
+    def generator(self) -> Generator:
+        """The generator that makes the variants."""
+        return self._generator
+
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        # the one public hook that sees the whole sample: find the label and the numpy image
+        self._labels = next((v for v in flat_inputs if _is_label(v)), None)
+        has_image = any(isinstance(v, (PIL.Image.Image, tv_tensors.Image)) or
+                        (type(v) is torch.Tensor and v.dim() >= 2) for v in flat_inputs)
+        first_np = next((v for v in flat_inputs if isinstance(v, np.ndarray) and v.ndim >= 2), None)
+        self._numpy_image = None if has_image or first_np is None else id(first_np)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if self.seed is None:
+            key = int(torch.randint(0, _MAX_KEY, (1,)).item())
+        else:
+            key = int(derive_keys(self.seed, _worker_seed(), self._calls)[0] % np.uint64(_MAX_KEY))
+            self._calls += 1
+        labels, self._labels = self._labels, None
+        return {"key": key, "labels": labels}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
+            return inpt  # masks, boxes, videos, keypoints pass through
+        if isinstance(inpt, np.ndarray) and id(inpt) != self._numpy_image:
+            return inpt
+        if isinstance(inpt, torch.Tensor) and inpt.dim() < 2:
+            return inpt  # labels and other numbers
+        return apply_variants(self._generator, inpt, params["labels"], params["key"], p=self.p,
+                              mode=self.mode, strength=self.strength, form=self.form)
+
+    def extra_repr(self) -> str:
+        return (f"model={self.model!r}, p={self.p}, strength={self.strength}, mode={self.mode!r}, "
+                f"form={self.form!r}, seed={self.seed}")
