@@ -19,10 +19,13 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .data import TensorData, ValueRange, as_tensor_data
+    from .dataset import VAEAugmentedDataset
     from .datasets import load_builtin
+    from .generator import Generator, Noise, TorchGenerator
     from .io import load, read_metadata, save
     from .model import VAE, VAEConfig
     from .training import fit
+    from .transforms import VAEAugment
 
 _LAZY = {
     "VAE": "model",
@@ -35,6 +38,11 @@ _LAZY = {
     "load_builtin": "datasets",
     "read_metadata": "io",
     "save": "io",
+    "VAEAugment": "transforms",
+    "VAEAugmentedDataset": "dataset",
+    "Generator": "generator",
+    "TorchGenerator": "generator",
+    "Noise": "generator",
 }
 
 __all__ = [
@@ -49,6 +57,11 @@ __all__ = [
     "load_builtin",
     "read_metadata",
     "save",
+    "VAEAugment",
+    "VAEAugmentedDataset",
+    "Generator",
+    "TorchGenerator",
+    "Noise",
 ]
 assert set(__all__) == {"__version__", *_LAZY}
 

@@ -7,6 +7,7 @@ integer keys (:mod:`vaeaug.rng`), so two backends given the same keys give the s
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class Generator(ABC):
         form: str = "decode",
         noise: Noise,
         partner: Any = None,
+        invariant: bool = False,
     ) -> Any:
         """Variants of ``x`` (model space, ``(N, *input_shape)``), same array type as ``x``.
 
@@ -93,6 +95,9 @@ class Generator(ABC):
             form: ``"decode"`` or ``"delta"``.
             noise: from :meth:`Noise.from_keys`.
             partner: ``(N, *input_shape)`` same-class partners for ``interpolate``.
+            invariant: make each sample's output independent of the batch it is in, bit for
+                bit (the torch backend runs fixed-size, zero-padded chunks); otherwise results
+                can differ across batch sizes by float rounding (~1e-7).
 
         Returns:
             Variants in ``[0, 1]`` with the shape of ``x``.
@@ -111,6 +116,8 @@ class TorchGenerator(Generator):
     Args:
         model: a :class:`~vaeaug.model.VAE` or the path of a model file.
         device: where to run; default: the model's device (CPU for a path).
+        chunk_size: rows per model call when ``invariant=True`` (the last chunk is zero-padded,
+            so every sample is computed in a call of the same shape, bit-identically).
 
     Example:
         >>> import vaeaug
@@ -121,7 +128,7 @@ class TorchGenerator(Generator):
         (3, 1, 8, 8)
     """
 
-    def __init__(self, model: Any, device: Any = None) -> None:
+    def __init__(self, model: Any, device: Any = None, chunk_size: int = 64) -> None:
         import torch
 
         from .io import load
@@ -137,6 +144,7 @@ class TorchGenerator(Generator):
         if device is not None:
             model = model.to(torch.device(device))
         self.model = model.eval()
+        self.chunk_size = chunk_size
         self.config = model.config
         self.value_range = model.value_range
         self.class_names = model.class_names
@@ -156,6 +164,7 @@ class TorchGenerator(Generator):
         form: str = "decode",
         noise: Noise,
         partner: Any = None,
+        invariant: bool = False,
     ) -> Any:
         import torch
 
@@ -182,10 +191,35 @@ class TorchGenerator(Generator):
                 if partner is None:
                     raise ValueError("mode 'interpolate' needs partner samples of the same class")
                 pb = (torch.from_numpy(partner) if isinstance(partner, np.ndarray) else partner).to(dev, torch.float32)
-            out = perturb(self.model, xd, yd, mode=mode, strength=float(strength), eps=eps, form=form, t=t, x_b=pb)
+            run = functools.partial(perturb, self.model, mode=mode, strength=float(strength), form=form)
+            if not invariant:
+                out = run(xd, yd, eps=eps, t=t, x_b=pb)
+            else:
+                out = _chunked(run, self.chunk_size, xd, yd, eps, t, pb)
         if is_numpy:
             return out.cpu().numpy()
         return out.to(in_dev)
+
+
+def _chunked(run: Any, size: int, x: Any, y: Any, eps: Any, t: Any, xb: Any) -> Any:
+    """Run ``run`` on zero-padded chunks of exactly ``size`` rows; rows are independent."""
+    import torch
+
+    n = x.shape[0]
+    pad = -n % size
+
+    def padded(v: Any) -> Any:
+        if v is None or pad == 0:
+            return v
+        return torch.cat([v, torch.zeros((pad, *v.shape[1:]), dtype=v.dtype, device=v.device)])
+
+    xp, yp, ep, tp, bp = (padded(v) for v in (x, y, eps, t, xb))
+    outs = []
+    for lo in range(0, n + pad, size):
+        sl = slice(lo, lo + size)
+        outs.append(run(xp[sl], None if yp is None else yp[sl], eps=ep[sl], t=tp[sl],
+                        x_b=None if bp is None else bp[sl]))
+    return torch.cat(outs)[:n]
 
 
 def as_generator(model_or_path: Any, device: Any = None) -> Generator:

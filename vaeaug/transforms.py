@@ -33,9 +33,10 @@ def _is_label(v: Any) -> bool:
         return False
     if isinstance(v, (int, np.integer)):
         return True
-    if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim <= 1:
-        dt = v.dtype
-        return (not dt.is_floating_point and dt != torch.bool) if isinstance(v, torch.Tensor) else dt.kind in "iu"
+    if isinstance(v, torch.Tensor) and v.dim() <= 1:
+        return not v.dtype.is_floating_point and not v.dtype.is_complex and v.dtype != torch.bool
+    if isinstance(v, np.ndarray) and v.ndim <= 1:
+        return v.dtype.kind in "iu"
     return False
 
 
@@ -107,9 +108,10 @@ def _labels_for(labels: Any, n: int, gen: Generator, mode: str) -> torch.Tensor 
     needed = gen.conditional
     if labels is None:
         if needed:
+            why = " and mode 'prior' makes a new sample of the label's class" if mode == "prior" else ""
             raise ValueError(
-                f"this model is class-conditional{' and mode prior makes a sample of the given class' if mode == 'prior' else ''}: "
-                "it needs the label - call the transform on (image, label), or on (images, labels) for a batch"
+                f"this model is class-conditional{why}: it needs the label - call the transform on "
+                "(image, label), or on (images, labels) for a batch"
             )
         return None
     y = torch.as_tensor(np.asarray(labels) if isinstance(labels, np.ndarray) else labels).reshape(-1).long().cpu()
@@ -120,7 +122,9 @@ def _labels_for(labels: Any, n: int, gen: Generator, mode: str) -> torch.Tensor 
     if needed:
         k = gen.config.num_classes
         if int(y.min()) < 0 or int(y.max()) >= k:
-            raise ValueError(f"labels must be in 0..{k - 1} for this model; got values in [{int(y.min())}, {int(y.max())}]")
+            raise ValueError(
+                f"labels must be in 0..{k - 1} for this model; got values in [{int(y.min())}, {int(y.max())}]"
+            )
         return y
     return y if mode == "interpolate" else None
 

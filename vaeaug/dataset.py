@@ -1,0 +1,274 @@
+"""``VAEAugmentedDataset``: the real samples followed by VAE variants of them.
+
+Index layout for ``N`` real samples and ``k`` variants per sample: ``0..N-1`` are the real
+samples, unchanged; ``N + i * k + j`` is variant ``j`` of real sample ``i`` (with ``i``'s
+label); with ``balance_classes=True`` the indices after that are ``prior`` samples of the smaller
+classes. Each variant is a pure function of ``(seed, index)`` (and the epoch, with
+``resample_each_epoch=True``), so it is the same whatever the worker, order or batch size;
+``__getitems__`` makes a whole batch of variants in one model call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .convert import ImageSpec, from_model, to_model
+from .functional import check_mode
+from .generator import Generator, Noise, as_generator
+from .rng import Stream, derive_keys, uniform
+
+__all__ = ["VAEAugmentedDataset"]
+
+
+def _split_item(item: Any) -> tuple[Any, Any, bool]:
+    """``(x, y, has_label)`` of a base item ``x`` or ``(x, y, ...)``."""
+    if isinstance(item, (tuple, list)):
+        if len(item) < 2:
+            raise ValueError(f"dataset items must be x or (x, y); got a {type(item).__name__} of length {len(item)}")
+        return item[0], item[1], True
+    return item, None, False
+
+
+def _label_int(y: Any, index: int) -> int:
+    if isinstance(y, torch.Tensor):
+        if y.numel() != 1:
+            raise ValueError(f"label of base sample {index} must be a scalar; got shape {tuple(y.shape)}")
+        y = y.item()
+    if isinstance(y, (np.integer,)):
+        y = int(y)
+    if not isinstance(y, int) or isinstance(y, bool):
+        raise ValueError(f"label of base sample {index} must be an integer; got {y!r}")
+    return y
+
+
+class VAEAugmentedDataset(torch.utils.data.Dataset):
+    """Real samples plus ``variants_per_sample`` VAE variants of each.
+
+    Args:
+        base: a map-style dataset yielding ``x`` or ``(x, y)``; ``x`` a PIL image, a tensor
+            ``(C, H, W)`` or a numpy ``(H, W[, C])`` array of the model's size.
+        model_or_path: a fitted ``VAE``, a ``.vae`` path or a ``Generator``.
+        variants_per_sample: ``k``, variants per real sample.
+        mode: latent move (see :mod:`vaeaug.functional`); ``interpolate`` picks partners of the
+            same class from ``base``.
+        strength: size of the move.
+        form: ``"decode"`` or ``"delta"``.
+        seed: root of every variant's noise.
+        return_is_synthetic: append a bool to each item: ``False`` for real, ``True`` for made.
+        resample_each_epoch: variants also depend on the epoch set by :meth:`set_epoch`.
+        balance_classes: add ``prior`` samples of the smaller classes (conditional models) until
+            every class has as many samples as the largest.
+        device: where the model runs.
+
+    Example:
+        >>> import vaeaug, torch
+        >>> d = vaeaug.load_builtin("digits")
+        >>> base = torch.utils.data.TensorDataset(d.x[:10], d.y[:10])
+        >>> model = vaeaug.fit(d.x, d.y, epochs=1, progress=False)
+        >>> ds = VAEAugmentedDataset(base, model, variants_per_sample=2)
+        >>> len(ds), ds[12][0].shape
+        (30, torch.Size([1, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        model_or_path: Any,
+        variants_per_sample: int = 1,
+        mode: str = "posterior",
+        strength: float = 1.0,
+        form: str = "decode",
+        seed: int = 0,
+        return_is_synthetic: bool = False,
+        resample_each_epoch: bool = False,
+        balance_classes: bool = False,
+        device: Any = None,
+    ) -> None:
+        k = variants_per_sample
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"variants_per_sample must be an integer >= 0; got {k!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+        if not (hasattr(base, "__getitem__") and hasattr(base, "__len__")):
+            raise TypeError(
+                f"base must be a map-style dataset (with __len__ and __getitem__); got {type(base).__name__}"
+            )
+        self.base = base
+        self.n_real = len(base)
+        if self.n_real == 0:
+            raise ValueError("the base dataset is empty")
+        gen = as_generator(model_or_path, device=device)
+        if len(gen.config.input_shape) != 3:
+            raise ValueError("VAEAugmentedDataset works on images; this model was fit on vectors (N, D)")
+        check_mode(mode, form, strength, conditional=gen.conditional)
+        if balance_classes and not gen.conditional:
+            raise ValueError("balance_classes=True adds prior samples of a class and needs a class-conditional model")
+        self.generator: Generator = gen
+        self.variants_per_sample = k
+        self.mode, self.strength, self.form, self.seed = mode, float(strength), form, seed
+        self.return_is_synthetic = return_is_synthetic
+        self.resample_each_epoch = resample_each_epoch
+        self.epoch = 0
+        # check the base now, not deep inside a worker
+        x0, y0, has_label = _split_item(base[0])
+        _, self._template = to_model(x0, gen.value_range, tuple(gen.config.input_shape))
+        self._label_type = type(y0) if has_label else None
+        self._label_like = y0
+        needs_labels = gen.conditional or mode == "interpolate" or balance_classes
+        if needs_labels and not has_label:
+            why = "the model is class-conditional" if gen.conditional else f"mode {mode!r} needs classes"
+            raise ValueError(f"base items must be (x, y) because {why}; base[0] is a {type(base[0]).__name__}")
+        self._labels: np.ndarray | None = self._all_labels() if needs_labels else None
+        if self._labels is not None and gen.conditional:
+            kc = gen.config.num_classes
+            bad = np.nonzero((self._labels < 0) | (self._labels >= kc))[0]
+            if len(bad):
+                raise ValueError(f"label of base sample {int(bad[0])} is {int(self._labels[bad[0]])}; "
+                                 f"this model knows classes 0..{kc - 1}")
+        self._members: dict[int, np.ndarray] = {}
+        if self._labels is not None:
+            for c in np.unique(self._labels):
+                self._members[int(c)] = np.nonzero(self._labels == c)[0]
+        self._extra = np.zeros(0, dtype=np.int64)
+        if balance_classes:
+            assert self._labels is not None
+            counts = {c: len(m) for c, m in self._members.items()}
+            kc = gen.config.num_classes or 0
+            largest = max(counts.values())
+            extra = [np.full((largest - counts.get(c, 0)) * (1 + k), c, dtype=np.int64) for c in range(kc)
+                     if c in counts]
+            self._extra = np.concatenate(extra) if extra else self._extra
+
+    def _all_labels(self) -> np.ndarray:
+        targets = getattr(self.base, "targets", None)
+        if targets is not None and len(targets) == self.n_real:
+            arr = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
+            if arr.ndim == 1 and arr.dtype.kind in "iu":
+                return arr.astype(np.int64)
+        return np.array([_label_int(_split_item(self.base[i])[1], i) for i in range(self.n_real)], dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that ``resample_each_epoch=True`` mixes into every variant's noise.
+
+        Call it before creating the epoch's DataLoader iterator (as with ``DistributedSampler``);
+        persistent workers keep the value they started with.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0; got {epoch!r}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_real * (1 + self.variants_per_sample) + len(self._extra)
+
+    @property
+    def class_counts(self) -> dict[int, int] | None:
+        """Samples per class over the whole dataset (real, variants and balancing), if labelled."""
+        if self._labels is None:
+            return None
+        k = self.variants_per_sample
+        counts = {c: len(m) * (1 + k) for c, m in self._members.items()}
+        for c in self._extra:
+            counts[int(c)] = counts.get(int(c), 0) + 1
+        return counts
+
+    def _wrap(self, item: Any, synthetic: bool) -> Any:
+        if not self.return_is_synthetic:
+            return item
+        return (*item, synthetic) if isinstance(item, tuple) else (item, synthetic)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """Items for ``indices``; all variants among them are made in one batched model call."""
+        n, k, total = self.n_real, self.variants_per_sample, len(self)
+        out: list[Any] = [None] * len(indices)
+        var_pos, var_idx, var_src, pri_pos, pri_idx = [], [], [], [], []
+        for pos, raw in enumerate(indices):
+            idx = int(raw)
+            if idx < 0:
+                idx += total
+            if not 0 <= idx < total:
+                raise IndexError(f"index {raw} is out of range for a dataset of {total} samples")
+            if idx < n:
+                item = self.base[idx]
+                out[pos] = self._wrap(tuple(item) if isinstance(item, list) else item, False)
+            elif idx < n * (1 + k):
+                var_pos.append(pos)
+                var_idx.append(idx)
+                var_src.append((idx - n) // k)
+            else:
+                pri_pos.append(pos)
+                pri_idx.append(idx)
+        if var_pos:
+            self._make_variants(out, var_pos, np.array(var_idx, dtype=np.int64), var_src)
+        if pri_pos:
+            self._make_prior(out, pri_pos, np.array(pri_idx, dtype=np.int64))
+        return out
+
+    def _keys(self, idx: np.ndarray) -> np.ndarray:
+        return derive_keys(self.seed, self.epoch if self.resample_each_epoch else 0, idx)
+
+    def _load(self, i: int) -> tuple[Any, Any, torch.Tensor, ImageSpec]:
+        item = self.base[i]
+        x, y, _ = _split_item(item)
+        xm, spec = to_model(x, self.generator.value_range, tuple(self.generator.config.input_shape))
+        return item, y, xm, spec
+
+    def _make_variants(self, out: list[Any], pos: list[int], idx: np.ndarray, src: list[int]) -> None:
+        gen = self.generator
+        cache: dict[int, tuple[Any, Any, torch.Tensor, ImageSpec]] = {}
+        for i in src:
+            if i not in cache:
+                cache[i] = self._load(i)
+        x = torch.cat([cache[i][2].cpu() for i in src])
+        keys = self._keys(idx)
+        y = None
+        if self._labels is not None:
+            y = torch.from_numpy(self._labels[np.array(src)])
+        partner = None
+        if self.mode == "interpolate":
+            assert self._labels is not None
+            u = uniform(keys, Stream.PARTNER)[:, 0]
+            chosen = []
+            for j, i in enumerate(src):
+                cands = self._members[int(self._labels[i])]
+                cands = cands[cands != i]
+                chosen.append(i if len(cands) == 0 else int(cands[int(u[j] * len(cands))]))
+            partner = torch.cat([self._load(b)[2].cpu() for b in chosen])
+        made = gen.variants(x, y if gen.conditional else None, mode=self.mode, strength=self.strength,
+                            form=self.form, noise=Noise.from_keys(keys, gen.latent_dim), partner=partner,
+                            invariant=True)
+        for r, (p, i) in enumerate(zip(pos, src, strict=True)):
+            item, _, _, spec = cache[i]
+            xv = from_model(made[r:r + 1], spec)
+            new = (xv, *tuple(item)[1:]) if isinstance(item, (tuple, list)) else xv
+            out[p] = self._wrap(new, True)
+
+    def _make_prior(self, out: list[Any], pos: list[int], idx: np.ndarray) -> None:
+        gen = self.generator
+        classes = self._extra[idx - self.n_real * (1 + self.variants_per_sample)]
+        shape = tuple(gen.config.input_shape)
+        x = torch.zeros((len(idx), *shape))
+        made = gen.variants(x, torch.from_numpy(classes), mode="prior", strength=1.0, form="decode",
+                            noise=Noise.from_keys(self._keys(idx), gen.latent_dim), invariant=True)
+        for r, p in enumerate(pos):
+            xv = from_model(made[r:r + 1], self._template)
+            out[p] = self._wrap((xv, self._make_label(int(classes[r]))), True)
+
+    def _make_label(self, c: int) -> Any:
+        like = self._label_like
+        if isinstance(like, torch.Tensor):
+            return torch.tensor(c, dtype=like.dtype)
+        if isinstance(like, np.integer):
+            return type(like)(c)
+        return c
+
+    def __repr__(self) -> str:
+        return (f"VAEAugmentedDataset(n_real={self.n_real}, variants_per_sample={self.variants_per_sample}, "
+                f"extra={len(self._extra)}, mode={self.mode!r}, strength={self.strength}, form={self.form!r}, "
+                f"seed={self.seed}, model={getattr(self.generator, 'source', None) or self.generator.describe()!r})")
