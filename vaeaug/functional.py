@@ -82,8 +82,12 @@ def latent_move(
         >>> latent_move("isotropic", mu, mu, torch.ones(2, 3), 0.5)[0].tolist()
         [0.5, 0.5, 0.5]
     """
-    s = strength if isinstance(strength, torch.Tensor) else torch.tensor(float(strength), dtype=mu.dtype)
-    s = s.to(mu.device, mu.dtype).reshape(-1, 1) if s.dim() else s.to(mu.device, mu.dtype)
+    s: torch.Tensor | float
+    if isinstance(strength, torch.Tensor):
+        s = strength.to(mu.device, mu.dtype)
+        s = s.reshape(-1, 1) if s.dim() else s
+    else:
+        s = float(strength)
     if mode == "posterior":
         return mu + s * torch.exp(0.5 * logvar) * eps
     if mode == "isotropic":

@@ -34,16 +34,18 @@ class Noise:
     t: np.ndarray
 
     @classmethod
-    def from_keys(cls, keys: np.ndarray, latent_dim: int) -> Noise:
+    def from_keys(cls, keys: np.ndarray, latent_dim: int, *, with_t: bool = True) -> Noise:
         """Noise for per-sample ``keys`` (see :func:`vaeaug.rng.derive_keys`).
+
+        ``with_t=False`` skips the interpolation uniforms (zeros instead), for modes without them.
 
         Example:
             >>> from vaeaug.rng import derive_keys
             >>> Noise.from_keys(derive_keys(0, np.arange(4)), 16).eps.shape
             (4, 16)
         """
-        return cls(normal(keys, Stream.EPS, latent_dim),
-                   uniform(keys, Stream.T, 1)[:, 0].astype(np.float32))
+        t = uniform(keys, Stream.T, 1)[:, 0].astype(np.float32) if with_t else np.zeros(len(keys), np.float32)
+        return cls(normal(keys, Stream.EPS, latent_dim), t)
 
     def __len__(self) -> int:
         return int(self.eps.shape[0])

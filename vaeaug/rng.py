@@ -40,7 +40,20 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> _U64(31))
 
 
+_M64 = (1 << 64) - 1
+
+
+def _mix_int(z: int) -> int:
+    """:func:`_mix` on one Python int (the same bits, without numpy's per-call overhead)."""
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
 def _as_u64(v: int | np.ndarray) -> np.ndarray:
+    if isinstance(v, int) and 0 <= v < 2**64:
+        return np.array([v], dtype=np.uint64)
     a = np.asarray(v)
     if a.dtype.kind not in "iu":
         raise TypeError(f"random keys must be integers; got dtype {a.dtype}")
@@ -64,15 +77,33 @@ def derive_keys(seed: int | np.ndarray, *parts: int | np.ndarray) -> np.ndarray:
         >>> k.shape, bool(k[0] != k[1])
         ((3,), True)
     """
-    h = _mix(_as_u64(seed))
-    for p in parts:
+    if isinstance(seed, int) and 0 <= seed <= _M64:
+        hi = _mix_int(seed)
+        rest = list(parts)
+        while rest and isinstance(rest[0], int) and 0 <= rest[0] <= _M64:
+            part = rest.pop(0)
+            assert isinstance(part, int)
+            hi = _mix_int(hi ^ _mix_int(part))
+        h = np.array([hi], dtype=np.uint64)
+    else:
+        h, rest = _mix(_as_u64(seed)), list(parts)
+    for p in rest:
         h = _mix(h ^ _mix(_as_u64(p)))
     return np.ascontiguousarray(h.reshape(-1))
 
 
+_STREAM = {s: _mix(np.array([int(s)], dtype=np.uint64)) for s in Stream}
+_COUNTERS = [np.arange(n, dtype=np.uint64)[None, :] for n in range(65)]
+
+
 def _bits(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
-    k = _mix(np.asarray(keys, dtype=np.uint64).reshape(-1) ^ _mix(_as_u64(int(stream))))
-    return _mix(k[:, None] ^ np.arange(n, dtype=np.uint64)[None, :])
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+    if len(keys) == 1:
+        k = np.array([_mix_int(int(keys[0]) ^ int(_STREAM[stream][0]))], dtype=np.uint64)
+    else:
+        k = _mix(keys ^ _STREAM[stream])
+    counter = _COUNTERS[n] if n < len(_COUNTERS) else np.arange(n, dtype=np.uint64)[None, :]
+    return _mix(k[:, None] ^ counter)
 
 
 def uniform(keys: np.ndarray, stream: Stream, n: int = 1) -> np.ndarray:

@@ -83,14 +83,15 @@ def apply_variants(
             "mode 'interpolate' needs a partner image of the same class: call the transform on a "
             "batch (N, C, H, W), or use VAEAugmentedDataset, which picks partners from the dataset"
         )
+    everything = len(chosen) == n
     idx = torch.from_numpy(chosen).to(x.device)
     partner = None
     if mode == "interpolate":
         partner = x[torch.from_numpy(_partners(chosen, keys, y)).to(x.device)]
-    out = gen.variants(
-        x[idx], None if y is None else y[idx.cpu()], mode=mode, strength=strength, form=form,
-        noise=Noise.from_keys(keys[chosen], gen.latent_dim), partner=partner,
-    )
+    xs = x if everything else x[idx]
+    ys = y if y is None or everything else y[idx.cpu()]
+    noise = Noise.from_keys(keys if everything else keys[chosen], gen.latent_dim, with_t=mode == "interpolate")
+    out = gen.variants(xs, ys, mode=mode, strength=strength, form=form, noise=noise, partner=partner)
     if not spec.batched:
         result = from_model(out, spec)
     elif isinstance(inpt, np.ndarray):
