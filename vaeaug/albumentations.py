@@ -1,0 +1,442 @@
+"""``VAEAugment`` for albumentations: replace an image by a VAE variant of it, inside ``A.Compose``.
+
+An ``albumentations.ImageOnlyTransform`` over the same :class:`~vaeaug.generator.Generator`, the
+same per-sample keys and the same perturbation math as the torchvision transform
+(:class:`vaeaug.transforms.VAEAugment`): for the same key both give the same variant. It is reached
+as ``import vaeaug.albumentations``; ``import vaeaug`` never imports albumentations.
+
+Why the randomness is not albumentations' own: in albumentations 2.0.8, ``A.Compose`` (and every
+transform in it) draws from numpy/python generators created once, in the process that builds the
+pipeline (``np.random.default_rng(seed)`` in ``set_random_seed``). DataLoader workers receive
+copies of that state (by fork or by pickling), and albumentations never reseeds them, so every
+worker, and every epoch of non-persistent workers, repeats the same random choices. This adapter
+mixes albumentations' per-call draw with a per-process component (``torch.initial_seed()``,
+which DataLoader sets per worker and per epoch), so its coin flips and its noise differ across
+workers and epochs and stay reproducible under ``torch.manual_seed`` and ``Compose(seed=...)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+try:
+    from albumentations.core.transforms_interface import ImageOnlyTransform
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "vaeaug.albumentations needs albumentations (2.0.x, the last MIT release): "
+        f"pip install 'vaeaug[albumentations]' (import failed: {e})"
+    ) from e
+
+from .generator import Generator, Noise, as_generator
+from .rng import Stream, derive_keys, uniform
+
+__all__ = ["VAEAugment"]
+
+_MAX_KEY = 2**63 - 1
+_MASK63 = np.uint64(_MAX_KEY)
+_LABEL_KEY = "label"
+_NO_TORCH = False
+
+
+def _torch() -> Any:
+    """The torch module, imported on first use; ``None`` where torch is not installed."""
+    global _NO_TORCH
+    if _NO_TORCH:
+        return None
+    try:
+        import torch
+    except ImportError:
+        _NO_TORCH = True
+        return None
+    return torch
+
+
+def _is_main_process() -> bool:
+    return multiprocessing.parent_process() is None
+
+
+def _dataloader_worker_seed() -> int | None:
+    """The DataLoader worker's seed (``torch.initial_seed()`` there), or ``None`` outside one."""
+    torch = _torch()
+    if torch is None:
+        return None
+    info = torch.utils.data.get_worker_info()
+    return None if info is None else int(info.seed) & _MAX_KEY
+
+
+def _process_entropy() -> int:
+    """The per-process part of a ``seed=None`` key.
+
+    ``torch.initial_seed()`` in DataLoader workers (it differs per worker and per epoch) and in
+    the main process (where it follows ``torch.manual_seed``); in other child processes, which
+    inherit their parent's torch seed, the process id is mixed in; 0 in a main process without
+    torch.
+    """
+    torch = _torch()
+    worker = _dataloader_worker_seed()
+    if worker is not None:
+        return worker
+    base = 0 if torch is None else int(torch.initial_seed()) & _MAX_KEY
+    if _is_main_process():
+        return base
+    return int(derive_keys(base, os.getpid())[0] & _MASK63)
+
+
+def _worker_component() -> int:
+    """The per-process part of a ``seed=int`` key: 0 in the main process (a fixed stream)."""
+    worker = _dataloader_worker_seed()
+    if worker is not None:
+        return worker + 1
+    return 0 if _is_main_process() else os.getpid() + 1
+
+
+def _input_range(is_uint8: bool, value_range: Any) -> tuple[float, float]:
+    """The range an input is read in; the rule of :func:`vaeaug.convert.input_range`."""
+    if is_uint8:
+        return 0.0, 255.0
+    if str(value_range.dtype).startswith(("float", "bfloat")):
+        return float(value_range.low), float(value_range.high)
+    return 0.0, 1.0
+
+
+def _to_model(img: Any, batched: bool, value_range: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, float, float]:
+    """``(H, W[, C])`` (or a stack of them) to model space ``(N, C, H, W)`` float32 in ``[0, 1]``."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"expected the image as a numpy array (H, W) or (H, W, C); got {type(img).__name__}")
+    what = "images (N, H, W) or (N, H, W, C)" if batched else "an image (H, W) or (H, W, C)"
+    if img.ndim - int(batched) not in (2, 3):
+        raise ValueError(f"expected {what}; got shape {img.shape}")
+    is_uint8 = img.dtype == np.uint8
+    if not (is_uint8 or img.dtype.kind == "f"):
+        raise TypeError(f"expected uint8 or floating-point images; got {img.dtype}")
+    x = img if batched else img[None]
+    if x.ndim == 3:
+        x = x[..., None]
+    c, h, w = shape
+    got = tuple(x.shape[1:])
+    if got != (h, w, c):
+        fixes = []
+        if got[:2] != (h, w):
+            fixes.append(f"resize it with A.Resize({h}, {w})")
+        if got[2] != c:
+            fixes.append("make it grayscale, (H, W) or (H, W, 1)" if c == 1 else f"give it {c} channels")
+        raise ValueError(
+            f"image is {got[0]}x{got[1]}x{got[2]} (HxWxC) but the model expects {h}x{w}x{c}; "
+            + " and ".join(fixes)
+        )
+    low, high = _input_range(is_uint8, value_range)
+    if not is_uint8:
+        if not bool(np.isfinite(x).all()):
+            raise ValueError("the image holds NaN or Inf values; expected finite numbers")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < low or hi > high:
+            hint = " - convert uint8-range floats with A.ToFloat(max_value=255)" if hi > 1.0 and high == 1.0 else ""
+            raise ValueError(
+                f"float image values span [{lo:g}, {hi:g}] but this model reads floats in "
+                f"[{low:g}, {high:g}]{hint}; nothing is clipped"
+            )
+    xm = (x.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.ascontiguousarray(xm.transpose(0, 3, 1, 2)), low, high
+
+
+def _from_model(out: np.ndarray, like: np.ndarray, batched: bool, low: float, high: float) -> np.ndarray:
+    """Model-space ``(N, C, H, W)`` back to the layout, dtype and value range of ``like``."""
+    v = np.asarray(out, dtype=np.float32)
+    if like.dtype == np.uint8:
+        r: np.ndarray = np.round(v * np.float32(255.0)).astype(np.uint8)
+    else:
+        r = (v.astype(np.float64) * (high - low) + low).astype(like.dtype)
+    r = r.transpose(0, 2, 3, 1)  # (N, H, W, C)
+    if like.ndim - int(batched) == 2:
+        r = r[..., 0]
+    if not batched:
+        r = r[0]
+    return np.ascontiguousarray(r.reshape(like.shape))
+
+
+def _labels_for(label: Any, n: int, num_classes: int | None) -> np.ndarray | None:
+    """The labels ``(n,)`` a conditional model needs (``None`` for unconditional models)."""
+    if num_classes is None:
+        return None
+    if label is None:
+        raise ValueError(
+            f"this model is class-conditional ({num_classes} classes): pass the label with the image, "
+            f"e.g. transform(image=img, {_LABEL_KEY}=3) - extra keys pass through A.Compose unchanged"
+        )
+    arr = np.asarray(label)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(
+            f"{_LABEL_KEY} must be an integer class index (or one per image for images=); got {label!r}"
+        )
+    y = arr.reshape(-1).astype(np.int64)
+    if y.size == 1 and n > 1:
+        y = np.repeat(y, n)
+    if y.size != n:
+        raise ValueError(f"found {y.size} labels for {n} images; pass one label, or one per image")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(
+            f"labels must be in 0..{num_classes - 1} for this model; got values in [{int(y.min())}, {int(y.max())}]"
+        )
+    return y
+
+
+def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | None, Any]:
+    """``(path, generator, config)``: a path is only read for its metadata (no model is built)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not isinstance(path, str):
+            raise TypeError(f"model path must be a str or a PathLike of str; got {model!r}")
+        from .io import read_metadata
+
+        return path, None, read_metadata(path)["config"]
+    gen = as_generator(model, device=device)  # TypeError for anything else
+    return None, gen, gen.config
+
+
+class VAEAugment(ImageOnlyTransform):
+    """Replace an image by a VAE variant of it, with probability ``p``: an albumentations transform.
+
+    Targets ``image`` (``(H, W)`` or ``(H, W, C)``) and ``images`` (a stack or list of them);
+    numpy ``uint8`` (read as 0..255) or float (read in the model's recorded float range, e.g.
+    0..16 for a model fit on scikit-learn's digits, or 0..1 for a model fit on uint8 images).
+    The output has the input's shape, dtype and value range; nothing is clipped or resized.
+
+    **Labels.** A class-conditional model needs the image's label: pass it as the extra key
+    ``label`` (an int, or one per image for ``images=``), e.g. ``aug(image=img, label=3)``.
+    Extra keys pass through ``A.Compose`` unchanged (it is also a declared key of this transform,
+    so ``A.Compose(..., strict=True)`` accepts it). Unconditional models ignore it.
+
+    **Randomness.** ``p`` is not albumentations' coin: the base class is told to always apply,
+    and this transform flips its own coin from the per-call key (as the torchvision transform
+    does), so the coin varies per worker too. ``force_apply=True`` applies it regardless of
+    ``p``. The per-call key is:
+
+    * ``seed=None`` (default): a hash of albumentations' own per-call draw (from this
+      transform's ``random_generator``, so it follows ``A.Compose(seed=...)``) and a per-process
+      component, ``torch.initial_seed()``. DataLoader seeds torch differently in every worker
+      and every epoch, so the variants differ across workers and epochs even where
+      albumentations 2.0.8's ``Compose`` repeats its own choices; in the main process the key
+      follows ``A.Compose(seed=...)`` and ``torch.manual_seed``. Without torch (an ONNX model),
+      the component is 0 in the main process and the process id in child processes. Note that
+      ``A.Compose(seed=s)`` gives every transform the same seed, so two ``VAEAugment`` in one
+      such pipeline draw the same keys; give them different ``seed=`` ints if that matters.
+    * ``seed=int``: a fixed stream, the hash of ``(seed, worker component, call count)``, where
+      the worker component is 0 in the main process and the DataLoader worker seed in a worker
+      (so ``torch.manual_seed`` makes worker streams reproducible). albumentations' random
+      state is not used.
+
+    On ``images=`` every image gets its own noise (key ``derive_keys(key, i)``), under one coin.
+
+    **Serialization and workers.** With a path, the transform stores the path: ``A.to_dict`` /
+    ``A.from_dict`` and ``A.save`` / ``A.load`` round-trip (import ``vaeaug.albumentations``
+    before loading, so albumentations finds the class in its registry; note that albumentations
+    does not serialize ``Compose(seed=...)``). The model is loaded lazily, on first use in each
+    process, and dropped when the transform is pickled, so DataLoader workers started by spawn
+    reload it from the path. A ``VAE`` or ``Generator`` object works, but cannot be serialized.
+
+    Args:
+        model: the path of a ``.vae`` file (str or PathLike; needed for serialization), a
+            fitted ``VAE``, or a ``Generator``.
+        p: probability that an image is replaced by a variant.
+        strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
+        mode: ``"posterior"``, ``"isotropic"``, ``"prior"`` (conditional models) or
+            ``"reconstruct"``. ``"interpolate"`` needs a partner image of the same class, which
+            a one-sample transform does not have: use ``VAEAugmentedDataset`` or the torchvision
+            transform on a batch.
+        form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``).
+        seed: ``None`` or an int >= 0; see *Randomness*. Stored as ``vae_seed``, because
+            albumentations uses ``self.seed`` for ``Compose(seed=...)``.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...); default: CPU for a path,
+            the model's device for a ``VAE``.
+
+    Returns:
+        Called as ``aug(image=img, label=...)``, the input dict with ``image`` replaced.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np, albumentations as A, vaeaug
+        >>> from vaeaug.albumentations import VAEAugment
+        >>> path = os.path.join(tempfile.mkdtemp(), "digits.vae")
+        >>> vaeaug.fit("digits", epochs=1, progress=False).save(path)
+        >>> pipeline = A.Compose([A.HorizontalFlip(p=0.5), VAEAugment(path, p=1.0)], seed=0)
+        >>> img = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+        >>> out = pipeline(image=img)["image"]
+        >>> out.shape, out.dtype
+        ((8, 8), dtype('uint8'))
+        >>> A.from_dict(A.to_dict(pipeline))[1].model == path
+        True
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | Any,
+        p: float = 0.5,
+        strength: float = 1.0,
+        mode: str = "posterior",
+        form: str = "decode",
+        seed: int | None = None,
+        device: Any = None,
+    ) -> None:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1]; got {p!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
+        if device is not None:
+            torch = _torch()
+            if torch is not None and not isinstance(device, (str, torch.device)):
+                raise ValueError(f"device must be None, a str or a torch.device; got {device!r}")
+            device = str(device)
+        super().__init__(p=1.0)  # the base class never skips; the coin is flipped in should_apply
+        from .functional import check_mode  # imports torch: not at module import (ONNX path later)
+
+        path, gen, config = _describe_model(model, device)
+        if len(config.input_shape) != 3:
+            raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
+        check_mode(mode, form, strength, conditional=config.num_classes is not None)
+        if mode == "interpolate":
+            raise ValueError(
+                "mode 'interpolate' needs a partner image of the same class, which an albumentations "
+                "transform (one sample per call) does not have; use vaeaug.VAEAugmentedDataset, or "
+                "vaeaug.VAEAugment on a batch"
+            )
+        self._path = path
+        self._generator = gen
+        self._shape = tuple(int(s) for s in config.input_shape)
+        self._num_classes: int | None = config.num_classes
+        self.p = float(p)
+        self.strength = float(strength)
+        self.mode = mode
+        self.form = form
+        self.vae_seed = seed
+        self.device = device
+        self._calls = 0
+        self._key = 0
+
+    # --- the model ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model file's path, or a description when built from an object."""
+        if self._path is not None:
+            return self._path
+        assert self._generator is not None
+        return self._generator.describe()
+
+    @property
+    def generator(self) -> Generator:
+        """The generator that makes the variants (loaded from the path on first use here)."""
+        if self._generator is None:
+            assert self._path is not None
+            self._generator = as_generator(self._path, device=self.device)
+        return self._generator
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._path is not None:
+            state["_generator"] = None  # reloaded from the path in the process that unpickles
+        return state
+
+    # --- albumentations hooks ----------------------------------------------------------------
+
+    @property
+    def targets(self) -> dict[str, Callable[..., Any]]:
+        return {"image": self.apply, "images": self.apply_to_images}
+
+    def _set_keys(self) -> None:
+        super()._set_keys()
+        self._available_keys.add(_LABEL_KEY)  # read, never changed: not in _key2func
+
+    def _next_key(self) -> int:
+        if self.vae_seed is None:
+            draw = int(self.random_generator.integers(0, _MAX_KEY))
+            key = derive_keys(draw, _process_entropy())
+        else:
+            key = derive_keys(self.vae_seed, _worker_component(), self._calls)
+            self._calls += 1
+        return int(key[0] & _MASK63)
+
+    def should_apply(self, force_apply: bool = False) -> bool:
+        """Draw this call's key and flip the coin for ``p`` from it.
+
+        Args:
+            force_apply: apply regardless of ``p``.
+
+        Returns:
+            Whether the image is replaced in this call.
+        """
+        if self.p <= 0.0 and not force_apply:
+            return False
+        self._key = self._next_key()
+        if force_apply or self.p >= 1.0:
+            return True
+        return bool(uniform(derive_keys(self._key, 0), Stream.APPLY)[0, 0] < self.p)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"key": self._key}
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        return {_LABEL_KEY: data.get(_LABEL_KEY)}
+
+    def apply(self, img: np.ndarray, key: int = 0, label: Any = None, **params: Any) -> np.ndarray:
+        """A variant of one image ``(H, W)`` or ``(H, W, C)``, same shape, dtype and range.
+
+        Args:
+            img: the image.
+            key: the call's random key (the image uses ``derive_keys(key, 0)``).
+            label: the class (conditional models).
+            **params: albumentations' other parameters (unused).
+
+        Returns:
+            The variant.
+        """
+        return self._variants(img, False, key, label)
+
+    def apply_to_images(self, images: np.ndarray, key: int = 0, label: Any = None, **params: Any) -> np.ndarray:
+        """Variants of a stack ``(N, H, W[, C])``, each with its own noise, in one model call.
+
+        Args:
+            images: the images (a list is stacked, as ``A.Compose`` does).
+            key: the call's random key (image ``i`` uses ``derive_keys(key, i)``).
+            label: one class, or one per image (conditional models).
+            **params: albumentations' other parameters (unused).
+
+        Returns:
+            The variants, stacked like ``images``.
+        """
+        if isinstance(images, (list, tuple)):
+            images = np.stack(images)
+        return self._variants(images, True, key, label)
+
+    def _variants(self, img: np.ndarray, batched: bool, key: int, label: Any) -> np.ndarray:
+        gen = self.generator
+        x, low, high = _to_model(img, batched, gen.value_range, self._shape)
+        n = x.shape[0]
+        if n == 0:
+            return img
+        y = _labels_for(label, n, self._num_classes)
+        keys = derive_keys(key, np.arange(n))
+        out = gen.variants(x, y, mode=self.mode, strength=self.strength, form=self.form,
+                           noise=Noise.from_keys(keys, gen.latent_dim))
+        return _from_model(np.asarray(out), img, batched, low, high)
+
+    # --- serialization -----------------------------------------------------------------------
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("model", "strength", "mode", "form", "seed", "device")
+
+    def get_transform_init_args(self) -> dict[str, Any]:
+        return {"model": self.model, "strength": self.strength, "mode": self.mode, "form": self.form,
+                "seed": self.vae_seed, "device": self.device}
+
+    def to_dict_private(self) -> dict[str, Any]:
+        if self._path is None:
+            raise NotImplementedError(
+                "VAEAugment was built from a model object, which cannot be written to a pipeline file: "
+                "save the model (model.save('model.vae')) and pass its path, VAEAugment('model.vae', ...)"
+            )
+        return super().to_dict_private()
