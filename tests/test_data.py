@@ -957,3 +957,9 @@ def test_arguments_that_a_path_or_builtin_would_ignore_are_refused(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match="value_range do not apply"):
         as_tensor_data(tmp_path, value_range=(0, 255))
+
+
+def test_tensordataset_of_images_only_is_unlabelled():
+    x = torch.rand(6, 1, 8, 8)
+    d = as_tensor_data(torch.utils.data.TensorDataset(x))
+    assert d.y is None and torch.equal(d.x, x)

@@ -473,6 +473,8 @@ def _from_dataset(ds: Any, *, layout: Layout | None, value_range: Any) -> Tensor
     hint: str | None = None
     for i in range(n):
         item = ds[i]
+        if isinstance(item, (tuple, list)) and len(item) == 1:
+            item = item[0]  # e.g. TensorDataset(x) yields (x,)
         labelled = isinstance(item, (tuple, list)) and len(item) == 2
         if has_labels is None:
             has_labels = labelled

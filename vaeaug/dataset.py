@@ -10,6 +10,7 @@ classes. Each variant is a pure function of ``(seed, index)`` (and the epoch, wi
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,12 +26,28 @@ __all__ = ["VAEAugmentedDataset"]
 
 
 def _split_item(item: Any) -> tuple[Any, Any, bool]:
-    """``(x, y, has_label)`` of a base item ``x`` or ``(x, y, ...)``."""
+    """``(x, y, has_label)`` of a base item ``x``, ``(x,)`` or ``(x, y, ...)``."""
     if isinstance(item, (tuple, list)):
-        if len(item) < 2:
-            raise ValueError(f"dataset items must be x or (x, y); got a {type(item).__name__} of length {len(item)}")
+        if len(item) == 0:
+            raise ValueError("dataset items must be x, (x,) or (x, y, ...); got an empty sequence")
+        if len(item) == 1:
+            return item[0], None, False  # e.g. TensorDataset(x)
         return item[0], item[1], True
     return item, None, False
+
+
+def _replace_x(item: Any, xv: Any) -> Any:
+    """``item`` with its image replaced, keeping the container type (x, tuple or list)."""
+    if isinstance(item, (tuple, list)):
+        return type(item)([xv, *item[1:]])
+    return xv
+
+
+def _like(x: Any, original: Any) -> Any:
+    """Keep a ``tv_tensors`` subclass (e.g. ``tv_tensors.Image``) of the original image."""
+    from torchvision import tv_tensors
+
+    return tv_tensors.wrap(x, like=original) if isinstance(original, tv_tensors.TVTensor) else x
 
 
 def _label_int(y: Any, index: int) -> int:
@@ -107,6 +124,11 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         check_mode(mode, form, strength, conditional=gen.conditional)
         if balance_classes and not gen.conditional:
             raise ValueError("balance_classes=True adds prior samples of a class and needs a class-conditional model")
+        if balance_classes and isinstance(base[0], (tuple, list)) and len(base[0]) > 2:
+            raise ValueError(
+                f"balance_classes=True makes new (x, y) samples, but base items have {len(base[0])} fields; "
+                "wrap the base so it yields (x, y), or balance without the extra fields"
+            )
         self.generator: Generator = gen
         self.variants_per_sample = k
         self.mode, self.strength, self.form, self.seed = mode, float(strength), form, seed
@@ -114,8 +136,11 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         self.resample_each_epoch = resample_each_epoch
         self.epoch = 0
         # check the base now, not deep inside a worker
-        x0, y0, has_label = _split_item(base[0])
+        item0 = base[0]
+        x0, y0, has_label = _split_item(item0)
         _, self._template = to_model(x0, gen.value_range, tuple(gen.config.input_shape))
+        self._x_like = x0
+        self._item_like = item0
         self._label_type = type(y0) if has_label else None
         self._label_like = y0
         needs_labels = gen.conditional or mode == "interpolate" or balance_classes
@@ -178,6 +203,8 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
     def _wrap(self, item: Any, synthetic: bool) -> Any:
         if not self.return_is_synthetic:
             return item
+        if isinstance(item, list):
+            return [*item, synthetic]
         return (*item, synthetic) if isinstance(item, tuple) else (item, synthetic)
 
     def __getitem__(self, index: int) -> Any:
@@ -189,14 +216,13 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         out: list[Any] = [None] * len(indices)
         var_pos, var_idx, var_src, pri_pos, pri_idx = [], [], [], [], []
         for pos, raw in enumerate(indices):
-            idx = int(raw)
+            idx = operator.index(raw)
             if idx < 0:
                 idx += total
             if not 0 <= idx < total:
                 raise IndexError(f"index {raw} is out of range for a dataset of {total} samples")
             if idx < n:
-                item = self.base[idx]
-                out[pos] = self._wrap(tuple(item) if isinstance(item, list) else item, False)
+                out[pos] = self._wrap(self.base[idx], False)
             elif idx < n * (1 + k):
                 var_pos.append(pos)
                 var_idx.append(idx)
@@ -245,9 +271,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
                             invariant=True)
         for r, (p, i) in enumerate(zip(pos, src, strict=True)):
             item, _, _, spec = cache[i]
-            xv = from_model(made[r:r + 1], spec)
-            new = (xv, *tuple(item)[1:]) if isinstance(item, (tuple, list)) else xv
-            out[p] = self._wrap(new, True)
+            out[p] = self._wrap(_replace_x(item, _like(from_model(made[r:r + 1], spec), _split_item(item)[0])), True)
 
     def _make_prior(self, out: list[Any], pos: list[int], idx: np.ndarray) -> None:
         gen = self.generator
@@ -257,13 +281,14 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         made = gen.variants(x, torch.from_numpy(classes), mode="prior", strength=1.0, form="decode",
                             noise=Noise.from_keys(self._keys(idx), gen.latent_dim), invariant=True)
         for r, p in enumerate(pos):
-            xv = from_model(made[r:r + 1], self._template)
-            out[p] = self._wrap((xv, self._make_label(int(classes[r]))), True)
+            xv = _like(from_model(made[r:r + 1], self._template), self._x_like)
+            new = (xv, self._make_label(int(classes[r])))
+            out[p] = self._wrap(list(new) if isinstance(self._item_like, list) else new, True)
 
     def _make_label(self, c: int) -> Any:
         like = self._label_like
         if isinstance(like, torch.Tensor):
-            return torch.tensor(c, dtype=like.dtype)
+            return torch.full_like(like, c)
         if isinstance(like, np.integer):
             return type(like)(c)
         return c
