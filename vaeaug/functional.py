@@ -151,4 +151,4 @@ def perturb(
     n = x.shape[0]
     yy = None if y is None else torch.cat([torch.as_tensor(y), torch.as_tensor(y)])
     both = vae.decode(torch.cat([z, mu]), yy)
-    return (x + both[:n] - both[n:]).clamp(0.0, 1.0)
+    return (x + (both[:n] - both[n:])).clamp(0.0, 1.0)  # a zero move returns x exactly

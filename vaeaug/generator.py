@@ -7,6 +7,7 @@ integer keys (:mod:`vaeaug.rng`), so two backends given the same keys give the s
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from abc import ABC, abstractmethod
@@ -44,7 +45,10 @@ class Noise:
             >>> Noise.from_keys(derive_keys(0, np.arange(4)), 16).eps.shape
             (4, 16)
         """
-        t = uniform(keys, Stream.T, 1)[:, 0].astype(np.float32) if with_t else np.zeros(len(keys), np.float32)
+        if with_t:  # 23 random bits: exactly representable in float32 and strictly inside (0, 1)
+            t = ((np.floor(uniform(keys, Stream.T, 1)[:, 0] * 2.0**23) + 0.5) * 2.0**-23).astype(np.float32)
+        else:
+            t = np.zeros(len(keys), np.float32)
         return cls(normal(keys, Stream.EPS, latent_dim), t)
 
     def __len__(self) -> int:
@@ -143,8 +147,8 @@ class TorchGenerator(Generator):
             self.source = None
         else:
             raise TypeError(f"model must be a vaeaug VAE or a model file path; got {type(model).__name__}")
-        if device is not None:
-            model = model.to(torch.device(device))
+        if device is not None and torch.device(device) != model.device:
+            model = copy.deepcopy(model).to(torch.device(device))  # never move the caller's model
         self.model = model.eval()
         self.chunk_size = chunk_size
         self.config = model.config

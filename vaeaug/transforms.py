@@ -40,6 +40,23 @@ def _is_label(v: Any) -> bool:
     return False
 
 
+class _Ambiguous:
+    """Marks a sample holding several label-like values that do not form one label per image."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def _find_labels(flat_inputs: list[Any]) -> Any:
+    """The sample's label(s): one label-like leaf, or several scalar leaves (a list of labels)."""
+    found = [v for v in flat_inputs if _is_label(v)]
+    if len(found) <= 1:
+        return found[0] if found else None
+    if all(np.ndim(v) == 0 for v in found):
+        return np.array([int(v) for v in found], dtype=np.int64)  # e.g. aug(batch, [0, 1, 2, 3])
+    return _Ambiguous(", ".join(f"shape {tuple(np.shape(v))}" for v in found))
+
+
 def _worker_seed() -> int:
     info = torch.utils.data.get_worker_info()
     return 0 if info is None else int(info.seed) % _MAX_KEY + 1
@@ -74,15 +91,16 @@ def apply_variants(
     x, spec = to_model(inpt, gen.value_range, tuple(gen.config.input_shape))
     n = x.shape[0]
     keys = derive_keys(key, np.arange(n))
-    chosen = np.nonzero(uniform(keys, Stream.APPLY)[:, 0] < p)[0]
-    if len(chosen) == 0:
-        return inpt
+    # usage errors do not depend on the coin flip: check before it
     y = _labels_for(labels, n, gen, mode)
     if mode == "interpolate" and n < 2:
         raise ValueError(
             "mode 'interpolate' needs a partner image of the same class: call the transform on a "
             "batch (N, C, H, W), or use VAEAugmentedDataset, which picks partners from the dataset"
         )
+    chosen = np.nonzero(uniform(keys, Stream.APPLY)[:, 0] < p)[0]
+    if len(chosen) == 0:
+        return inpt
     everything = len(chosen) == n
     idx = torch.from_numpy(chosen).to(x.device)
     partner = None
@@ -107,6 +125,13 @@ def apply_variants(
 
 def _labels_for(labels: Any, n: int, gen: Generator, mode: str) -> torch.Tensor | None:
     needed = gen.conditional
+    if not needed and mode != "interpolate":
+        return None  # e.g. per-box labels of a detection sample: not ours to read
+    if isinstance(labels, _Ambiguous):
+        raise ValueError(
+            f"found several label candidates in the sample ({labels.what}); pass the labels as one int "
+            "per image or one (N,) tensor for a batch"
+        )
     if labels is None:
         if needed:
             why = " and mode 'prior' makes a new sample of the label's class" if mode == "prior" else ""
@@ -214,7 +239,7 @@ class VAEAugment(v2.Transform):
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         # the one public hook that sees the whole sample: find the label and the numpy image
-        self._labels = next((v for v in flat_inputs if _is_label(v)), None)
+        self._labels = _find_labels(flat_inputs)
         has_image = any(isinstance(v, (PIL.Image.Image, tv_tensors.Image)) or
                         (type(v) is torch.Tensor and v.dim() >= 2) for v in flat_inputs)
         first_np = next((v for v in flat_inputs if isinstance(v, np.ndarray) and v.ndim >= 2), None)
@@ -228,6 +253,19 @@ class VAEAugment(v2.Transform):
             self._calls += 1
         labels, self._labels = self._labels, None
         return {"key": key, "labels": labels}
+
+    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
+        # torchvision treats the first plain tensor as the image; a 0-d/1-d tensor (a label) never
+        # is one, so skip those when choosing (this hook is torchvision's, not public API)
+        needs = super()._needs_transform_list(flat_inputs)
+        plain = [i for i, v in enumerate(flat_inputs) if type(v) is torch.Tensor]
+        if plain and not any(needs[i] and flat_inputs[i].dim() >= 2 for i in plain):
+            first = next((i for i in plain if flat_inputs[i].dim() >= 2), None)
+            has_image = any(isinstance(v, (PIL.Image.Image, tv_tensors.Image, tv_tensors.Video)) for v in flat_inputs)
+            if first is not None and not has_image:
+                needs = [False if i in plain else n for i, n in enumerate(needs)]
+                needs[first] = True
+        return needs
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
