@@ -151,6 +151,7 @@ class TorchGenerator(Generator):
             model = copy.deepcopy(model).to(torch.device(device))  # never move the caller's model
         self.model = model.eval()
         self.chunk_size = chunk_size
+        self._device = model.device  # cached: looking it up walks the parameters
         self.config = model.config
         self.value_range = model.value_range
         self.class_names = model.class_names
@@ -158,7 +159,7 @@ class TorchGenerator(Generator):
     @property
     def device(self) -> Any:
         """The device the model runs on."""
-        return self.model.device
+        return self._device
 
     def variants(
         self,

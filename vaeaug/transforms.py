@@ -90,7 +90,7 @@ def apply_variants(
     """
     x, spec = to_model(inpt, gen.value_range, tuple(gen.config.input_shape))
     n = x.shape[0]
-    keys = derive_keys(key, np.arange(n))
+    keys = derive_keys(key, 0) if n == 1 else derive_keys(key, np.arange(n))
     # usage errors do not depend on the coin flip: check before it
     y = _labels_for(labels, n, gen, mode)
     if mode == "interpolate" and n < 2:
