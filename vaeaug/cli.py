@@ -80,6 +80,27 @@ def _build_parser() -> _Parser:
     f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
     f.add_argument("--no-progress", action="store_true", help="no progress bar or summary line")
 
+    e = sub.add_parser("evaluate", help="measure downstream accuracy with and without vaeaug",
+                       description="The protocol: per seed, draw --per-class images per class, fit a VAE on "
+                       "them only, train the same CNN with the same steps under each arm, test on the full "
+                       "test split; report accuracy and paired gains over 'none'.")
+    e.add_argument("--data", required=True, help="'digits', 'fashion-mnist' or a .npz with x and y")
+    e.add_argument("--test", default=None, help="a .npz with x and y (default: the built-in's test split)")
+    e.add_argument("--out", required=True, help="folder for report.json and report.md")
+    e.add_argument("--root", default=None, help="folder holding a built-in dataset's files")
+    e.add_argument("--per-class", type=_positive_int, default=50)
+    e.add_argument("--seeds", type=_positive_int, default=3)
+    e.add_argument("--steps", type=_positive_int, default=1500, help="optimizer steps per arm")
+    e.add_argument("--batch-size", type=_positive_int, default=64)
+    e.add_argument("--arms", default="none,classic,vae,vae+classic", help="comma-separated subset")
+    e.add_argument("--vae-epochs", type=_positive_int, default=300)
+    e.add_argument("--mode", default=None, help="VAE arms' mode (default: vaeaug's)")
+    e.add_argument("--strength", type=float, default=None)
+    e.add_argument("--form", default=None, choices=["decode", "delta"])
+    e.add_argument("--p", type=float, default=None, help="share of each batch replaced by variants")
+    e.add_argument("--flip", choices=["auto", "on", "off"], default="auto", help="horizontal flips in classic")
+    e.add_argument("--no-progress", action="store_true")
+
     i = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
     i.add_argument("model", help="a .vae model file")
     i.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -98,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fit":
             return _cmd_fit(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
         return _cmd_info(args)
     except (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -135,6 +158,33 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     model.save(out)
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .evaluate import ARMS, DEFAULT_AUGMENT, evaluate, report_markdown
+
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise UsageError(f"unknown arms {bad}; choose from {', '.join(ARMS)}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; give a folder")
+    changes = {k: getattr(args, k) for k in ("mode", "strength", "form", "p") if getattr(args, k) is not None}
+    setting = dataclasses.replace(DEFAULT_AUGMENT, **changes)
+    flip = {"auto": None, "on": True, "off": False}[args.flip]
+    report = evaluate(args.data, args.test, per_class=args.per_class, seeds=args.seeds, steps=args.steps,
+                      batch_size=args.batch_size, arms=arms, setting=setting, vae_epochs=args.vae_epochs,
+                      flip=flip, root=args.root, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = report_markdown(report)
+    (out / "report.md").write_text(md + "\n")
+    print(md)
+    print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
     return 0
 
 
