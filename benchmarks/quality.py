@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vaeaug.evaluate import AugmentSetting, evaluate, report_markdown
+from vaeaug.protocol import AugmentSetting, evaluate, report_markdown
 
 PRESETS = {
     "delta-iso-1": AugmentSetting("isotropic", 1.0, "delta", 0.5),

@@ -258,7 +258,7 @@ def test_variant_n_plus_ik_plus_j_is_made_from_sample_i(kind: str, digits: Any, 
     # with mode 'reconstruct' (no noise) every variant of i is i's reconstruction
     base, _ = make_base(kind, digits, folder)
     n, k = len(base), 2
-    ds = VAEAugmentedDataset(base, model, variants_per_sample=k, mode="reconstruct")
+    ds = VAEAugmentedDataset(base, model, variants_per_sample=k, mode="reconstruct", form="decode")
     xs = torch.cat([to_model(image_of(base[i]), model.value_range, (1, 8, 8))[0] for i in range(n)])
     rec = model.reconstruct(xs).numpy()  # (n, 1, 8, 8) in [0, 1]
     scale, tol = (16.0, 1e-3) if kind == "tensor" else (255.0, 1.01)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import vaeaug
-from vaeaug import evaluate as ev
-from vaeaug.evaluate import AugmentSetting, classic_augment, evaluate, reduce_per_class, report_markdown
+from vaeaug import protocol as ev
+from vaeaug.protocol import AugmentSetting, classic_augment, evaluate, reduce_per_class, report_markdown
 
 
 @pytest.fixture(scope="module")

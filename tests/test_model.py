@@ -162,6 +162,8 @@ def test_public_names_resolve_whatever_was_imported_first() -> None:
             "import vaeaug\n"
             "assert callable(vaeaug.fit) and vaeaug.fit.__module__ == 'vaeaug.training'\n"
             "assert callable(vaeaug.load) and vaeaug.VAE.__name__ == 'VAE'\n"
+            "import vaeaug.protocol, vaeaug.tuning\n"
+            "assert callable(vaeaug.evaluate) and callable(vaeaug.tune)\n"
             "import sys; assert 'torch' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
     lazy = "import sys, vaeaug; assert 'torch' not in sys.modules, 'import vaeaug must not import torch'"

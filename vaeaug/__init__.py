@@ -24,8 +24,11 @@ if TYPE_CHECKING:
     from .generator import Generator, Noise, TorchGenerator
     from .io import load, read_metadata, save
     from .model import VAE, VAEConfig
+    from .protocol import evaluate
+    from .settings import AugmentSetting
     from .training import fit
     from .transforms import VAEAugment
+    from .tuning import tune
 
 _LAZY = {
     "VAE": "model",
@@ -43,6 +46,9 @@ _LAZY = {
     "Generator": "generator",
     "TorchGenerator": "generator",
     "Noise": "generator",
+    "evaluate": "protocol",
+    "tune": "tuning",
+    "AugmentSetting": "settings",
 }
 
 __all__ = [
@@ -62,6 +68,9 @@ __all__ = [
     "Generator",
     "TorchGenerator",
     "Noise",
+    "evaluate",
+    "tune",
+    "AugmentSetting",
 ]
 assert set(__all__) == {"__version__", *_LAZY}
 

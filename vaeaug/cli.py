@@ -78,6 +78,10 @@ def _build_parser() -> _Parser:
     f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
     f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
+    f.add_argument("--tune", action="store_true",
+                   help="after fitting, choose the augmentation setting on a validation split (vaeaug.tune) "
+                        "and store it in the model file")
+    f.add_argument("--tune-steps", type=_positive_int, default=400, help="classifier steps per tuning run")
     f.add_argument("--no-progress", action="store_true", help="no progress bar or summary line")
 
     e = sub.add_parser("evaluate", help="measure downstream accuracy with and without vaeaug",
@@ -169,6 +173,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
         progress=not args.no_progress,
     )
+    if args.tune:
+        from .tuning import tune
+
+        if data.y is None:
+            raise UsageError("--tune trains classifiers on the data's labels, and this data has none")
+        if not data.is_image:
+            raise UsageError("--tune trains a CNN and needs images; this data is vectors")
+        tune(model, data, steps=args.tune_steps, seed=args.seed, progress=not args.no_progress)
     model.save(out)
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
@@ -178,7 +190,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .evaluate import ARMS, DEFAULT_AUGMENT, evaluate, report_markdown
+    from .protocol import ARMS, DEFAULT_AUGMENT, evaluate, report_markdown
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
@@ -250,7 +262,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "file": str(path), "file_size": path.stat().st_size, "config": cfg.to_dict(),
         "value_range": vr.to_dict(), "class_names": names, "parameters": n_params,
         "epochs": len(hist), "best_val_loss": best["val_loss"] if best else None,
-        "best_epoch": best["epoch"] if best else None,
+        "best_epoch": best["epoch"] if best else None, "augment": model.augment, "tuning": model.tuning,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -267,5 +279,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         (f"fit         {len(hist)} epochs, best val loss {best['val_loss']:.2f} nats/sample at epoch {best['epoch']}"
          if best else f"fit         {len(hist)} epochs, no validation loss recorded"),
     ]
+    if model.augment is not None:
+        a = model.augment
+        lines.append(f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)")
+    if model.tuning is not None:
+        lines.append(f"tuning      {model.tuning['reason']}")
+        for r in model.tuning["scores"]:
+            lines.append(f"            {r['label']:<32} val acc {r['mean']:.2f}  gain {r['gain']:+.2f}")
     print("\n".join(lines))
     return 0

@@ -21,6 +21,7 @@ from .convert import ImageSpec, from_model, to_model
 from .functional import check_mode
 from .generator import Generator, Noise, as_generator
 from .rng import Stream, derive_keys, uniform
+from .settings import resolve_setting
 
 __all__ = ["VAEAugmentedDataset"]
 
@@ -73,7 +74,8 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         mode: latent move (see :mod:`vaeaug.functional`); ``interpolate`` picks partners of the
             same class from ``base``.
         strength: size of the move.
-        form: ``"decode"`` or ``"delta"``.
+        form: ``"decode"`` or ``"delta"``. ``mode``, ``strength`` and ``form`` left as ``None``
+            come from the model's tuned setting, else from the library default.
         seed: root of every variant's noise.
         return_is_synthetic: append a bool to each item: ``False`` for real, ``True`` for made.
         resample_each_epoch: variants also depend on the epoch set by :meth:`set_epoch`.
@@ -96,9 +98,9 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         base: Any,
         model_or_path: Any,
         variants_per_sample: int = 1,
-        mode: str = "posterior",
-        strength: float = 1.0,
-        form: str = "decode",
+        mode: str | None = None,
+        strength: float | None = None,
+        form: str | None = None,
         seed: int = 0,
         return_is_synthetic: bool = False,
         resample_each_epoch: bool = False,
@@ -121,6 +123,8 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         gen = as_generator(model_or_path, device=device)
         if len(gen.config.input_shape) != 3:
             raise ValueError("VAEAugmentedDataset works on images; this model was fit on vectors (N, D)")
+        setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form)
+        mode, strength, form = setting.mode, setting.strength, setting.form
         check_mode(mode, form, strength, conditional=gen.conditional)
         if balance_classes and not gen.conditional:
             raise ValueError("balance_classes=True adds prior samples of a class and needs a class-conditional model")

@@ -67,6 +67,7 @@ class Generator(ABC):
     config: Any
     value_range: Any
     class_names: list[str] | None
+    augment: dict[str, Any] | None = None  # the model's tuned setting, if any
 
     @property
     def conditional(self) -> bool:
@@ -155,6 +156,7 @@ class TorchGenerator(Generator):
         self.config = model.config
         self.value_range = model.value_range
         self.class_names = model.class_names
+        self.augment = model.augment
 
     @property
     def device(self) -> Any:

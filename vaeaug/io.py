@@ -58,6 +58,8 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
         "value_range": json.dumps(model.value_range.to_dict(), sort_keys=True),
         "class_names": json.dumps(model.class_names),
         "history": json.dumps(model.history),
+        "augment": json.dumps(model.augment, sort_keys=True),
+        "tuning": json.dumps(model.tuning, sort_keys=True),
     }
     blob = _serialize(model.state_dict(), meta)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,9 +218,24 @@ def _decode_meta(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         raise ValueError(f"{str(path)!r} has invalid class_names {names!r}")
     if not isinstance(out["history"], list):
         raise ValueError(f"{str(path)!r} has an invalid history entry")
+    for key in ("augment", "tuning"):  # optional: files written before tuning existed lack them
+        try:
+            out[key] = json.loads(meta[key]) if key in meta else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(path)!r} has a tampered {key!r} entry (not JSON: {e})") from None
+        if out[key] is not None and not isinstance(out[key], dict):
+            raise ValueError(f"{str(path)!r} has an invalid {key!r} entry")
     try:
         out["config"] = VAEConfig.from_dict(out["config"])
         out["value_range"] = ValueRange.from_dict(out["value_range"])
+        if out["augment"] is not None:
+            from .functional import check_mode
+            from .settings import AugmentSetting
+
+            s = AugmentSetting.from_dict(out["augment"])
+            check_mode(s.mode, s.form, s.strength, conditional=out["config"].num_classes is not None)
+            if not 0.0 <= s.p <= 1.0:
+                raise ValueError(f"augment p must be in [0, 1]; got {s.p}")
     except ValueError as e:
         raise ValueError(f"{str(path)!r} has an invalid model description: {e}") from None
     return out
@@ -259,4 +276,6 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VA
             raise ValueError(f"{str(p)!r} holds non-finite values in tensor {k!r}")
     model.load_state_dict(tensors, strict=True)
     model.history = info["history"]
+    model.augment = info["augment"]
+    model.tuning = info["tuning"]
     return model.to(device).eval()

@@ -202,6 +202,8 @@ class VAE(nn.Module):
         self.value_range = value_range or ValueRange(0.0, 1.0, "float32")
         self.class_names = list(class_names) if class_names is not None else None
         self.history: list[dict[str, Any]] = []
+        self.augment: dict[str, Any] | None = None  # the setting chosen by vaeaug.tune, if any
+        self.tuning: dict[str, Any] | None = None  # tune's grid and scores
         k = config.num_classes or 0
         widths = tuple(config.widths or ())
         latent = config.latent_dim

@@ -22,6 +22,7 @@ from .convert import from_model, to_model
 from .functional import check_mode
 from .generator import Generator, Noise, as_generator
 from .rng import Stream, derive_keys, uniform
+from .settings import resolve_setting
 
 __all__ = ["VAEAugment", "apply_variants"]
 
@@ -185,6 +186,9 @@ class VAEAugment(v2.Transform):
         mode: ``"posterior"``, ``"isotropic"``, ``"interpolate"`` (batches), ``"prior"``
             (conditional models) or ``"reconstruct"``.
         form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``).
+            ``p``, ``strength``, ``mode`` and ``form`` left as ``None`` come from the model's
+            tuned setting (:func:`vaeaug.tune`), else from :data:`vaeaug.settings.DEFAULT_AUGMENT`
+            (``delta``, ``isotropic``, ``strength=1``, ``p=0.5``: the measured default).
         seed: ``None`` draws from torch's generator (follows ``torch.manual_seed`` and DataLoader
             worker seeding); an int gives a fixed stream in the main process, combined with the
             worker seed inside DataLoader workers.
@@ -205,19 +209,21 @@ class VAEAugment(v2.Transform):
     def __init__(
         self,
         model_or_path: Any,
-        p: float = 0.5,
-        strength: float = 1.0,
-        mode: str = "posterior",
-        form: str = "decode",
+        p: float | None = None,
+        strength: float | None = None,
+        mode: str | None = None,
+        form: str | None = None,
         seed: int | None = None,
         device: Any = None,
     ) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
             raise ValueError(f"p must be a probability in [0, 1]; got {p!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
         gen = as_generator(model_or_path, device=device)
+        setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form, p=p)
+        mode, strength, form, p = setting.mode, setting.strength, setting.form, setting.p
         if len(gen.config.input_shape) != 3:
             raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
         check_mode(mode, form, strength, conditional=gen.conditional)

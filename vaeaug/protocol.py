@@ -21,7 +21,6 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,28 +32,12 @@ from tqdm.auto import tqdm
 from .data import as_tensor_data
 from .generator import Noise, TorchGenerator
 from .rng import Stream, derive_keys, uniform
+from .settings import DEFAULT_AUGMENT, AugmentSetting
 from .training import fit
 
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "evaluate", "report_markdown", "reduce_per_class"]
 
 ARMS = ("none", "classic", "vae", "vae+classic")
-
-
-@dataclass(frozen=True)
-class AugmentSetting:
-    """How the ``vae`` arms make variants: ``p`` of each batch, moved by ``mode``/``strength``."""
-
-    mode: str = "isotropic"
-    strength: float = 1.0
-    form: str = "delta"
-    p: float = 0.5
-
-    def label(self) -> str:
-        return f"{self.form} {self.mode} s={self.strength:g} p={self.p:g}"
-
-
-# The measured default (QUALITY.md: +1.2 points on Fashion-MNIST 50/class over 4 seeds).
-DEFAULT_AUGMENT = AugmentSetting()
 
 
 def reduce_per_class(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,58 @@
+"""Augmentation settings: the library default, and how an explicit or tuned choice wins over it.
+
+Precedence for every field (mode, strength, form, p): an explicit argument, then the setting
+stored in the model by :func:`vaeaug.tune` (``model.augment``), then :data:`DEFAULT_AUGMENT`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting"]
+
+
+@dataclass(frozen=True)
+class AugmentSetting:
+    """How variants are made: ``mode``, ``strength`` and ``form`` of the move, share ``p`` replaced.
+
+    Example:
+        >>> AugmentSetting().label()
+        'delta isotropic s=1 p=0.5'
+    """
+
+    mode: str = "isotropic"
+    strength: float = 1.0
+    form: str = "delta"
+    p: float = 0.5
+
+    def label(self) -> str:
+        """A short human-readable description."""
+        return f"{self.form} {self.mode} s={self.strength:g} p={self.p:g}"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> AugmentSetting:
+        """Validate and build from a JSON dict (as stored in model files)."""
+        if not isinstance(d, dict) or set(d) - {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"an augmentation setting must be a dict with keys mode, strength, form, p; got {d!r}")
+        return cls(**d)
+
+
+# Measured default (QUALITY.md and BENCHMARKS.md): the delta form with an isotropic move of one
+# prior standard deviation, on half of each batch; the only form that has helped a classifier.
+DEFAULT_AUGMENT = AugmentSetting()
+
+
+def resolve_setting(stored: dict[str, Any] | None, **explicit: Any) -> AugmentSetting:
+    """Fill the ``None`` fields of ``explicit`` from ``stored`` (the model's tuned choice), then defaults.
+
+    Example:
+        >>> resolve_setting({"mode": "posterior", "strength": 2.0, "form": "delta", "p": 0.5}, p=1.0).label()
+        'delta posterior s=2 p=1'
+    """
+    base = DEFAULT_AUGMENT if not stored else AugmentSetting.from_dict(stored)
+    changes = {k: v for k, v in explicit.items() if v is not None}
+    if changes.get("mode") == "prior" and "form" not in changes:
+        changes["form"] = "decode"  # prior has no source sample: it is always decoded
+    return dataclasses.replace(base, **changes)
