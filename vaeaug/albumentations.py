@@ -185,17 +185,18 @@ def _labels_for(label: Any, n: int, num_classes: int | None) -> np.ndarray | Non
     return y
 
 
-def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | None, Any]:
-    """``(path, generator, config)``: a path is only read for its metadata (no model is built)."""
+def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | None, Any, Any]:
+    """``(path, generator, config, tuned setting)``: a path is only read for its metadata."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not isinstance(path, str):
             raise TypeError(f"model path must be a str or a PathLike of str; got {model!r}")
         from .io import read_metadata
 
-        return path, None, read_metadata(path)["config"]
+        meta = read_metadata(path)
+        return path, None, meta["config"], meta.get("augment")
     gen = as_generator(model, device=device)  # TypeError for anything else
-    return None, gen, gen.config
+    return None, gen, gen.config, gen.augment
 
 
 class VAEAugment(ImageOnlyTransform):
@@ -248,7 +249,9 @@ class VAEAugment(ImageOnlyTransform):
             ``"reconstruct"``. ``"interpolate"`` needs a partner image of the same class, which
             a one-sample transform does not have: use ``VAEAugmentedDataset`` or the torchvision
             transform on a batch.
-        form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``).
+        form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``). ``p``,
+            ``strength``, ``mode`` and ``form`` left as ``None`` come from the model's tuned
+            setting (:func:`vaeaug.tune`), else from the library default (delta, isotropic, 1, 0.5).
         seed: ``None`` or an int >= 0; see *Randomness*. Stored as ``vae_seed``, because
             albumentations uses ``self.seed`` for ``Compose(seed=...)``.
         device: where the model runs (``"cpu"``, ``"cuda"``, ...); default: CPU for a path,
@@ -275,14 +278,14 @@ class VAEAugment(ImageOnlyTransform):
     def __init__(
         self,
         model: str | os.PathLike[str] | Any,
-        p: float = 0.5,
-        strength: float = 1.0,
-        mode: str = "posterior",
-        form: str = "decode",
+        p: float | None = None,
+        strength: float | None = None,
+        mode: str | None = None,
+        form: str | None = None,
         seed: int | None = None,
         device: Any = None,
     ) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
             raise ValueError(f"p must be a probability in [0, 1]; got {p!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
@@ -294,7 +297,11 @@ class VAEAugment(ImageOnlyTransform):
         super().__init__(p=1.0)  # the base class never skips; the coin is flipped in should_apply
         from .functional import check_mode  # imports torch: not at module import (ONNX path later)
 
-        path, gen, config = _describe_model(model, device)
+        path, gen, config, stored = _describe_model(model, device)
+        from .settings import resolve_setting
+
+        setting = resolve_setting(stored, mode=mode, strength=strength, form=form, p=p)
+        mode, strength, form, p = setting.mode, setting.strength, setting.form, setting.p
         if len(config.input_shape) != 3:
             raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
         check_mode(mode, form, strength, conditional=config.num_classes is not None)
