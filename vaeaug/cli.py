@@ -81,6 +81,7 @@ def _build_parser() -> _Parser:
     f.add_argument("--tune", action="store_true",
                    help="after fitting, choose the augmentation setting on a validation split (vaeaug.tune) "
                         "and store it in the model file")
+    f.add_argument("--curves", default=None, help="also write the training curves to this PNG file")
     f.add_argument("--tune-steps", type=_positive_int, default=400, help="classifier steps per tuning run")
     f.add_argument("--no-progress", action="store_true", help="no progress bar or summary line")
 
@@ -117,6 +118,18 @@ def _build_parser() -> _Parser:
     sc.add_argument("--k", type=_positive_int, default=1, help="importance samples (k > 1: tighter bound)")
     sc.add_argument("--seed", type=int, default=0)
 
+    pv = sub.add_parser("preview", help="a labelled PNG of what a model makes from data",
+                        description="One row per real sample: original, reconstruction, variants at increasing "
+                        "strength; prior samples per class for conditional models; a latent interpolation strip.")
+    pv.add_argument("--model", required=True, help="a .vae model file")
+    pv.add_argument("--data", required=True, help="'digits', 'fashion-mnist', a .npz file or an image folder")
+    pv.add_argument("--out", required=True, help="PNG file to write")
+    pv.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    pv.add_argument("--split", default="test")
+    pv.add_argument("--root", default=None)
+    pv.add_argument("--n", type=_positive_int, default=6, help="real samples (rows)")
+    pv.add_argument("--seed", type=int, default=0)
+
     i = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
     i.add_argument("model", help="a .vae model file")
     i.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -139,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_evaluate(args)
         if args.command == "score":
             return _cmd_score(args)
+        if args.command == "preview":
+            return _cmd_preview(args)
         return _cmd_info(args)
     except (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -155,6 +170,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {str(out)!r} is a directory; give a file name such as model.vae")
     if out.exists() and not args.force:
         raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
+    if args.curves and not str(args.curves).lower().endswith(".png"):
+        raise UsageError(f"--curves must be a .png file; got {args.curves!r}")
     parent = out.parent if str(out.parent) else Path(".")
     existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
     if not existing.is_dir():
@@ -184,6 +201,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     model.save(out)
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
+    if args.curves:
+        from .viz import curves
+
+        curves(model.history).save(args.curves)
+        if not args.no_progress:
+            print(f"wrote {args.curves}")
     return 0
 
 
@@ -211,6 +234,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     (out / "report.md").write_text(md + "\n")
     print(md)
     print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from .data import as_tensor_data
+    from .io import load
+    from .viz import preview
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out must be a .png file; got {str(out)!r}")
+    model = load(args.model)
+    data = as_tensor_data(args.data, root=args.root, split=args.split)
+    img = preview(model, data, n=args.n, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    print(f"wrote {out} ({img.width}x{img.height})")
     return 0
 
 
