@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 # then train a small CNN with VAEAugment in a 2-worker DataLoader (variants/s and accuracy).
 demo: install
 	mkdir -p artifacts
-	$(BIN)/vaeaug fit --data digits --epochs 20 --out artifacts/digits.vae --force --curves artifacts/curves.png
+	$(BIN)/vaeaug fit --data digits --conditional --epochs 20 --out artifacts/digits.vae --force --curves artifacts/curves.png
 	$(BIN)/vaeaug info artifacts/digits.vae
 	$(BIN)/vaeaug preview --model artifacts/digits.vae --data digits --split test --out artifacts/preview.png --force
 	$(BIN)/python examples/train_classifier_digits.py --model artifacts/digits.vae --steps 600

@@ -16,7 +16,7 @@ def test_train_classifier_digits_quick() -> None:
     assert proc.returncode == 0, proc.stderr
     rates = re.search(r"variants/s: ([\d,]+) batched .* ([\d,]+) one image at a time", proc.stdout)
     assert rates and all(int(r.replace(",", "")) > 0 for r in rates.groups()), proc.stdout
-    acc = re.search(r"none ([\d.]+)%, VAEAugment\(p=0.5\) ([\d.]+)%", proc.stdout)
+    acc = re.search(r"none ([\d.]+)%, VAEAugment\(p=[\d.]+\) ([\d.]+)%", proc.stdout)
     assert acc, proc.stdout
     assert all(10.0 < float(a) <= 100.0 for a in acc.groups())  # better than chance: it trained
 
