@@ -409,7 +409,7 @@ def test_delta_form_with_zero_strength_leaves_the_image_unchanged(model, u8, mod
     if mode != "interpolate":  # single images have no partner
         inputs += [x[0], x[0, 0].double().numpy()]
     for inpt in inputs:
-        out = aug(inpt)
+        out = aug(inpt, torch.zeros(6, dtype=torch.long))[0] if mode == "interpolate" else aug(inpt)
         assert _same(out, inpt), "x + D(mu) - D(mu) must be x"
 
 
@@ -439,9 +439,11 @@ def test_interpolate_on_a_batch_uses_partners_of_the_same_class(cmodel, model, u
         assert any(int(y[i]) == int(y[j]) for i in matches), "the partner must have the same class"
         if int((y == y[j]).sum()) > 1:
             assert any(i != j for i in matches if int(y[i]) == int(y[j])), "the partner must be another sample"
-    # an unconditional model interpolates within the batch too
-    out = VAEAugment(model, p=1.0, mode="interpolate")(x)
+    # an unconditional model interpolates within the batch too, given the classes
+    out, _ = VAEAugment(model, p=1.0, mode="interpolate")(x, y)
     assert out.shape == x.shape and not torch.equal(out, x)
+    with pytest.raises(ValueError, match="needs the labels"):  # without them a partner could be of any class
+        VAEAugment(model, p=1.0, mode="interpolate")(x)
 
 
 def test_prior_mode_on_a_batch(cmodel, u8, labels) -> None:

@@ -101,8 +101,8 @@ def test_tune_needs_labels_and_repeats(digits) -> None:
 
 def test_cli_fit_with_tune(tmp_path: Path) -> None:
     out = tmp_path / "d.vae"
-    proc = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", "digits", "--epochs", "2", "--tune", "--tune-steps", "30",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", "digits", "--epochs", "2", "--tune",
+                           "--tune-steps", "30", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "tune: " in proc.stdout
     model = vaeaug.load(out)

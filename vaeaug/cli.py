@@ -1,4 +1,4 @@
-"""The ``vaeaug`` command: ``vaeaug fit`` and ``vaeaug info``.
+"""The ``vaeaug`` command: ``fit``, ``info``, ``evaluate``, ``score`` and ``preview``.
 
 Usage errors, missing files, unknown datasets and invalid input exit with code 2 and one
 line on stderr, never a traceback.
@@ -113,7 +113,7 @@ def _build_parser() -> _Parser:
     sc.add_argument("--data", required=True, help="'digits', 'fashion-mnist', a .npz file or an image folder")
     sc.add_argument("--out", required=True, help="CSV file to write")
     sc.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    sc.add_argument("--split", default="train")
+    sc.add_argument("--split", default="test")
     sc.add_argument("--root", default=None)
     sc.add_argument("--k", type=_positive_int, default=1, help="importance samples (k > 1: tighter bound)")
     sc.add_argument("--seed", type=int, default=0)
@@ -211,9 +211,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import dataclasses
 
-    from .protocol import ARMS, DEFAULT_AUGMENT, evaluate, report_markdown
+    from .protocol import ARMS, evaluate, report_markdown
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
@@ -222,8 +221,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; give a folder")
-    changes = {k: getattr(args, k) for k in ("mode", "strength", "form", "p") if getattr(args, k) is not None}
-    setting = dataclasses.replace(DEFAULT_AUGMENT, **changes)
+    from .settings import resolve_setting
+
+    changes = {k: getattr(args, k) for k in ("mode", "strength", "form", "p")}
+    setting = resolve_setting(None, **changes)
     flip = {"auto": None, "on": True, "off": False}[args.flip]
     report = evaluate(args.data, args.test, per_class=args.per_class, seeds=args.seeds, steps=args.steps,
                       batch_size=args.batch_size, arms=arms, setting=setting, vae_epochs=args.vae_epochs,
@@ -237,8 +238,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_preview(args: argparse.Namespace) -> int:
+def _data_for(model: Any, args: argparse.Namespace) -> Any:
+    """Load ``--data`` for a model: a built-in or image folder knows its range; arrays in a .npz are
+    read in the model's recorded value range (so a model fit on 0..16 floats reads 0..16 floats)."""
     from .data import as_tensor_data
+    from .datasets import is_builtin
+
+    name = str(args.data)
+    if is_builtin(name) or Path(name).is_dir():
+        return as_tensor_data(name, root=args.root, split=args.split)
+    vr = model.value_range
+    return as_tensor_data(name, value_range=(vr.low, vr.high))
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
     from .io import load
     from .viz import preview
 
@@ -248,7 +261,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out must be a .png file; got {str(out)!r}")
     model = load(args.model)
-    data = as_tensor_data(args.data, root=args.root, split=args.split)
+    data = _data_for(model, args)
     img = preview(model, data, n=args.n, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
@@ -259,14 +272,13 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import as_tensor_data
     from .io import load
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
     model = load(args.model)
-    data = as_tensor_data(args.data, root=args.root, split=args.split)
+    data = _data_for(model, args)
     want = tuple(model.config.input_shape)
     if data.sample_shape != want:
         raise UsageError(f"the data's samples are {data.sample_shape} but the model takes {want}")

@@ -574,8 +574,8 @@ def _from_npz(path: Path, *, layout: Layout | None, value_range: Any) -> TensorD
                 "unpickles - save plain numeric arrays"
             ) from None
         raise
-    except (OSError, EOFError) as e:
-        raise ValueError(f"cannot read {str(path)!r} as a .npz file: {e}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {str(path)!r} as a .npz file (corrupt?): {e}") from None
     return from_arrays(x, y, layout=layout, value_range=value_range,
                        class_names=names, source=path.name)
 

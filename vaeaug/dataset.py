@@ -11,6 +11,7 @@ classes. Each variant is a pure function of ``(seed, index)`` (and the epoch, wi
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,6 +124,9 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         gen = as_generator(model_or_path, device=device)
         if len(gen.config.input_shape) != 3:
             raise ValueError("VAEAugmentedDataset works on images; this model was fit on vectors (N, D)")
+        if gen.augment is not None and gen.augment.get("p") == 0.0:
+            warnings.warn("vaeaug.tune found no setting that helps this model's data (stored p = 0); "
+                          "the dataset makes the variants you asked for all the same", stacklevel=2)
         setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form)
         mode, strength, form = setting.mode, setting.strength, setting.form
         check_mode(mode, form, strength, conditional=gen.conditional)

@@ -149,6 +149,10 @@ def perturb(
     if form != "delta":
         raise ValueError(f"form must be one of {FORMS}; got {form!r}")
     n = x.shape[0]
-    yy = None if y is None else torch.cat([torch.as_tensor(y), torch.as_tensor(y)])
+    yy = None
+    if y is not None:
+        yt = torch.as_tensor(y).reshape(-1)
+        yt = yt.expand(n) if yt.numel() == 1 else yt
+        yy = torch.cat([yt, yt])
     both = vae.decode(torch.cat([z, mu]), yy)
     return (x + (both[:n] - both[n:])).clamp(0.0, 1.0)  # a zero move returns x exactly

@@ -85,9 +85,9 @@ class Generator(ABC):
         x: Any,
         y: Any = None,
         *,
-        mode: str = "posterior",
+        mode: str = "isotropic",
         strength: float = 1.0,
-        form: str = "decode",
+        form: str | None = None,
         noise: Noise,
         partner: Any = None,
         invariant: bool = False,
@@ -99,7 +99,8 @@ class Generator(ABC):
             y: labels ``(N,)``; required by conditional models.
             mode: see :mod:`vaeaug.functional`.
             strength: size of the move.
-            form: ``"decode"`` or ``"delta"``.
+            form: ``"decode"`` or ``"delta"``; ``None``: ``"decode"`` for ``prior`` (no source
+                sample), else ``"delta"``.
             noise: from :meth:`Noise.from_keys`.
             partner: ``(N, *input_shape)`` same-class partners for ``interpolate``.
             invariant: make each sample's output independent of the batch it is in, bit for
@@ -150,6 +151,8 @@ class TorchGenerator(Generator):
             raise TypeError(f"model must be a vaeaug VAE or a model file path; got {type(model).__name__}")
         if device is not None and torch.device(device) != model.device:
             model = copy.deepcopy(model).to(torch.device(device))  # never move the caller's model
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}")
         self.model = model.eval()
         self.chunk_size = chunk_size
         self._device = model.device  # cached: looking it up walks the parameters
@@ -168,9 +171,9 @@ class TorchGenerator(Generator):
         x: Any,
         y: Any = None,
         *,
-        mode: str = "posterior",
+        mode: str = "isotropic",
         strength: float = 1.0,
-        form: str = "decode",
+        form: str | None = None,
         noise: Noise,
         partner: Any = None,
         invariant: bool = False,
@@ -179,6 +182,8 @@ class TorchGenerator(Generator):
 
         from .functional import check_mode, perturb
 
+        if form is None:
+            form = "decode" if mode == "prior" else "delta"
         check_mode(mode, form, strength, conditional=self.conditional)
         is_numpy = isinstance(x, np.ndarray)
         xt = torch.from_numpy(x) if is_numpy else x

@@ -2,8 +2,10 @@
 
 Loading parses the header itself before safetensors touches the file, never unpickles, and
 validates everything: format name and version, a SHA-256 over the header and the tensor
-bytes, config, value range, tensor names, shapes, dtypes, and finiteness of the weights. Any problem is a
-``ValueError`` that names it.
+bytes, config, value range, tensor names, shapes, dtypes (checked on a meta-device skeleton
+before anything is allocated), and finiteness of the weights. Any problem is a ``ValueError``
+that names it. The checksum detects corruption and careless edits; it is not a signature (whoever
+edits the file can recompute it), which is why every field is validated as well.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns:
         A dict with ``format_version``, ``vaeaug_version``, ``config``, ``value_range``,
-        ``class_names``, ``history`` and ``file_size``.
+        ``class_names``, ``history``, ``augment``, ``tuning`` and ``file_size``.
     """
     p = Path(path)
     _, _, meta = _parse(p)
@@ -258,8 +260,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VA
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error type for malformed files
         raise ValueError(f"{str(p)!r} has malformed tensor data: {e}") from None
-    model = VAE(info["config"], info["value_range"], info["class_names"])
-    want = model.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+        skeleton = VAE(info["config"], info["value_range"], info["class_names"])
+    want = skeleton.state_dict()
     missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
     if missing or unexpected:
         raise ValueError(
@@ -274,6 +277,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VA
             )
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{str(p)!r} holds non-finite values in tensor {k!r}")
+    model = VAE(info["config"], info["value_range"], info["class_names"])
     model.load_state_dict(tensors, strict=True)
     model.history = info["history"]
     model.augment = info["augment"]

@@ -167,6 +167,12 @@ def _check_int(name: str, v: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}")
 
 
+def _randn(shape: Any, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard normals drawn on the generator's device (a CPU generator works for a CUDA model)."""
+    src = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=src).to(device)
+
+
 class VAEOutput(NamedTuple):
     """What :meth:`VAE.forward` returns."""
 
@@ -319,7 +325,7 @@ class VAE(nn.Module):
         mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` drawn from ``generator``."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = _randn(mu.shape, generator, mu.device).to(mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def recon_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -372,7 +378,7 @@ class VAE(nn.Module):
             ``(n, *input_shape)`` in model space.
         """
         _check_int("n", n, 0)
-        z = torch.randn((n, self.config.latent_dim), generator=generator, device=self.device)
+        z = _randn((n, self.config.latent_dim), generator, self.device)
         return self.decode(z, y)
 
     @torch.no_grad()
@@ -381,6 +387,11 @@ class VAE(nn.Module):
         batch_size: int = 512,
     ) -> torch.Tensor:
         """Anomaly score: per-sample negative ELBO in nats (higher = less like the training data).
+
+        A Monte-Carlo estimate: for ``k = 1`` the reconstruction term at one posterior sample plus
+        the closed-form KL, as in :meth:`elbo_terms`. With the Bernoulli likelihood on
+        continuous values the "nats" are not a normalised density: compare scores within one
+        model and dataset, not across them.
 
         Args:
             x: ``(N, *input_shape)`` in model space.
@@ -411,13 +422,16 @@ class VAE(nn.Module):
             mu, logvar = self.encode(xb, yb)
             std = torch.exp(0.5 * logvar)
             b = xb.shape[0]
-            eps = torch.randn((k, b, mu.shape[1]), generator=generator, device=mu.device)
+            eps = _randn((k, b, mu.shape[1]), generator, mu.device)
             z = mu + std * eps
             yk = None if yb is None else yb.repeat(k)
             rec = self.recon_nll(self.decode_logits(z.reshape(k * b, -1), yk), xb.repeat(k, *([1] * (xb.dim() - 1))))
             log_px = -rec.reshape(k, b)
             log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
             log_qz = -0.5 * (eps.pow(2) + math.log(2 * math.pi) + logvar).sum(-1)
+            if k == 1:  # the usual single-sample ELBO: reconstruction at one z plus the closed-form KL
+                out.append(-log_px[0] + self.kl(mu, logvar))
+                continue
             log_w = log_px + log_pz - log_qz
             out.append(-(torch.logsumexp(log_w, 0) - math.log(k)))
         return torch.cat(out)

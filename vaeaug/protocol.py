@@ -195,6 +195,14 @@ def evaluate(
     unknown = set(arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; expected a subset of {ARMS}")
+    from .functional import check_mode
+
+    for s in [setting, *(extra_arms or {}).values()]:  # fail before minutes of fitting, not after
+        check_mode(s.mode, s.form, s.strength, conditional=True)
+        if not 0.0 <= s.p <= 1.0:
+            raise ValueError(f"p must be in [0, 1]; got {s.p} in {s.label()}")
+        if s.mode == "prior":
+            raise ValueError("the protocol's VAE arms move a source sample; mode 'prior' is not one of them")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("seeds must be >= 1 or a non-empty list")

@@ -34,9 +34,18 @@ class AugmentSetting:
     @classmethod
     def from_dict(cls, d: Any) -> AugmentSetting:
         """Validate and build from a JSON dict (as stored in model files)."""
-        if not isinstance(d, dict) or set(d) - {f.name for f in dataclasses.fields(cls)}:
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or set(d) != keys:
             raise ValueError(f"an augmentation setting must be a dict with keys mode, strength, form, p; got {d!r}")
-        return cls(**d)
+        for k in ("strength", "p"):
+            if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
+                raise ValueError(f"augmentation setting {k} must be a number; got {d[k]!r}")
+        for k in ("mode", "form"):
+            if not isinstance(d[k], str):
+                raise ValueError(f"augmentation setting {k} must be a string; got {d[k]!r}")
+        if not 0.0 <= d["p"] <= 1.0:
+            raise ValueError(f"augmentation setting p must be in [0, 1]; got {d['p']!r}")
+        return cls(d["mode"], float(d["strength"]), d["form"], float(d["p"]))
 
 
 # Measured default (QUALITY.md and BENCHMARKS.md): the delta form with an isotropic move of one
@@ -53,6 +62,9 @@ def resolve_setting(stored: dict[str, Any] | None, **explicit: Any) -> AugmentSe
     """
     base = DEFAULT_AUGMENT if not stored else AugmentSetting.from_dict(stored)
     changes = {k: v for k, v in explicit.items() if v is not None}
+    if base.p == 0.0 and "p" not in changes and changes.keys() & {"mode", "strength", "form"}:
+        # tuned "off", but the caller asks for a specific move: use the default share, not 0
+        changes["p"] = DEFAULT_AUGMENT.p
     if changes.get("mode") == "prior" and "form" not in changes:
         changes["form"] = "decode"  # prior has no source sample: it is always decoded
     return dataclasses.replace(base, **changes)

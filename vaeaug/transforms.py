@@ -93,12 +93,12 @@ def apply_variants(
     n = x.shape[0]
     keys = derive_keys(key, 0) if n == 1 else derive_keys(key, np.arange(n))
     # usage errors do not depend on the coin flip: check before it
-    y = _labels_for(labels, n, gen, mode)
     if mode == "interpolate" and n < 2:
         raise ValueError(
             "mode 'interpolate' needs a partner image of the same class: call the transform on a "
             "batch (N, C, H, W), or use VAEAugmentedDataset, which picks partners from the dataset"
         )
+    y = _labels_for(labels, n, gen, mode)
     chosen = np.nonzero(uniform(keys, Stream.APPLY)[:, 0] < p)[0]
     if len(chosen) == 0:
         return inpt
@@ -108,7 +108,7 @@ def apply_variants(
     if mode == "interpolate":
         partner = x[torch.from_numpy(_partners(chosen, keys, y)).to(x.device)]
     xs = x if everything else x[idx]
-    ys = y if y is None or everything else y[idx.cpu()]
+    ys = None if y is None or not gen.conditional else y if everything else y[idx.cpu()]  # y picks partners
     noise = Noise.from_keys(keys if everything else keys[chosen], gen.latent_dim, with_t=mode == "interpolate")
     out = gen.variants(xs, ys, mode=mode, strength=strength, form=form, noise=noise, partner=partner)
     if not spec.batched:
@@ -134,6 +134,11 @@ def _labels_for(labels: Any, n: int, gen: Generator, mode: str) -> torch.Tensor 
             "per image or one (N,) tensor for a batch"
         )
     if labels is None:
+        if mode == "interpolate" and not needed:
+            raise ValueError(
+                "mode 'interpolate' mixes each image with a partner of the same class and needs the labels: "
+                "call the transform on (images, labels)"
+            )
         if needed:
             why = " and mode 'prior' makes a new sample of the label's class" if mode == "prior" else ""
             raise ValueError(

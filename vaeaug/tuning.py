@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -83,10 +84,17 @@ def tune(
     Returns:
         ``{"chosen": {...} | None, "reason": str, "scores": [...], ...}``; also stored as
         ``model.tuning``, with the chosen setting (or ``p = 0``) as ``model.augment``.
+
+    Note:
+        When ``model`` was fit on all of ``data``, its VAE has seen the validation images, which
+        can make variants look better on validation than they are; for an unbiased verdict fit
+        the model on the training part only (a later version will refit it here).
     """
     if repeats < 2:
         raise ValueError(f"repeats must be >= 2 to measure the noise between repeats; got {repeats}")
-    td = as_tensor_data(data, y)
+    vr = model.value_range  # arrays are read in the model's recorded range (e.g. 0..16 digits floats)
+    arrays = isinstance(data, (np.ndarray, torch.Tensor))
+    td = as_tensor_data(data, y, value_range=(vr.low, vr.high) if arrays else None)
     if td.y is None:
         raise ValueError("tune trains classifiers and needs labels: pass y=... or a labelled dataset")
     if tuple(td.sample_shape) != tuple(model.config.input_shape):
