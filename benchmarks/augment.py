@@ -5,9 +5,10 @@ Arms (samples/s over the measured batches, the first batch excluded as start-up)
   (a) no augmentation
   (b) classic: torchvision v2.RandomAffine(10 deg, 10% translate, 0.9-1.1 scale) per sample
       (the reference, ratio 1.00); also albumentations Affine + GaussianBlur per sample
-  (c) VAEAugment(p=1) as a per-sample transform in the workers
+  (c) VAEAugment(p=1) as a per-sample transform in the workers (default form: delta)
   (d) VAEAugmentedDataset, variant indices only (every sample made), __getitems__ batches
   (e) the batch path: VAEAugment on the collated (N, C, H, W) tensor in the main process
+  (d) and (e) in the default delta form and in the decode form (one decoder pass fewer)
 
 Usage:
     python benchmarks/augment.py                 # prints a markdown block
@@ -101,9 +102,11 @@ def main() -> None:
     affine = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
     alb = A.Compose([A.Affine(rotate=(-10, 10), translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), p=1.0),
                      A.GaussianBlur(blur_limit=(3, 3), p=1.0)])
-    aug = vaeaug.VAEAugment(model, p=1.0)
+    aug = vaeaug.VAEAugment(model, p=1.0)  # the default form: delta (two decoder passes)
     batch_aug = vaeaug.VAEAugment(model, p=1.0)
+    batch_dec = vaeaug.VAEAugment(model, p=1.0, form="decode", mode="posterior")
     ds_var = vaeaug.VAEAugmentedDataset(Images(x, y), model, variants_per_sample=1)
+    ds_dec = vaeaug.VAEAugmentedDataset(Images(x, y), model, variants_per_sample=1, form="decode", mode="posterior")
 
     arms: dict[str, Any] = {
         "(a) no augmentation": lambda: rate(DataLoader(Images(x, y), shuffle=True, **kw)),
@@ -111,10 +114,13 @@ def main() -> None:
         "(b') classic: albumentations Affine + GaussianBlur": lambda: rate(
             DataLoader(Images(x, y, alb, hwc=True), shuffle=True, **kw)),
         "(c) VAEAugment p=1, per-sample transform": lambda: rate(DataLoader(Images(x, y, aug), shuffle=True, **kw)),
-        "(d) VAEAugmentedDataset, __getitems__ (variant indices)": lambda: rate(
+        "(d) VAEAugmentedDataset, __getitems__ (variant indices), delta": lambda: rate(
             DataLoader(ds_var, sampler=Range(n, 2 * n), **kw)),
-        "(e) batch path: VAEAugment on the collated batch": lambda: rate(
+        "(d') the same, decode form": lambda: rate(DataLoader(ds_dec, sampler=Range(n, 2 * n), **kw)),
+        "(e) batch path: VAEAugment on the collated batch, delta": lambda: rate(
             DataLoader(Images(x, y), shuffle=True, **kw), after=lambda b: (batch_aug(b[0], b[1])[0], b[1])),
+        "(e') the same, decode form": lambda: rate(
+            DataLoader(Images(x, y), shuffle=True, **kw), after=lambda b: (batch_dec(b[0], b[1])[0], b[1])),
     }
     best: dict[str, float] = {}
     for r in range(args.rounds):
