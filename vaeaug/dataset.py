@@ -20,7 +20,7 @@ import torch
 
 from .convert import ImageSpec, from_model, to_model
 from .functional import check_mode
-from .generator import Generator, Noise, as_generator
+from .generator import Generator, Noise, as_generator, class_members, same_class_partners
 from .rng import Stream, derive_keys, uniform
 from .settings import resolve_setting
 
@@ -162,10 +162,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
             if len(bad):
                 raise ValueError(f"label of base sample {int(bad[0])} is {int(self._labels[bad[0]])}; "
                                  f"this model knows classes 0..{kc - 1}")
-        self._members: dict[int, np.ndarray] = {}
-        if self._labels is not None:
-            for c in np.unique(self._labels):
-                self._members[int(c)] = np.nonzero(self._labels == c)[0]
+        self._members: dict[int, np.ndarray] = class_members(self._labels) if self._labels is not None else {}
         self._extra = np.zeros(0, dtype=np.int64)
         if balance_classes:
             assert self._labels is not None
@@ -268,12 +265,8 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         if self.mode == "interpolate":
             assert self._labels is not None
             u = uniform(keys, Stream.PARTNER)[:, 0]
-            chosen = []
-            for j, i in enumerate(src):
-                cands = self._members[int(self._labels[i])]
-                cands = cands[cands != i]
-                chosen.append(i if len(cands) == 0 else int(cands[int(u[j] * len(cands))]))
-            partner = torch.cat([self._load(b)[2].cpu() for b in chosen])
+            chosen = same_class_partners(np.array(src), self._labels, self._members, u)
+            partner = torch.cat([self._load(int(b))[2].cpu() for b in chosen])
         made = gen.variants(x, y if gen.conditional else None, mode=self.mode, strength=self.strength,
                             form=self.form, noise=Noise.from_keys(keys, gen.latent_dim), partner=partner,
                             invariant=True)

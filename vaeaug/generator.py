@@ -222,6 +222,38 @@ class TorchGenerator(Generator):
         return out.to(in_dev)
 
 
+def class_members(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Indices of every class: ``{class: sorted indices}``."""
+    return {int(c): np.nonzero(labels == c)[0] for c in np.unique(labels)}
+
+
+def same_class_partners(sources: np.ndarray, labels: np.ndarray, members: dict[int, np.ndarray],
+                        u: np.ndarray) -> np.ndarray:
+    """For each source index, another index of its class, picked by the uniform ``u``; itself if alone.
+
+    Args:
+        sources: indices of the samples that need a partner.
+        labels: the class of every index.
+        members: :func:`class_members` of ``labels``.
+        u: one uniform in ``[0, 1)`` per source (from the source's key, so the choice is a pure
+            function of it).
+
+    Returns:
+        Partner indices, one per source.
+
+    Example:
+        >>> y = np.array([0, 0, 1])
+        >>> same_class_partners(np.array([0, 2]), y, class_members(y), np.array([0.3, 0.9])).tolist()
+        [1, 2]
+    """
+    out = np.empty(len(sources), dtype=np.int64)
+    for j, i in enumerate(sources):
+        cands = members[int(labels[i])]
+        cands = cands[cands != i]
+        out[j] = i if len(cands) == 0 else cands[int(u[j] * len(cands))]
+    return out
+
+
 def _chunked(run: Any, size: int, x: Any, y: Any, eps: Any, t: Any, xb: Any) -> Any:
     """Run ``run`` on zero-padded chunks of exactly ``size`` rows; rows are independent."""
     import torch

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import as_tensor_data
-from .generator import Noise, TorchGenerator
+from .generator import Noise, TorchGenerator, class_members, same_class_partners
 from .rng import Stream, derive_keys, uniform
 from .settings import DEFAULT_AUGMENT, AugmentSetting
 from .training import fit
@@ -100,13 +100,8 @@ def vae_augment(gen: TorchGenerator, x: torch.Tensor, y: torch.Tensor, setting: 
     partner = None
     if setting.mode == "interpolate":
         yy = y.numpy()
-        u = uniform(keys[chosen], Stream.PARTNER)[:, 0]
-        pick = []
-        for j, i in enumerate(chosen):
-            c = np.nonzero(yy == yy[i])[0]
-            c = c[c != i]
-            pick.append(i if len(c) == 0 else int(c[int(u[j] * len(c))]))
-        partner = x[torch.tensor(pick)]
+        pick = same_class_partners(chosen, yy, class_members(yy), uniform(keys[chosen], Stream.PARTNER)[:, 0])
+        partner = x[torch.from_numpy(pick)]
     out = x.clone()
     out[idx] = gen.variants(x[idx], y[idx] if gen.conditional else None, mode=setting.mode,
                             strength=setting.strength, form=setting.form,

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 from .convert import from_model, to_model
 from .functional import check_mode
-from .generator import Generator, Noise, as_generator
+from .generator import Generator, Noise, as_generator, class_members, same_class_partners
 from .rng import Stream, derive_keys, uniform
 from .settings import resolve_setting
 
@@ -106,6 +106,7 @@ def apply_variants(
     idx = torch.from_numpy(chosen).to(x.device)
     partner = None
     if mode == "interpolate":
+        assert y is not None  # _labels_for requires them for interpolate
         partner = x[torch.from_numpy(_partners(chosen, keys, y)).to(x.device)]
     xs = x if everything else x[idx]
     ys = None if y is None or not gen.conditional else y if everything else y[idx.cpu()]  # y picks partners
@@ -161,17 +162,10 @@ def _labels_for(labels: Any, n: int, gen: Generator, mode: str) -> torch.Tensor 
     return y if mode == "interpolate" else None
 
 
-def _partners(chosen: np.ndarray, keys: np.ndarray, y: torch.Tensor | None) -> np.ndarray:
+def _partners(chosen: np.ndarray, keys: np.ndarray, y: torch.Tensor) -> np.ndarray:
     """For each chosen sample, another sample of the same class in the batch (itself if none)."""
-    n = len(keys)
-    u = uniform(keys[chosen], Stream.PARTNER)[:, 0]
-    labels = None if y is None else y.numpy()
-    out = np.empty(len(chosen), dtype=np.int64)
-    for j, i in enumerate(chosen):
-        cands = np.arange(n) if labels is None else np.nonzero(labels == labels[i])[0]
-        cands = cands[cands != i]
-        out[j] = i if len(cands) == 0 else cands[int(u[j] * len(cands))]
-    return out
+    labels = y.numpy()
+    return same_class_partners(chosen, labels, class_members(labels), uniform(keys[chosen], Stream.PARTNER)[:, 0])
 
 
 class VAEAugment(v2.Transform):
