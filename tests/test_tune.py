@@ -107,3 +107,32 @@ def test_cli_fit_with_tune(tmp_path: Path) -> None:
     assert "tune: " in proc.stdout
     model = vaeaug.load(out)
     assert model.tuning is not None and model.augment is not None
+
+
+def test_the_judging_vae_never_sees_the_validation_split(digits, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vaeaug.training as training
+
+    seen: list[torch.Tensor] = []
+    real_fit = training.fit
+
+    def spy(x, y=None, **kw):
+        seen.append(x.clone())
+        return real_fit(x, y, **kw)
+
+    monkeypatch.setattr(training, "fit", spy)
+    model = vaeaug.fit(digits.x[:300], digits.y[:300], epochs=2, progress=False)
+    seen.clear()
+    result = vaeaug.tune(model, digits.x[:300], digits.y[:300], grid=GRID[:1], steps=10, repeats=2, progress=False)
+    assert result["refit"] is True and len(seen) == 1
+    assert len(seen[0]) == result["n_train"] < 300
+    # the refit saw exactly the training part of tune's split, and no validation image
+    from vaeaug.tuning import _stratified_split
+
+    tr, va = _stratified_split(digits.y[:300], 0.3, 0)
+    assert torch.equal(seen[0], digits.x[:300][tr])
+    fitted = {v.numpy().tobytes() for v in seen[0]}
+    assert not any(digits.x[:300][i].numpy().tobytes() in fitted for i in va.tolist())
+    seen.clear()
+    vaeaug.tune(model, digits.x[:300], digits.y[:300], grid=GRID[:1], steps=10, repeats=2, refit=False,
+                progress=False)
+    assert seen == []

@@ -1,11 +1,12 @@
 """Choose the augmentation setting on the user's own data, never worse than no augmentation.
 
-A stratified validation split is carved out of the training data (never the test split); the
+A stratified validation split is carved out of the training data (never the test split). The
 same small CNN is trained for the same steps on the rest under ``none`` and under each setting of
-a small grid, ``repeats`` times with different seeds; the setting with the best mean validation
-accuracy wins only if its paired gain over ``none`` is larger than the noise between repeats
-(twice the standard error of the paired gains or the spread of ``none``, and at least
-``min_gain`` points). Otherwise the choice
+a small grid, ``repeats`` times with different seeds, with variants from a VAE of the model's
+configuration refit on the training part only (no variant comes from a model that saw the
+validation images). The setting with the best mean validation accuracy wins only if its paired
+gain over ``none`` is larger than the noise between repeats (twice the standard error of the
+paired gains or the spread of ``none``, and at least ``min_gain`` points); otherwise the choice
 is ``p = 0``, and the result says so plainly. The choice is stored in the model
 (``model.augment``) and saved in its file; ``VAEAugment(model)`` and ``VAEAugmentedDataset`` use
 it when no explicit setting is given.
@@ -63,6 +64,8 @@ def tune(
     batch_size: int = 64,
     repeats: int = 2,
     min_gain: float = 0.25,
+    refit: bool = True,
+    refit_epochs: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -78,6 +81,10 @@ def tune(
         batch_size: classifier batch size.
         repeats: classifiers per setting (seeds ``seed``, ``seed + 1``, ...).
         min_gain: the smallest mean gain, in accuracy points, that counts.
+        refit: fit a fresh VAE of the same configuration on the training part only, so that no
+            variant is made by a model that has seen the validation images (the verdict is then
+            unbiased); ``False`` uses ``model`` itself (faster, optimistic if it saw ``data``).
+        refit_epochs: epochs of that fit; default: as many as ``model`` was fit for (at least 1).
         seed: seeds the split and the classifiers.
         progress: progress bar and a one-line verdict.
 
@@ -85,10 +92,6 @@ def tune(
         ``{"chosen": {...} | None, "reason": str, "scores": [...], ...}``; also stored as
         ``model.tuning``, with the chosen setting (or ``p = 0``) as ``model.augment``.
 
-    Note:
-        When ``model`` was fit on all of ``data``, its VAE has seen the validation images, which
-        can make variants look better on validation than they are; for an unbiased verdict fit
-        the model on the training part only (a later version will refit it here).
     """
     if repeats < 2:
         raise ValueError(f"repeats must be >= 2 to measure the noise between repeats; got {repeats}")
@@ -102,7 +105,18 @@ def tune(
     tr, va = _stratified_split(td.y, val_fraction, seed)
     x_tr, y_tr, x_va, y_va = td.x[tr], td.y[tr], td.x[va], td.y[va]
     num_classes = int(td.y.max()) + 1
-    gen = TorchGenerator(model)
+    if refit:
+        from .training import fit
+
+        cfg = model.config
+        epochs = refit_epochs or max(1, len(model.history))
+        judge = fit(x_tr, y_tr, epochs=epochs, latent_dim=cfg.latent_dim, conditional=cfg.num_classes is not None,
+                    widths=cfg.widths, likelihood=cfg.likelihood, gaussian_std=cfg.gaussian_std,
+                    learn_std=cfg.learn_std, beta=cfg.beta, kl_warmup=min(cfg.kl_warmup, epochs),
+                    patience=None, seed=seed, progress=False, device=model.device)
+    else:
+        judge = model
+    gen = TorchGenerator(judge)
     seeds = [seed + r for r in range(repeats)]
     arms: list[tuple[str, AugmentSetting | None]] = [("none", None)] + [(s.label(), s) for s in grid]
     acc: dict[str, list[float]] = {}
@@ -138,7 +152,7 @@ def tune(
                   f"noise {noise:.2f}); augmentation is off (p = 0)")
     result: dict[str, Any] = {"chosen": chosen, "reason": reason, "noise": noise, "scores": scores,
                               "val_fraction": val_fraction, "steps": steps, "repeats": repeats,
-                              "n_train": len(tr), "n_val": len(va)}
+                              "n_train": len(tr), "n_val": len(va), "refit": refit}
     model.tuning = result
     fallback = dataclasses.asdict(grid[0] if grid else AugmentSetting())
     model.augment = dict(chosen) if chosen else {**fallback, "p": 0.0}
