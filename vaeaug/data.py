@@ -8,7 +8,6 @@ not fit gets a ``ValueError`` saying what was expected, what came and how to fix
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from collections.abc import Sequence
@@ -18,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from .config import ValueRange
 
 __all__ = [
     "Layout",
@@ -32,80 +33,6 @@ Layout = Literal["NCHW", "NHWC", "NHW", "ND"]
 _LAYOUTS = ("NCHW", "NHWC", "NHW", "ND")
 _CHANNELS = (1, 3, 4)
 MIN_IMAGE_SIDE = 8
-_DTYPES = {
-    "uint8": torch.uint8,
-    "uint16": torch.uint16,
-    "uint32": torch.uint32,
-    "int8": torch.int8,
-    "int16": torch.int16,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
-
-
-@dataclass(frozen=True)
-class ValueRange:
-    """The value range and dtype of the user's data, and the map to and from model space.
-
-    Args:
-        low: value that maps to 0 in model space.
-        high: value that maps to 1 in model space.
-        dtype: the user's dtype name (``"uint8"``, ``"float32"``, ...), used for outputs.
-
-    Example:
-        >>> vr = ValueRange(0.0, 16.0, "float64")
-        >>> vr.to_model(torch.tensor([0.0, 8.0, 16.0])).tolist()
-        [0.0, 0.5, 1.0]
-    """
-
-    low: float
-    high: float
-    dtype: str
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.high <= self.low:
-            raise ValueError(
-                f"value_range must be two finite numbers (low, high) with low < high; "
-                f"got ({self.low}, {self.high})"
-            )
-        if self.dtype not in _DTYPES:
-            raise ValueError(
-                f"value_range dtype must be one of {sorted(_DTYPES)}; got {self.dtype!r}"
-            )
-
-    def to_model(self, x: torch.Tensor) -> torch.Tensor:
-        """Map values in ``[low, high]`` to float32 in ``[0, 1]`` (no clipping)."""
-        return (x.to(torch.float32) - self.low) / (self.high - self.low)
-
-    def from_model(self, x: torch.Tensor) -> torch.Tensor:
-        """Map float ``[0, 1]`` back to ``[low, high]`` in the user's dtype (integers rounded).
-
-        Model outputs are in ``[0, 1]`` by construction; values outside are an error upstream.
-        """
-        out = x.to(torch.float64) * (self.high - self.low) + self.low
-        dtype = _DTYPES[self.dtype]
-        if not dtype.is_floating_point:
-            out = out.round()
-        return out.to(dtype)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {"low": self.low, "high": self.high, "dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, d: Any) -> ValueRange:
-        """Inverse of :meth:`to_dict`, validating types."""
-        if not isinstance(d, dict) or set(d) != {"low", "high", "dtype"}:
-            raise ValueError(f"value_range must be a dict with keys low, high, dtype; got {d!r}")
-        if not all(isinstance(d[k], (int, float)) and not isinstance(d[k], bool) for k in ("low", "high")):
-            raise ValueError(f"value_range low/high must be numbers; got {d!r}")
-        if not isinstance(d["dtype"], str):
-            raise ValueError(f"value_range dtype must be a string; got {d['dtype']!r}")
-        return cls(float(d["low"]), float(d["high"]), d["dtype"])
 
 
 @dataclass

@@ -18,42 +18,16 @@ has no source sample and is always ``decode``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from .model import VAE
+from .settings import FORMS, MODES, Form, Mode, check_mode
 
-__all__ = ["MODES", "FORMS", "Mode", "Form", "check_mode", "latent_move", "perturb"]
+__all__ = ["MODES", "FORMS", "Mode", "Form", "check_mode", "latent_move", "gaussian_move", "delta_output", "perturb"]
 
-Mode = Literal["posterior", "isotropic", "interpolate", "prior", "reconstruct"]
-Form = Literal["decode", "delta"]
 _ONE_CALL_ROWS = 256
-MODES: tuple[str, ...] = ("posterior", "isotropic", "interpolate", "prior", "reconstruct")
-FORMS: tuple[str, ...] = ("decode", "delta")
-
-
-def check_mode(mode: str, form: str, strength: float, *, conditional: bool) -> None:
-    """Validate a (mode, form, strength) setting for a model; raise ``ValueError`` if unusable.
-
-    Example:
-        >>> check_mode("posterior", "delta", 1.0, conditional=False)
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}; got {form!r}")
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
-        raise ValueError(f"strength must be a number >= 0; got {strength!r}")
-    if mode == "interpolate" and strength > 2:
-        raise ValueError(f"interpolate needs strength in [0, 2] (t = strength * u / 2 <= 1); got {strength}")
-    if mode == "prior" and not conditional:
-        raise ValueError(
-            "mode 'prior' makes a new sample of the source's class and needs a class-conditional "
-            "model (fit with conditional=True); use 'posterior' or 'isotropic' with this model"
-        )
-    if mode == "prior" and form == "delta":
-        raise ValueError("mode 'prior' has no source sample, so form 'delta' does not apply; use form='decode'")
 
 
 def latent_move(
@@ -104,6 +78,49 @@ def latent_move(
         w = (0.5 * s * t.to(mu.device, mu.dtype).reshape(-1, 1))
         return (1.0 - w) * mu + w * mu_b
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+
+
+def gaussian_move(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor,
+    strength: torch.Tensor,
+    sigma_weight: torch.Tensor,
+) -> torch.Tensor:
+    """``z = mu + s * (w * sigma + (1 - w)) * eps``: ``posterior`` at ``w = 1``, ``isotropic`` at ``w = 0``.
+
+    The per-sample form of the two Gaussian moves, as traced into the ONNX augmenter graph (one
+    graph serves both modes; ``s = 0`` gives ``reconstruct``). At ``w`` in {0, 1} it equals
+    :func:`latent_move` bit for bit.
+
+    Args:
+        mu: posterior means ``(N, L)``.
+        logvar: posterior log-variances ``(N, L)``.
+        eps: standard normal noise ``(N, L)``.
+        strength: ``(N,)`` move sizes.
+        sigma_weight: ``(N,)`` weights ``w``.
+
+    Returns:
+        ``(N, L)`` latent codes.
+
+    Example:
+        >>> mu, lv, e = torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2)
+        >>> gaussian_move(mu, lv, e, torch.tensor([2.0]), torch.tensor([0.0])).tolist()
+        [[2.0, 2.0]]
+    """
+    w = sigma_weight.reshape(-1, 1)
+    return mu + strength.reshape(-1, 1) * (w * torch.exp(0.5 * logvar) + (1.0 - w)) * eps
+
+
+def delta_output(x: torch.Tensor, d_z: torch.Tensor, d_mu: torch.Tensor) -> torch.Tensor:
+    """The ``delta`` form: ``clip(x + D(z') - D(mu), 0, 1)``; a zero move returns ``x`` exactly.
+
+    Example:
+        >>> x = torch.tensor([0.2, 0.9])
+        >>> delta_output(x, torch.tensor([0.5, 0.7]), torch.tensor([0.4, 0.5])).tolist()
+        [0.30000001192092896, 1.0]
+    """
+    return (x + (d_z - d_mu)).clamp(0.0, 1.0)
 
 
 def perturb(
@@ -161,4 +178,4 @@ def perturb(
         d_z, d_mu = both[:n], both[n:]
     else:  # large ones: two calls stay in cache (measured: 2x faster at 256 + 256 rows on CPU)
         d_z, d_mu = vae.decode(z, None if yy is None else yy[:n]), vae.decode(mu, None if yy is None else yy[n:])
-    return (x + (d_z - d_mu)).clamp(0.0, 1.0)  # a zero move returns x exactly
+    return delta_output(x, d_z, d_mu)

@@ -11,161 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ValueRange
+from .config import Likelihood, VAEConfig, ValueRange, check_int, conv_sizes, default_widths
 
-__all__ = ["VAEConfig", "VAE", "VAEOutput", "default_widths", "conv_sizes"]
-
-Likelihood = Literal["bernoulli", "gaussian"]
-_MAX_STAGES = 5
-_CONV_WIDTHS = (32, 64, 128, 256, 256)
-_MLP_WIDTHS = (256, 128)
-
-
-def conv_sizes(h: int, w: int) -> list[tuple[int, int]]:
-    """Spatial sizes through the stride-2 encoder: halve (rounding up) while the side is >= 8.
-
-    Example:
-        >>> conv_sizes(28, 28)
-        [(28, 28), (14, 14), (7, 7)]
-    """
-    sizes = [(h, w)]
-    while min(sizes[-1]) >= 8 and len(sizes) <= _MAX_STAGES:
-        ph, pw = sizes[-1]
-        sizes.append(((ph + 1) // 2, (pw + 1) // 2))
-    return sizes
-
-
-def default_widths(input_shape: Sequence[int]) -> tuple[int, ...]:
-    """Automatic widths: conv channels per stride-2 stage for images, hidden sizes for vectors.
-
-    Example:
-        >>> default_widths((1, 28, 28)), default_widths((3, 64, 64)), default_widths((20,))
-        ((32, 64), (32, 64, 128, 256), (256, 128))
-    """
-    if len(input_shape) == 1:
-        return _MLP_WIDTHS
-    _, h, w = input_shape
-    return _CONV_WIDTHS[: len(conv_sizes(h, w)) - 1]
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Everything needed to rebuild a :class:`VAE`.
-
-    Args:
-        input_shape: ``(C, H, W)`` for images (C in 1, 3, 4; sides >= 8) or ``(D,)`` for vectors.
-        latent_dim: size of ``z``.
-        widths: conv channels per stride-2 stage (images) or hidden sizes (vectors); ``None``
-            picks :func:`default_widths`. For images the number of stages is fixed by the size,
-            so ``widths`` must have exactly that many entries.
-        num_classes: if set, a class-conditional VAE: the one-hot label enters encoder and decoder.
-        likelihood: ``"bernoulli"`` (binary cross-entropy; default for ``[0, 1]`` images) or
-            ``"gaussian"`` (squared error scaled by ``gaussian_std``).
-        gaussian_std: the fixed (or initial, with ``learn_std``) std of the Gaussian likelihood.
-        learn_std: learn one global std of the Gaussian likelihood.
-        beta: weight of the KL term.
-        kl_warmup: epochs over which the KL weight rises linearly from 0 to ``beta`` in fitting.
-
-    Example:
-        >>> VAEConfig(input_shape=(1, 28, 28)).widths
-        (32, 64)
-    """
-
-    input_shape: tuple[int, ...]
-    latent_dim: int = 16
-    widths: tuple[int, ...] | None = None
-    num_classes: int | None = None
-    likelihood: Likelihood = "bernoulli"
-    gaussian_std: float = 0.1
-    learn_std: bool = False
-    beta: float = 1.0
-    kl_warmup: int = 10
-
-    def __post_init__(self) -> None:
-        shape = tuple(self.input_shape)
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-            raise ValueError(f"input_shape must be positive integers; got {self.input_shape!r}")
-        if len(shape) == 3:
-            c, h, w = shape
-            if c not in (1, 3, 4):
-                raise ValueError(f"images must have 1, 3 or 4 channels; input_shape is {shape}")
-            if min(h, w) < 8:
-                raise ValueError(f"images must be at least 8x8 pixels; input_shape is {shape}")
-        elif len(shape) != 1:
-            raise ValueError(f"input_shape must be (C, H, W) or (D,); got {shape}")
-        object.__setattr__(self, "input_shape", shape)
-        _check_int("latent_dim", self.latent_dim, 1)
-        if self.num_classes is not None:
-            _check_int("num_classes", self.num_classes, 1)
-        widths = default_widths(shape) if self.widths is None else tuple(self.widths)
-        if not widths or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in widths):
-            raise ValueError(f"widths must be positive integers; got {self.widths!r}")
-        if len(shape) == 3:
-            stages = len(conv_sizes(shape[1], shape[2])) - 1
-            if len(widths) != stages:
-                raise ValueError(
-                    f"a {shape[1]}x{shape[2]} image needs {stages} conv widths (one per stride-2 "
-                    f"stage); got {len(widths)}: {widths}"
-                )
-        object.__setattr__(self, "widths", widths)
-        if self.likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {self.likelihood!r}")
-        for name in ("gaussian_std", "beta"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
-        if self.gaussian_std <= 0:
-            raise ValueError(f"gaussian_std must be > 0; got {self.gaussian_std!r}")
-        if not isinstance(self.learn_std, bool):
-            raise ValueError(f"learn_std must be a bool; got {self.learn_std!r}")
-        _check_int("kl_warmup", self.kl_warmup, 0)
-
-    @property
-    def is_image(self) -> bool:
-        """True for a convolutional image model."""
-        return len(self.input_shape) == 3
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        d["widths"] = list(self.widths or ())
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Any) -> VAEConfig:
-        """Inverse of :meth:`to_dict`; unknown or missing keys raise ``ValueError``."""
-        if not isinstance(d, dict):
-            raise ValueError(f"config must be a JSON object; got {type(d).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"config has unknown keys {sorted(unknown)}")
-        if "input_shape" not in d:
-            raise ValueError("config lacks 'input_shape'")
-        kw = dict(d)
-        for k in ("input_shape", "widths"):
-            if kw.get(k) is not None:
-                if not isinstance(kw[k], list):
-                    raise ValueError(f"config {k} must be a list; got {kw[k]!r}")
-                kw[k] = tuple(kw[k])
-        try:
-            return cls(**kw)
-        except TypeError as e:
-            raise ValueError(f"invalid config: {e}") from None
-
-
-def _check_int(name: str, v: Any, minimum: int) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}")
-
+__all__ = ["VAEConfig", "VAE", "VAEOutput", "Likelihood", "ValueRange", "default_widths", "conv_sizes"]
 
 def _randn(shape: Any, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Standard normals drawn on the generator's device (a CPU generator works for a CUDA model)."""
@@ -295,20 +149,29 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor, y: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode ``x`` (model space) to the posterior's ``(mu, logvar)``, each ``(N, latent_dim)``."""
         self._check_x(x)
+        return self.encode_onehot(x, self._onehot(y, x.shape[0]))
+
+    def encode_onehot(self, x: torch.Tensor, onehot: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` without input checks, the label given one-hot (``None`` if unconditional).
+
+        The traceable core that the ONNX export runs (no data-dependent checks).
+        """
         h = self.encoder(x)
-        oh = self._onehot(y, x.shape[0])
-        if oh is not None:
-            h = torch.cat([h, oh], dim=1)
+        if onehot is not None:
+            h = torch.cat([h, onehot], dim=1)
         mu, logvar = self.to_latent(h).chunk(2, dim=1)
         return mu, logvar
 
     def decode_logits(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
         """Decoder output before the sigmoid (Bernoulli logits / Gaussian mean logits)."""
-        oh = self._onehot(y, z.shape[0])
-        if oh is not None:
-            z = torch.cat([z, oh], dim=1)
+        return self.decode_logits_onehot(z, self._onehot(y, z.shape[0]))
+
+    def decode_logits_onehot(self, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`decode_logits` without input checks, the label given one-hot (for the ONNX export)."""
+        if onehot is not None:
+            z = torch.cat([z, onehot], dim=1)
         h = self.from_latent(z)
-        return self.decoder(h.view(z.shape[0], *self._bottom))
+        return self.decoder(h.reshape(z.shape[0], *self._bottom))
 
     def decode(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
         """Decode latent codes ``(N, latent_dim)`` to samples in model space ``[0, 1]``."""
@@ -377,7 +240,7 @@ class VAE(nn.Module):
         Returns:
             ``(n, *input_shape)`` in model space.
         """
-        _check_int("n", n, 0)
+        check_int("n", n, 0)
         z = _randn((n, self.config.latent_dim), generator, self.device)
         return self.decode(z, y)
 
@@ -409,7 +272,7 @@ class VAE(nn.Module):
             >>> vae.score(torch.rand(3, 1, 8, 8), k=4).shape
             torch.Size([3])
         """
-        _check_int("k", k, 1)
+        check_int("k", k, 1)
         self._check_x(x)
         n = x.shape[0]
         yt = None if y is None else torch.as_tensor(y).reshape(-1)

@@ -1,4 +1,6 @@
-"""Augmentation settings: the library default, and how an explicit or tuned choice wins over it.
+"""Augmentation settings: modes, forms and their validation, the library default, and precedence.
+
+Torch-free, so that the ONNX backend can validate settings where torch is not installed.
 
 Precedence for every field (mode, strength, form, p): an explicit argument, then the setting
 stored in the model by :func:`vaeaug.tune` (``model.augment``), then :data:`DEFAULT_AUGMENT`.
@@ -8,9 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting"]
+__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting", "MODES", "FORMS", "Mode", "Form", "check_mode"]
+
+Mode = Literal["posterior", "isotropic", "interpolate", "prior", "reconstruct"]
+Form = Literal["decode", "delta"]
+MODES: tuple[str, ...] = ("posterior", "isotropic", "interpolate", "prior", "reconstruct")
+FORMS: tuple[str, ...] = ("decode", "delta")
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,26 @@ def resolve_setting(stored: dict[str, Any] | None, **explicit: Any) -> AugmentSe
     if changes.get("mode") == "prior" and "form" not in changes:
         changes["form"] = "decode"  # prior has no source sample: it is always decoded
     return dataclasses.replace(base, **changes)
+
+
+def check_mode(mode: str, form: str, strength: float, *, conditional: bool) -> None:
+    """Validate a (mode, form, strength) setting for a model; raise ``ValueError`` if unusable.
+
+    Example:
+        >>> check_mode("posterior", "delta", 1.0, conditional=False)
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
+        raise ValueError(f"strength must be a number >= 0; got {strength!r}")
+    if mode == "interpolate" and strength > 2:
+        raise ValueError(f"interpolate needs strength in [0, 2] (t = strength * u / 2 <= 1); got {strength}")
+    if mode == "prior" and not conditional:
+        raise ValueError(
+            "mode 'prior' makes a new sample of the source's class and needs a class-conditional "
+            "model (fit with conditional=True); use 'posterior' or 'isotropic' with this model"
+        )
+    if mode == "prior" and form == "delta":
+        raise ValueError("mode 'prior' has no source sample, so form 'delta' does not apply; use form='decode'")
