@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from .data import TensorData, ValueRange, as_tensor_data
     from .dataset import VAEAugmentedDataset
     from .datasets import load_builtin
+    from .export import export_onnx
     from .generator import Generator, Noise, TorchGenerator
     from .io import load, read_metadata, save
     from .model import VAE, VAEConfig
+    from .onnx_backend import OnnxGenerator, read_onnx_metadata
     from .protocol import evaluate
     from .settings import AugmentSetting
     from .training import fit
@@ -49,6 +51,9 @@ _LAZY = {
     "evaluate": "protocol",
     "tune": "tuning",
     "AugmentSetting": "settings",
+    "export_onnx": "export",
+    "OnnxGenerator": "onnx_backend",
+    "read_onnx_metadata": "onnx_backend",
 }
 
 __all__ = [
@@ -71,6 +76,9 @@ __all__ = [
     "evaluate",
     "tune",
     "AugmentSetting",
+    "export_onnx",
+    "OnnxGenerator",
+    "read_onnx_metadata",
 ]
 assert set(__all__) == {"__version__", *_LAZY}
 

@@ -191,9 +191,18 @@ def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | No
         path = os.fspath(model)
         if not isinstance(path, str):
             raise TypeError(f"model path must be a str or a PathLike of str; got {model!r}")
-        from .io import read_metadata
+        if path.endswith(".onnx"):  # torch-free: the ONNX backend needs only numpy and onnxruntime
+            if device not in (None, "cpu"):
+                raise ValueError(f"an ONNX model runs on the CPU through onnxruntime; got device={device!r}")
+            from .onnx_backend import read_onnx_metadata
 
-        meta = read_metadata(path)
+            meta = read_onnx_metadata(path)
+            if meta["graph"] != "augmenter":
+                raise ValueError(f"{path} is the {meta['graph']} graph of an export; pass the export's main .onnx file")
+        else:
+            from .io import read_metadata
+
+            meta = read_metadata(path)
         return path, None, meta["config"], meta.get("augment")
     gen = as_generator(model, device=device)  # TypeError for anything else
     return None, gen, gen.config, gen.augment
@@ -241,8 +250,9 @@ class VAEAugment(ImageOnlyTransform):
     reload it from the path. A ``VAE`` or ``Generator`` object works, but cannot be serialized.
 
     Args:
-        model: the path of a ``.vae`` file (str or PathLike; needed for serialization), a
-            fitted ``VAE``, or a ``Generator``.
+        model: the path of a ``.vae`` file or of an ``.onnx`` export (str or PathLike; needed for
+            serialization; an ``.onnx`` model runs with numpy and onnxruntime only, torch need not
+            be installed), a fitted ``VAE``, or a ``Generator``.
         p: probability that an image is replaced by a variant.
         strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
         mode: ``"posterior"``, ``"isotropic"``, ``"prior"`` (conditional models) or
@@ -295,10 +305,9 @@ class VAEAugment(ImageOnlyTransform):
                 raise ValueError(f"device must be None, a str or a torch.device; got {device!r}")
             device = str(device)
         super().__init__(p=1.0)  # the base class never skips; the coin is flipped in should_apply
-        from .functional import check_mode  # imports torch: not at module import (ONNX path later)
+        from .settings import check_mode, resolve_setting
 
         path, gen, config, stored = _describe_model(model, device)
-        from .settings import resolve_setting
 
         setting = resolve_setting(stored, mode=mode, strength=strength, form=form, p=p)
         mode, strength, form, p = setting.mode, setting.strength, setting.form, setting.p

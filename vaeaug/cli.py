@@ -1,4 +1,4 @@
-"""The ``vaeaug`` command: ``fit``, ``info``, ``evaluate``, ``score`` and ``preview``.
+"""The ``vaeaug`` command: ``fit``, ``info``, ``export``, ``evaluate``, ``score`` and ``preview``.
 
 Usage errors, missing files, unknown datasets and invalid input exit with code 2 and one
 line on stderr, never a traceback.
@@ -130,6 +130,17 @@ def _build_parser() -> _Parser:
     pv.add_argument("--n", type=_positive_int, default=6, help="real samples (rows)")
     pv.add_argument("--seed", type=int, default=0)
 
+    x = sub.add_parser("export", help="export a model to ONNX for torch-free CPU generation",
+                       description="Export a .vae model to ONNX: OUT (the augmenter graph) plus OUT's stem "
+                       ".encoder.onnx and .sampler.onnx beside it, verified against the torch backend.")
+    x.add_argument("model", help="a .vae model file")
+    x.add_argument("--out", required=True, help="the .onnx file to write, e.g. digits.onnx")
+    x.add_argument("--force", action="store_true", help="overwrite the output files if they exist")
+    x.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    x.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
+    x.add_argument("--speed", action="store_true",
+                   help="also measure generation speed, onnxruntime vs torch, one thread, batch 1 and 64")
+
     i = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
     i.add_argument("model", help="a .vae model file")
     i.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -154,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_score(args)
         if args.command == "preview":
             return _cmd_preview(args)
+        if args.command == "export":
+            return _cmd_export(args)
         return _cmd_info(args)
     except (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -293,6 +306,41 @@ def _cmd_score(args: argparse.Namespace) -> int:
     out.write_text("\n".join(rows) + "\n")
     print(f"scored {len(data):,} samples (mean {float(scores.mean()):.2f}, max {float(scores.max()):.2f} nats); "
           f"wrote {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .onnx_backend import onnx_paths
+
+    if not str(args.out).endswith(".onnx"):
+        raise UsageError(f"--out must end in .onnx; got {args.out!r}")
+    targets = onnx_paths(args.out)
+    existing = [str(p) for p in targets.values() if p.exists()]
+    if existing and not args.force:
+        raise UsageError(f"{', '.join(existing)} exist(s); pass --force to overwrite or choose another --out")
+    if not Path(args.model).is_file():
+        raise UsageError(f"model file not found: {args.model}")
+    import time
+
+    from .export import VERIFY_ATOL, export_onnx
+    from .io import load
+
+    model = load(args.model)
+    t = time.perf_counter()
+    paths = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify)
+    took = time.perf_counter() - t
+    for graph, p in paths.items():
+        print(f"{graph:<10} {p} ({_size(p.stat().st_size)})")
+    check = "not verified (--no-verify)" if args.no_verify else \
+        f"verified: onnxruntime matches torch within {VERIFY_ATOL:g} on every mode"
+    print(f"exported in {took:.1f} s; {check}")
+    if args.speed:
+        from .benchmarking import generation_speed
+
+        for batch in (1, 64):
+            r = generation_speed(model, paths["augmenter"], batch=batch)
+            print(f"speed, batch {batch:>2}, one thread, delta form: onnxruntime {r['onnx']:,.0f} samples/s, "
+                  f"torch {r['torch']:,.0f} samples/s ({r['onnx'] / r['torch']:.1f}x)")
     return 0
 
 

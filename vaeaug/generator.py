@@ -279,12 +279,22 @@ def as_generator(model_or_path: Any, device: Any = None) -> Generator:
     """A :class:`Generator` for a model, a model file path, or a generator (returned as is).
 
     Args:
-        model_or_path: a ``VAE``, a ``.vae`` path or a ``Generator``.
-        device: device for the torch backend.
+        model_or_path: a ``VAE``, a ``.vae`` path (torch backend), an ``.onnx`` export
+            (:class:`~vaeaug.onnx_backend.OnnxGenerator`, numpy + onnxruntime) or a ``Generator``.
+        device: device for the torch backend (an ONNX model runs on the CPU).
 
     Returns:
         The generator.
     """
     if isinstance(model_or_path, Generator):
         return model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)) and os.fspath(model_or_path).endswith(".onnx"):
+        from .onnx_backend import OnnxGenerator
+
+        if device is not None and str(device) != "cpu":
+            raise ValueError(
+                f"an ONNX model runs on the CPU through onnxruntime; got device={device!r} - pass a .vae "
+                "model for the torch backend on another device"
+            )
+        return OnnxGenerator(model_or_path)
     return TorchGenerator(model_or_path, device=device)

@@ -26,7 +26,7 @@ from ._version import __version__
 from .data import ValueRange
 from .model import VAE, VAEConfig
 
-__all__ = ["save", "load", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_metadata", "model_bytes", "write_atomic", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "vaeaug-model"
 FORMAT_VERSION = 1
@@ -51,19 +51,15 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
         >>> load(p).config.input_shape
         (1, 8, 8)
     """
+    return write_atomic(path, model_bytes(model))
+
+
+def write_atomic(path: str | os.PathLike[str], blob: bytes) -> Path:
+    """Write ``blob`` to ``path`` through a temporary file renamed into place (fsynced, umask honoured).
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
     path = Path(path)
-    meta = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "vaeaug_version": __version__,
-        "config": json.dumps(model.config.to_dict(), sort_keys=True),
-        "value_range": json.dumps(model.value_range.to_dict(), sort_keys=True),
-        "class_names": json.dumps(model.class_names),
-        "history": json.dumps(model.history),
-        "augment": json.dumps(model.augment, sort_keys=True),
-        "tuning": json.dumps(model.tuning, sort_keys=True),
-    }
-    blob = _serialize(model.state_dict(), meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -79,6 +75,25 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def model_bytes(model: VAE) -> bytes:
+    """The bytes :func:`save` writes for ``model`` (canonical: the same model gives the same bytes).
+
+    Their SHA-256 identifies a model, e.g. in an ONNX export's metadata.
+    """
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "vaeaug_version": __version__,
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "value_range": json.dumps(model.value_range.to_dict(), sort_keys=True),
+        "class_names": json.dumps(model.class_names),
+        "history": json.dumps(model.history),
+        "augment": json.dumps(model.augment, sort_keys=True),
+        "tuning": json.dumps(model.tuning, sort_keys=True),
+    }
+    return _serialize(model.state_dict(), meta)
 
 
 _ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
