@@ -18,13 +18,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 # The main job on the embedded default data: fit a VAE on scikit-learn's digits, save, describe,
+# export it to ONNX (verified against torch, generation speed of both backends), write a preview,
 # then train a small CNN with VAEAugment in a 2-worker DataLoader (variants/s and accuracy).
 demo: install
 	mkdir -p artifacts
 	$(BIN)/vaeaug fit --data digits --conditional --epochs 20 --out artifacts/digits.vae --force --curves artifacts/curves.png
 	$(BIN)/vaeaug info artifacts/digits.vae
+	$(BIN)/vaeaug export artifacts/digits.vae --out artifacts/digits.onnx --force --speed
 	$(BIN)/vaeaug preview --model artifacts/digits.vae --data digits --split test --out artifacts/preview.png --force
-	$(BIN)/python examples/train_classifier_digits.py --model artifacts/digits.vae --steps 600
+	$(BIN)/python examples/train_classifier_digits.py --model artifacts/digits.vae --onnx artifacts/digits.onnx --steps 600
 
 # The whole test suite. Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
 test: install fashion-mnist

@@ -9,6 +9,9 @@ Arms (samples/s over the measured batches, the first batch excluded as start-up)
   (d) VAEAugmentedDataset, variant indices only (every sample made), __getitems__ batches
   (e) the batch path: VAEAugment on the collated (N, C, H, W) tensor in the main process
   (d) and (e) in the default delta form and in the decode form (one decoder pass fewer)
+  ONNX rows (the model exported with vaeaug.export_onnx, onnxruntime with one thread per worker):
+  (c-onnx) the per-sample VAEAugment, (f-onnx) the albumentations adapter per sample, both
+  beside (b'), the classic albumentations pipeline; (d-onnx) VAEAugmentedDataset
 
 Usage:
     python benchmarks/augment.py                 # prints a markdown block
@@ -19,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
@@ -107,6 +113,13 @@ def main() -> None:
     batch_dec = vaeaug.VAEAugment(model, p=1.0, form="decode", mode="posterior")
     ds_var = vaeaug.VAEAugmentedDataset(Images(x, y), model, variants_per_sample=1)
     ds_dec = vaeaug.VAEAugmentedDataset(Images(x, y), model, variants_per_sample=1, form="decode", mode="posterior")
+    onnx_path = str(vaeaug.export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx")["augmenter"])
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from vaeaug.albumentations import VAEAugment as AlbVAEAugment
+
+    aug_onnx = vaeaug.VAEAugment(onnx_path, p=1.0)
+    alb_onnx = A.Compose([AlbVAEAugment(onnx_path, p=1.0)])
+    ds_onnx = vaeaug.VAEAugmentedDataset(Images(x, y), onnx_path, variants_per_sample=1)
 
     arms: dict[str, Any] = {
         "(a) no augmentation": lambda: rate(DataLoader(Images(x, y), shuffle=True, **kw)),
@@ -121,6 +134,12 @@ def main() -> None:
             DataLoader(Images(x, y), shuffle=True, **kw), after=lambda b: (batch_aug(b[0], b[1])[0], b[1])),
         "(e') the same, decode form": lambda: rate(
             DataLoader(Images(x, y), shuffle=True, **kw), after=lambda b: (batch_dec(b[0], b[1])[0], b[1])),
+        "(c-onnx) VAEAugment p=1, per-sample, ONNX backend, delta": lambda: rate(
+            DataLoader(Images(x, y, aug_onnx), shuffle=True, **kw)),
+        "(f-onnx) albumentations adapter p=1, per-sample, ONNX backend, delta": lambda: rate(
+            DataLoader(Images(x, y, alb_onnx, hwc=True), shuffle=True, **kw)),
+        "(d-onnx) VAEAugmentedDataset, __getitems__, ONNX backend, delta": lambda: rate(
+            DataLoader(ds_onnx, sampler=Range(n, 2 * n), **kw)),
     }
     best: dict[str, float] = {}
     for r in range(args.rounds):
@@ -129,6 +148,7 @@ def main() -> None:
             best[name] = max(best.get(name, 0.0), v)
             print(f"round {r + 1}: {name}: {v:,.0f} samples/s", flush=True)
     ref = best["(b) classic: torchvision RandomAffine"]
+    ref_alb = best["(b') classic: albumentations Affine + GaussianBlur"]
     when = datetime.date.today().isoformat()
     cmd = "python benchmarks/augment.py " + " ".join(sys.argv[1:])
     lines = [
@@ -136,11 +156,12 @@ def main() -> None:
         f"{n:,} samples per arm, best of {args.rounds} rounds ({when})",
         "",
         f"Machine: {cpu_name()}, torch {torch.__version__}, Python {platform.python_version()}. "
-        f"Command: `{cmd}`. Backend: torch (eager, CPU).",
+        f"onnxruntime {onnxruntime.__version__}. Command: `{cmd}`. Backend: torch (eager, CPU) unless "
+        "the arm says ONNX (onnxruntime, one thread per worker).",
         "",
-        "| arm | samples/s | ratio to (b) |",
-        "|---|---|---|",
-        *[f"| {name} | {v:,.0f} | {v / ref:.2f} |" for name, v in best.items()],
+        "| arm | samples/s | ratio to (b) | ratio to (b') |",
+        "|---|---|---|---|",
+        *[f"| {name} | {v:,.0f} | {v / ref:.2f} | {v / ref_alb:.2f} |" for name, v in best.items()],
         "",
     ]
     text = "\n".join(lines)

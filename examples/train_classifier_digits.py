@@ -2,12 +2,15 @@
 
     python examples/train_classifier_digits.py                  # fits a VAE, then trains
     python examples/train_classifier_digits.py --model artifacts/digits.vae
+    python examples/train_classifier_digits.py --model artifacts/digits.vae --onnx artifacts/digits.onnx
     python examples/train_classifier_digits.py --quick          # a few seconds (CI runs this)
 
 The dataset yields ``(float tensor (1, 8, 8) in 0..16, label)``: the digits' own value range,
 which the model recorded when it was fit, so ``VAEAugment`` returns variants in that range too.
 The script reports how many variants per second the augmentation made (measured on its own,
-in this process) and the classifier's test accuracy with and without the augmentation.
+in this process) and the classifier's test accuracy with and without the augmentation. With
+``--onnx`` (an export of the same model, ``vaeaug export``) the DataLoader workers run the ONNX
+backend (numpy + onnxruntime, one thread each), and the one-image rate is reported for both.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def train_and_test(transform: nn.Module | None, steps: int, workers: int, seed: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a .vae file fit on digits (default: fit one now)")
+    ap.add_argument("--onnx", default=None, help="its ONNX export: the workers use the onnxruntime backend")
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps per classifier")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny run for CI")
@@ -82,7 +86,8 @@ def main() -> None:
         model = vaeaug.load(args.model)
     else:
         model = vaeaug.fit("digits", epochs=3 if args.quick else 50, conditional=True, progress=not args.quick)
-    aug = vaeaug.VAEAugment(model)  # the model's tuned setting, else the measured default
+    # the model's tuned setting, else the measured default; in the workers, the ONNX export if given
+    aug = vaeaug.VAEAugment(args.onnx if args.onnx else model)
     print(aug)
 
     # how fast it makes variants: one batched call on a collated batch, and one image at a time
@@ -99,6 +104,14 @@ def main() -> None:
         always(img, label)
     single_rate = 200 / (time.perf_counter() - t)
     print(f"variants/s: {batch_rate:,.0f} batched (256 per call), {single_rate:,.0f} one image at a time")
+    if args.onnx:
+        fast = vaeaug.VAEAugment(args.onnx, p=1.0)
+        t = time.perf_counter()
+        for img, label in zip(batch[:200], labels[:200].tolist(), strict=True):
+            fast(img, label)
+        onnx_rate = 200 / (time.perf_counter() - t)
+        print(f"variants/s one image at a time with the ONNX backend: {onnx_rate:,.0f} "
+              f"({onnx_rate / single_rate:.1f}x torch)")
 
     plain = train_and_test(None, steps, args.workers, seed=0)
     augmented = train_and_test(aug, steps, args.workers, seed=0)

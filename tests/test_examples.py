@@ -21,6 +21,22 @@ def test_train_classifier_digits_quick() -> None:
     assert all(10.0 < float(a) <= 100.0 for a in acc.groups())  # better than chance: it trained
 
 
+def test_train_classifier_digits_with_onnx_workers(tmp_path: Path) -> None:
+    import vaeaug
+
+    model = vaeaug.fit("digits", epochs=2, conditional=True, progress=False)
+    model.save(tmp_path / "d.vae")
+    vaeaug.export_onnx(model, tmp_path / "d.onnx")
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "train_classifier_digits.py"), "--quick",
+                           "--model", str(tmp_path / "d.vae"), "--onnx", str(tmp_path / "d.onnx")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "d.onnx" in proc.stdout  # the transform in the workers is the ONNX one (its repr)
+    rate = re.search(r"ONNX backend: ([\d,]+) \(([\d.]+)x torch\)", proc.stdout)
+    assert rate and int(rate.group(1).replace(",", "")) > 0, proc.stdout
+    assert re.search(r"none ([\d.]+)%, VAEAugment", proc.stdout), proc.stdout
+
+
 def test_fit_and_sample_example(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "fit_and_sample.py"), "--epochs", "2",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
