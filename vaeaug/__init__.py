@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from .dataset import VAEAugmentedDataset
     from .datasets import load_builtin
     from .export import export_onnx
+    from .generated import GeneratedDataset
     from .generator import Generator, Noise, TorchGenerator
     from .io import load, read_metadata, save
     from .model import VAE, VAEConfig
+    from .ondisk import pregenerate, verify_generated
     from .onnx_backend import OnnxGenerator, read_onnx_metadata
     from .protocol import evaluate
     from .settings import AugmentSetting
@@ -54,6 +56,9 @@ _LAZY = {
     "export_onnx": "export",
     "OnnxGenerator": "onnx_backend",
     "read_onnx_metadata": "onnx_backend",
+    "pregenerate": "ondisk",
+    "verify_generated": "ondisk",
+    "GeneratedDataset": "generated",
 }
 
 __all__ = [
@@ -79,6 +84,9 @@ __all__ = [
     "export_onnx",
     "OnnxGenerator",
     "read_onnx_metadata",
+    "pregenerate",
+    "verify_generated",
+    "GeneratedDataset",
 ]
 assert set(__all__) == {"__version__", *_LAZY}
 

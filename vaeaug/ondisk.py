@@ -1,0 +1,499 @@
+"""Pre-generated augmented datasets on disk: the writer (:func:`pregenerate`) and :func:`verify_generated`.
+
+Layout of a set of ``N`` sources with ``k`` variants each (``r = 1`` with ``include_real``): sample
+``s`` is slot ``s % (k + r)`` of source ``s // (k + r)``; slot 0 is the real sample when ``r = 1``,
+the others are variants ``0..k-1``. Every variant is a pure function of ``(seed, source index,
+variant id)`` (its noise keys, and for ``interpolate`` its partner), computed in fixed-size,
+zero-padded chunks, so its bytes do not depend on which process, job or batch made it.
+
+Samples are cut into shards of ``shard_size`` consecutive samples. A shard is two ``.npy`` files,
+``shard-00000-x.npy`` (images ``(n, C, H, W)`` in the input's dtype and value range) and
+``shard-00000-meta.npy`` (a structured array: ``y``, ``source``, ``variant`` (-1 for real),
+``synthetic``), each written to a temporary name, fsynced and renamed: a file under its final
+name is always complete, and a shard is done when both are. ``run.json`` (written first) holds
+the run's identity: the arguments that change the bytes, the model's and the data's hashes, the
+backend; a second run into the same folder with another identity is refused. ``manifest.json``
+(written last, by whichever process completes the set) adds the counts and every file's SHA-256.
+
+``num_shards`` / ``shard_index`` split the shards round-robin between independent jobs (Slurm
+arrays, Kubernetes indexed jobs): job ``i`` writes shards ``m`` with ``m % num_shards == i``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._version import __version__
+from .generator import Generator, Noise, as_generator, class_members, same_class_partners
+from .io import write_atomic
+from .rng import Stream, derive_keys, uniform
+from .settings import check_mode, resolve_setting
+
+__all__ = ["pregenerate", "verify_generated", "META_DTYPE", "FORMAT", "FORMAT_VERSION", "read_manifest"]
+
+FORMAT = "vaeaug-generated"
+FORMAT_VERSION = 1
+META_DTYPE = np.dtype([("y", "<i8"), ("source", "<i8"), ("variant", "<i4"), ("synthetic", "?")])
+_FORMATS = ("shards", "imagefolder")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _model_identity(gen: Generator, model_or_path: Any) -> dict[str, Any]:
+    """The model's hash (that of its ``.vae`` file; an export carries the same) and the backend."""
+    from .io import model_bytes
+    from .onnx_backend import OnnxGenerator
+
+    if isinstance(gen, OnnxGenerator):
+        return {"sha256": gen.model_sha256, "backend": "onnx", "config": gen.config.to_dict()}
+    model = gen.model  # type: ignore[attr-defined]
+    return {"sha256": hashlib.sha256(model_bytes(model)).hexdigest(), "backend": "torch",
+            "config": gen.config.to_dict()}
+
+
+class _Plan:
+    """Which sample is which: sources, slots, labels, partners; everything a shard needs."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, k: int, include_real: bool, seed: int,
+                 shard_size: int) -> None:
+        self.x, self.y = x, y
+        self.n, self.k, self.r, self.seed = int(x.shape[0]), k, int(include_real), seed
+        self.per_source = k + self.r
+        self.total = self.n * self.per_source
+        self.shard_size = shard_size
+        self.num_shards_total = max(1, -(-self.total // shard_size))
+        labels = None if y is None else y.numpy()
+        self.labels = labels
+        self.members = None if labels is None else class_members(labels)
+
+    def shard_range(self, m: int) -> tuple[int, int]:
+        return m * self.shard_size, min((m + 1) * self.shard_size, self.total)
+
+
+def _make_shard(plan: _Plan, gen: Generator, m: int, setting: Any, value_range: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The images and meta of shard ``m`` (pure function of the plan, the model and ``m``)."""
+    lo, hi = plan.shard_range(m)
+    s = np.arange(lo, hi, dtype=np.int64)
+    src = s // plan.per_source
+    slot = s % plan.per_source
+    variant = (slot - plan.r).astype(np.int32)
+    synthetic = variant >= 0
+    x = plan.x[torch.from_numpy(src)]
+    out = x.clone()
+    chosen = np.nonzero(synthetic)[0]
+    if len(chosen):
+        keys = derive_keys(plan.seed, src[chosen], variant[chosen].astype(np.int64))
+        ys = None if plan.y is None else plan.y[torch.from_numpy(src[chosen])]
+        partner = None
+        if setting.mode == "interpolate":
+            assert plan.labels is not None and plan.members is not None
+            pidx = same_class_partners(src[chosen], plan.labels, plan.members, uniform(keys, Stream.PARTNER)[:, 0])
+            partner = plan.x[torch.from_numpy(pidx)]
+        noise = Noise.from_keys(keys, gen.latent_dim, with_t=setting.mode == "interpolate")
+        made = gen.variants(x[torch.from_numpy(chosen)], ys if gen.conditional else None, mode=setting.mode,
+                            strength=setting.strength, form=setting.form, noise=noise, partner=partner,
+                            invariant=True)
+        out[torch.from_numpy(chosen)] = made
+    images = value_range.from_model(out).numpy()
+    meta = np.zeros(hi - lo, dtype=META_DTYPE)
+    meta["y"] = -1 if plan.y is None else plan.y.numpy()[src]
+    meta["source"], meta["variant"], meta["synthetic"] = src, variant, synthetic
+    return images, meta
+
+
+def _shard_files(out: Path, m: int) -> dict[str, Path]:
+    return {"x": out / f"shard-{m:05d}-x.npy", "meta": out / f"shard-{m:05d}-meta.npy"}
+
+
+def _folder_marker(out: Path, m: int) -> Path:
+    return out / f"shard-{m:05d}.json"
+
+
+def _png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    c = img.shape[0]
+    arr = img[0] if c == 1 else img.transpose(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def _class_dir(meta_row: Any, class_names: list[str] | None) -> str:
+    y = int(meta_row["y"])
+    if y < 0:
+        return "unlabelled"
+    return class_names[y] if class_names is not None and y < len(class_names) else str(y)
+
+
+def _write_shard(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray, class_names: list[str] | None,
+                 lo: int) -> None:
+    try:
+        _write_shard_files(out, fmt, m, images, meta, class_names, lo)
+    except OSError as e:
+        raise OSError(
+            e.errno, f"cannot write shard {m} to {out}: {e.strerror or e}; no partial file was kept - free space or "
+            "fix the folder's permissions, then run the same command again to resume"
+        ) from None
+
+
+def _write_shard_files(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray,
+                       class_names: list[str] | None, lo: int) -> None:
+    if fmt == "shards":
+        files = _shard_files(out, m)
+        write_atomic(files["meta"], _npy_bytes(meta))
+        write_atomic(files["x"], _npy_bytes(images))  # written last: both exist means done
+        return
+    entries = []
+    for j, (img, row) in enumerate(zip(images, meta, strict=True)):
+        rel = f"{_class_dir(row, class_names)}/{lo + j:08d}.png"
+        blob = _png_bytes(img)
+        write_atomic(out / rel, blob)
+        entries.append({"file": rel, "sha256": hashlib.sha256(blob).hexdigest(), "y": int(row["y"]),
+                        "source": int(row["source"]), "variant": int(row["variant"])})
+    write_atomic(_folder_marker(out, m), (json.dumps({"shard": m, "files": entries}, indent=1) + "\n").encode())
+
+
+def _shard_done(out: Path, fmt: str, m: int) -> bool:
+    if fmt == "shards":
+        return all(p.is_file() for p in _shard_files(out, m).values())
+    return _folder_marker(out, m).is_file()
+
+
+class _ShardTasks(torch.utils.data.Dataset):
+    """One item per shard to write: the worker generates and writes it, returns its sample count."""
+
+    def __init__(self, shards: list[int], plan: _Plan, gen: Generator, setting: Any, value_range: Any, out: Path,
+                 fmt: str, class_names: list[str] | None) -> None:
+        self.shards, self.plan, self.gen, self.setting = shards, plan, gen, setting
+        self.value_range, self.out, self.fmt, self.class_names = value_range, out, fmt, class_names
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i: int) -> int:
+        m = self.shards[i]
+        images, meta = _make_shard(self.plan, self.gen, m, self.setting, self.value_range)
+        _write_shard(self.out, self.fmt, m, images, meta, self.class_names, self.plan.shard_range(m)[0])
+        return len(meta)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _data_identity(td: Any) -> dict[str, Any]:
+    h = hashlib.sha256(np.ascontiguousarray(td.x.numpy()).tobytes())
+    if td.y is not None:
+        h.update(np.ascontiguousarray(td.y.numpy()).tobytes())
+    return {"source": td.source, "count": len(td), "shape": list(td.x.shape[1:]), "labelled": td.y is not None,
+            "value_range": td.value_range.to_dict(), "class_names": td.class_names, "sha256": h.hexdigest()}
+
+
+def _check_int(name: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}")
+    return v
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def pregenerate(
+    data: Any,
+    model_or_path: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    variants_per_sample: int = 4,
+    mode: str | None = None,
+    strength: float | None = None,
+    form: str | None = None,
+    seed: int = 0,
+    include_real: bool = True,
+    format: str = "shards",
+    shard_size: int = 8192,
+    num_shards: int = 1,
+    shard_index: int | None = None,
+    workers: int = 1,
+    resume: bool = True,
+    progress: bool = True,
+    y: Any = None,
+    root: Any = None,
+    split: str = "train",
+) -> dict[str, Any]:
+    """Generate an augmented dataset to ``out_dir``: real samples and ``k`` variants of each.
+
+    Args:
+        data: anything :func:`vaeaug.as_tensor_data` accepts (arrays, a Dataset, a folder, ``.npz``,
+            ``"digits"``, ``"fashion-mnist"``); labels are kept with every variant.
+        model_or_path: a ``VAE``, a ``.vae`` path, an ``.onnx`` export or a ``Generator``.
+        out_dir: the output folder (created; may already hold this same run, to resume).
+        variants_per_sample: ``k`` variants per source sample.
+        mode: latent move; ``mode``, ``strength`` and ``form`` left as ``None`` come from the
+            model's tuned setting, else the library default (delta, isotropic, 1).
+        strength: size of the move.
+        form: ``"decode"`` or ``"delta"``.
+        seed: root of every variant's noise.
+        include_real: also store each real sample (slot 0 of its group).
+        format: ``"shards"`` (``.npy`` shards, read with :class:`vaeaug.GeneratedDataset`) or
+            ``"imagefolder"`` (PNGs in class folders, for tools outside PyTorch; uint8 data only).
+        shard_size: samples per shard (the unit of atomic writing and of resuming).
+        num_shards: number of independent jobs the shards are split between.
+        shard_index: this job's index in ``0..num_shards-1`` (``None`` with ``num_shards=1``).
+        workers: processes generating shards in parallel (a ``DataLoader`` with worker processes).
+        resume: continue a run found in ``out_dir``, skipping its complete shards.
+        progress: progress bar with samples/s, and a summary line.
+        y: labels for array input.
+        root: folder for built-in datasets.
+        split: split of a built-in dataset.
+
+    Returns:
+        ``{"out_dir", "written", "skipped", "samples", "seconds", "complete", "manifest"}``;
+        ``manifest`` is the manifest dict once the whole set is complete (``None`` before).
+
+    Example:
+        >>> import os, tempfile, vaeaug
+        >>> model = vaeaug.fit("digits", epochs=1, progress=False)
+        >>> out = os.path.join(tempfile.mkdtemp(), "gen")
+        >>> r = pregenerate("digits", model, out, variants_per_sample=2, progress=False)
+        >>> r["manifest"]["counts"]["total"], len(vaeaug.GeneratedDataset(out))
+        (4311, 4311)
+    """
+    from .data import as_tensor_data
+
+    k = _check_int("variants_per_sample", variants_per_sample, 0)
+    _check_int("seed", seed, 0)
+    _check_int("shard_size", shard_size, 1)
+    _check_int("num_shards", num_shards, 1)
+    _check_int("workers", workers, 1)
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {_FORMATS}; got {format!r}")
+    if shard_index is None:
+        if num_shards != 1:
+            raise ValueError(f"with num_shards={num_shards}, pass this job's shard_index (0..{num_shards - 1})")
+        shard_index = 0
+    elif isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an integer in 0..{num_shards - 1}; got {shard_index!r}")
+    if not include_real and k == 0:
+        raise ValueError("nothing to generate: variants_per_sample=0 and include_real=False")
+    gen = as_generator(model_or_path)
+    setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form)
+    check_mode(setting.mode, setting.form, setting.strength, conditional=gen.conditional)
+    td = as_tensor_data(data, y, root=root, split=split)
+    shape = tuple(gen.config.input_shape)
+    if tuple(td.x.shape[1:]) != shape:
+        raise ValueError(f"the data's samples are {tuple(td.x.shape[1:])} but the model makes {shape}; "
+                         "resize the data to the model's size, or fit a model on this data")
+    if len(shape) != 3:
+        raise ValueError("pre-generation works on images (N, C, H, W); this model was fit on vectors")
+    if (gen.conditional or setting.mode == "interpolate") and td.y is None:
+        raise ValueError("this model is class-conditional or the mode needs classes: the data must have labels")
+    if gen.conditional and td.y is not None:
+        kc = int(gen.config.num_classes)
+        if int(td.y.min()) < 0 or int(td.y.max()) >= kc:
+            got = f"[{int(td.y.min())}, {int(td.y.max())}]"
+            raise ValueError(f"labels must be in 0..{kc - 1} for this model; got values in {got}")
+    if format == "imagefolder" and td.value_range.dtype != "uint8":
+        raise ValueError(
+            f"format 'imagefolder' writes 8-bit PNGs, but this data is {td.value_range.dtype} in "
+            f"[{td.value_range.low:g}, {td.value_range.high:g}]; use format='shards' (any dtype) or convert the "
+            "data to uint8 first"
+        )
+    identity = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "vaeaug_version": __version__,
+        "model": _model_identity(gen, model_or_path), "data": _data_identity(td),
+        "arguments": {"variants_per_sample": k, "mode": setting.mode, "strength": float(setting.strength),
+                      "form": setting.form, "seed": seed, "include_real": bool(include_real), "format": format,
+                      "shard_size": shard_size, "layout": "NCHW"},
+    }
+    out = Path(out_dir)
+    _claim(out, identity, resume)
+    plan = _Plan(td.x, td.y, k, include_real, seed, shard_size)
+    mine = [m for m in range(plan.num_shards_total) if m % num_shards == shard_index]
+    _remove_leftovers(out, set(mine), shard_size)
+    todo = [m for m in mine if not _shard_done(out, format, m)]
+    skipped = len(mine) - len(todo)
+    tasks = _ShardTasks(todo, plan, gen, setting, td.value_range, out, format, td.class_names)
+    samples = sum(plan.shard_range(m)[1] - plan.shard_range(m)[0] for m in todo)
+    t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for i in range(len(tasks)):
+                bar.update(tasks[i])
+        else:
+            loader = torch.utils.data.DataLoader(tasks, batch_size=None, num_workers=min(workers, len(todo)),
+                                                 worker_init_fn=_one_thread)
+            for n in loader:
+                bar.update(int(n))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    manifest = _finish(out, identity, plan, format, td.class_names)
+    if progress:
+        rate = samples / seconds if seconds > 0 else float("inf")
+        state = "complete" if manifest is not None else "waiting for the other shard jobs"
+        print(f"vaeaug generate: wrote {len(todo)} shard(s), {samples:,} samples in {seconds:.1f} s "
+              f"({rate:,.0f} samples/s), skipped {skipped} complete shard(s); set {state}: {out}")
+    return {"out_dir": out, "written": len(todo), "skipped": skipped, "samples": samples, "seconds": seconds,
+            "complete": manifest is not None, "manifest": manifest}
+
+
+def _claim(out: Path, identity: dict[str, Any], resume: bool) -> None:
+    """Create ``out`` with ``run.json``, or check that what is there is this same run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    run = out / "run.json"
+    blob = _json_bytes(identity)
+    for tmp in out.glob(".run.json.*.tmp"):  # a run killed while it wrote run.json
+        tmp.unlink(missing_ok=True)
+    if run.exists():
+        try:
+            theirs = json.loads(run.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{run} is unreadable ({e}); choose an empty folder") from None
+        if theirs != identity:
+            diff = [f"{section}.{key}" for section in ("model", "data", "arguments") for key in
+                    sorted(set(identity.get(section, {})) | set(theirs.get(section, {})))
+                    if identity.get(section, {}).get(key) != theirs.get(section, {}).get(key)]
+            what = ", ".join(diff) or "format or vaeaug version"
+            raise ValueError(
+                f"{out} holds a set generated with other settings ({what} differ); refusing to mix them - choose "
+                "another output folder, or delete this one to start again"
+            )
+        if not resume:
+            raise ValueError(f"{out} already holds this run; pass resume=True (--resume) to continue or finish it")
+        return
+    if any(p.name != "run.json" for p in out.iterdir()):
+        raise ValueError(f"{out} is not empty and holds no vaeaug run; choose an empty or new folder")
+    try:
+        write_atomic(run, blob)
+    except OSError as e:
+        raise OSError(f"cannot write to {out}: {e.strerror or e}") from None
+
+
+def _remove_leftovers(out: Path, mine: set[int], shard_size: int) -> None:
+    """Delete temporary files a killed run left for this job's shards (never another job's)."""
+    for tmp in out.glob(".shard-*.tmp"):
+        if tmp.name[7:12].isdigit() and int(tmp.name[7:12]) in mine:
+            tmp.unlink(missing_ok=True)
+    for tmp in out.glob("*/.*.png.*.tmp"):  # imagefolder: .<sample id>.png.<random>.tmp
+        if tmp.name[1:9].isdigit() and int(tmp.name[1:9]) // shard_size in mine:
+            tmp.unlink(missing_ok=True)
+
+
+def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str,
+            class_names: list[str] | None) -> dict[str, Any] | None:
+    """Write ``manifest.json`` if every shard of the set exists (any job may be the last)."""
+    if not all(_shard_done(out, fmt, m) for m in range(plan.num_shards_total)):
+        return None
+    shards = []
+    per_class: dict[str, int] = {}
+    real = synthetic = 0
+    for m in range(plan.num_shards_total):
+        lo, hi = plan.shard_range(m)
+        if fmt == "shards":
+            files = {name: {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+                     for name, p in _shard_files(out, m).items()}
+            meta = np.load(_shard_files(out, m)["meta"], allow_pickle=False)
+            ys, syn = meta["y"], meta["synthetic"]
+        else:
+            marker = _folder_marker(out, m)
+            files = {"marker": {"name": marker.name, "bytes": marker.stat().st_size, "sha256": _sha256_file(marker)}}
+            entries = json.loads(marker.read_text())["files"]
+            ys = np.array([e["y"] for e in entries])
+            syn = np.array([e["variant"] >= 0 for e in entries])
+        if len(ys) != hi - lo:
+            raise ValueError(f"shard {m} holds {len(ys)} samples, expected {hi - lo}: run vaeaug verify {out}")
+        real += int((~syn).sum())
+        synthetic += int(syn.sum())
+        for c, n in zip(*np.unique(ys, return_counts=True), strict=True):
+            name = "unlabelled" if c < 0 else (class_names[c] if class_names and c < len(class_names) else str(c))
+            per_class[name] = per_class.get(name, 0) + int(n)
+        shards.append({"index": m, "first": lo, "count": hi - lo, "files": files})
+    manifest = {**identity, "counts": {"total": plan.total, "real": real, "synthetic": synthetic,
+                                       "per_class": per_class}, "shards": shards}
+    write_atomic(out / "manifest.json", _json_bytes(manifest))
+    return manifest
+
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a complete generated set; ``ValueError`` naming what is missing otherwise."""
+    out = Path(out_dir)
+    path = out / "manifest.json"
+    if not path.is_file():
+        if (out / "run.json").is_file():
+            raise ValueError(f"{out} is an incomplete generated set (no manifest.json yet): resume the run, or run "
+                             "the remaining shard jobs, then read it")
+        raise FileNotFoundError(f"no generated set at {out} (expected {path})")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); run vaeaug verify {out}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a vaeaug generated-set manifest")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {manifest['format_version']}, newer than this vaeaug "
+                         f"({FORMAT_VERSION}); upgrade vaeaug")
+    return manifest
+
+
+def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
+    """Check a generated set: every shard present, every file's SHA-256 as in the manifest.
+
+    Returns:
+        The problems found (empty when the set is complete and intact).
+
+    Example:
+        >>> verify_generated("/no/such/folder")[0].startswith("no generated set")
+        True
+    """
+    out = Path(out_dir)
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ValueError) as e:
+        return [str(e)]
+    problems: list[str] = []
+    fmt = manifest["arguments"]["format"]
+    for shard in manifest["shards"]:
+        for f in shard["files"].values():
+            p = out / f["name"]
+            if not p.is_file():
+                problems.append(f"shard {shard['index']}: {f['name']} is missing")
+            elif p.stat().st_size != f["bytes"] or _sha256_file(p) != f["sha256"]:
+                problems.append(f"shard {shard['index']}: {f['name']} is corrupt (SHA-256 differs from the manifest)")
+            elif fmt == "imagefolder":
+                for e in json.loads(p.read_text())["files"]:
+                    img = out / e["file"]
+                    if not img.is_file():
+                        problems.append(f"shard {shard['index']}: {e['file']} is missing")
+                    elif _sha256_file(img) != e["sha256"]:
+                        problems.append(f"shard {shard['index']}: {e['file']} is corrupt (SHA-256 differs)")
+    return problems
+
