@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # The main job on the embedded default data: fit a VAE on scikit-learn's digits, save, describe,
 # export it to ONNX (verified against torch, generation speed of both backends), write a preview,
+# pre-generate 4 variants of every training image to disk with the ONNX backend and verify the set,
 # then train a small CNN with VAEAugment in a 2-worker DataLoader (variants/s and accuracy).
 demo: install
 	mkdir -p artifacts
@@ -26,6 +27,9 @@ demo: install
 	$(BIN)/vaeaug info artifacts/digits.vae
 	$(BIN)/vaeaug export artifacts/digits.vae --out artifacts/digits.onnx --force --speed
 	$(BIN)/vaeaug preview --model artifacts/digits.vae --data digits --split test --out artifacts/preview.png --force
+	rm -rf artifacts/digits-generated
+	$(BIN)/vaeaug generate --model artifacts/digits.onnx --data digits --out artifacts/digits-generated --variants 4 --workers 2
+	$(BIN)/vaeaug verify artifacts/digits-generated
 	$(BIN)/python examples/train_classifier_digits.py --model artifacts/digits.vae --onnx artifacts/digits.onnx --steps 600
 
 # The whole test suite. Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
