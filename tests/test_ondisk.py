@@ -246,21 +246,22 @@ def test_a_failed_write_leaves_no_half_shard(data_npz: Path, model_path: Path, w
     """A real OS write limit (RLIMIT_FSIZE, as a full disk would) stops the run with a clear error; no
     temporary or partial file stays behind, and the same command without the limit resumes it."""
     out = work / "full"
-    code = textwrap.dedent(f"""
-        import resource, signal, sys
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # let write() fail with EFBIG instead of killing us
-        import vaeaug
-        resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
-        try:
-            vaeaug.pregenerate({str(data_npz)!r}, {str(model_path)!r}, {str(out)!r}, variants_per_sample=2,
-                               shard_size={SHARD}, seed=7, progress=False)
-        except OSError as e:
-            print(str(e)); sys.exit(3)
-    """)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 3, p.stderr
-    assert "cannot write shard 0" in p.stdout and "resume" in p.stdout
-    assert sorted(f.name for f in out.iterdir()) == ["run.json"], "a partial shard was left behind"
+    for workers in (1, 2):  # in this process, and in DataLoader worker processes
+        code = textwrap.dedent(f"""
+            import resource, signal, sys
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # let write() fail with EFBIG instead of killing us
+            import vaeaug
+            resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+            try:
+                vaeaug.pregenerate({str(data_npz)!r}, {str(model_path)!r}, {str(out)!r}, variants_per_sample=2,
+                                   shard_size={SHARD}, seed=7, progress=False, workers={workers})
+            except OSError as e:
+                print(str(e).splitlines()[0]); sys.exit(3)
+        """)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 3, p.stderr
+        assert "cannot write shard" in p.stdout and "resume" in p.stdout and "DataLoader" not in p.stdout, p.stdout
+        assert sorted(f.name for f in out.iterdir()) == ["run.json"], "a partial shard was left behind"
     pregenerate(data_npz, model_path, out, variants_per_sample=2, shard_size=SHARD, seed=7, progress=False)
     assert verify_generated(out) == []
     with pytest.raises(OSError, match="cannot create the output folder"):

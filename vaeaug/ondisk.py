@@ -348,8 +348,14 @@ def pregenerate(
         else:
             loader = torch.utils.data.DataLoader(tasks, batch_size=None, num_workers=min(workers, len(todo)),
                                                  worker_init_fn=_one_thread)
-            for n in loader:
-                bar.update(int(n))
+            try:
+                for n in loader:
+                    bar.update(int(n))
+            except (OSError, ValueError) as e:  # DataLoader wraps a worker's error: keep its own message
+                lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+                last = lines[-1] if lines else str(e)
+                msg = last.split(": ", 1)[1] if last.startswith(type(e).__name__ + ":") else last
+                raise type(e)(msg) from e
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
