@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,12 +145,22 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()  # the data summary, printed just before training starts
     assert first.startswith("digits[train]"), first
-    time.sleep(3.0)
+    # interrupt once an epoch has been completed and shown by the progress bar (on a loaded machine
+    # start-up alone can take seconds, so a fixed sleep is not enough)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while "epoch 2/" not in "".join(seen) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout = proc.stdout.read()
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    stderr = "".join(seen)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "(interrupted)" in stdout and "saved" in stdout
