@@ -6,6 +6,11 @@ encoder + one decoder pass). Batches 1, 32 and 256. Reports samples/s, the ratio
 the fraction of the roofline: samples/s x FLOPs per sample / the fp32 matmul FLOP/s measured in
 the same run on one thread (torch, 1024x1024).
 
+int8: the augmenter graph quantized statically (QDQ, per-channel int8 weights, uint8
+activations, calibrated on 512 Fashion-MNIST images) with onnxruntime's quantization tool, timed
+in the same rounds, with its error against fp32. vaeaug ships no int8 path unless this shows it
+faster (it did not: BENCHMARKS.md).
+
 Usage:
     python benchmarks/generate.py             # prints a markdown block
     python benchmarks/generate.py --record    # also appends it to BENCHMARKS.md
@@ -21,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import onnxruntime
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -56,6 +62,46 @@ def flops_per_sample(model: vaeaug.VAE, mode: str, form: str, batch: int = 64) -
     return fc.get_total_flops() / batch
 
 
+def quantize_int8(path: Path, x: np.ndarray, latent: int) -> Path:
+    """Static QDQ int8 copy of the augmenter graph, calibrated on ``x`` (model space)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.it = iter([{"x": x[i:i + 64], "eps": rng.standard_normal((64, latent)).astype(np.float32),
+                             "strength": np.ones(64, np.float32), "sigma_weight": np.zeros(64, np.float32)}
+                            for i in range(0, len(x), 64)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    pre, out = path.with_name("pre.onnx"), path.with_name("int8.onnx")
+    quant_pre_process(str(path), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "ConvTranspose", "Gemm"])
+    return out
+
+
+def ort_rate(path: Path, feeds: dict[str, np.ndarray], seconds: float) -> float:
+    """Samples/s of one onnxruntime session (one thread) on ``feeds`` (best of 3 rounds)."""
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess.run(None, feeds)
+    n, best = len(feeds["x"]), 0.0
+    for _ in range(3):
+        calls, t0 = 0, time.perf_counter()
+        while (el := time.perf_counter() - t0) < seconds:
+            sess.run(None, feeds)
+            calls += 1
+        best = max(best, calls * n / el)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=1.0, help="time per round (3 rounds, best kept)")
@@ -79,6 +125,22 @@ def main() -> None:
             o = time_generator(ogen, batch, mode=mode, form=form, seconds=args.seconds)
             rows.append((form, mode, batch, flops, t, o))
             print(f"{form} {mode} batch {batch}: torch {t:,.0f}/s, onnx {o:,.0f}/s", flush=True)
+    xm = (x[5000:5512, None] / 255.0).astype(np.float32)
+    int8 = quantize_int8(path, xm, model.config.latent_dim)
+    rng = np.random.default_rng(1)
+    int8_rows = []
+    for batch in (1, 32, 256):
+        xb = (x[:batch, None] / 255.0).astype(np.float32)
+        feeds = {"x": xb, "eps": rng.standard_normal((batch, 16)).astype(np.float32),
+                 "strength": np.ones(batch, np.float32), "sigma_weight": np.zeros(batch, np.float32)}
+        f32, i8 = ort_rate(path, feeds, args.seconds), ort_rate(int8, feeds, args.seconds)
+        so = onnxruntime.SessionOptions()
+        so.intra_op_num_threads = 1
+        a = onnxruntime.InferenceSession(str(path), so).run(None, feeds)[0]
+        b = onnxruntime.InferenceSession(str(int8), so).run(None, feeds)[0]
+        err, u8 = float(np.abs(a - b).max()), float((np.round(a * 255) != np.round(b * 255)).mean())
+        int8_rows.append((batch, f32, i8, err, u8))
+        print(f"int8 batch {batch}: fp32 {f32:,.0f}/s, int8 {i8:,.0f}/s, max err {err:.3f}", flush=True)
     ceiling2 = matmul_ceiling()
     when = datetime.date.today().isoformat()
     cmd = "python benchmarks/generate.py " + " ".join(sys.argv[1:])
@@ -98,6 +160,11 @@ def main() -> None:
     for form, mode, batch, flops, t, o in rows:
         lines.append(f"| {form}, {mode} | {batch} | {flops / 1e6:.2f} | {t:,.0f} | {o:,.0f} | {o / t:.2f} "
                      f"| {100 * t * flops / roof:.0f}% | {100 * o * flops / roof:.0f}% |")
+    lines += ["", "int8 (static QDQ) against fp32, the augmenter graph alone (delta, isotropic), one thread:", "",
+              "| batch | fp32 samples/s | int8 samples/s | int8 / fp32 | max abs error | uint8 pixels that differ |",
+              "|---|---|---|---|---|---|"]
+    for batch, f32, i8, err, u8 in int8_rows:
+        lines.append(f"| {batch} | {f32:,.0f} | {i8:,.0f} | {i8 / f32:.2f} | {err:.3f} | {100 * u8:.1f}% |")
     lines.append("")
     text = "\n".join(lines)
     print(text)
