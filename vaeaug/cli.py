@@ -224,9 +224,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is a file, not a directory")
     if not os.access(existing, os.W_OK):
         raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is not writable")
+    from .distributed import is_main_process
+
+    main = is_main_process()  # under torchrun: only rank 0 prints and writes
     data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
                           root=args.root, split=args.split, download=args.download)
-    if not args.no_progress:
+    if not args.no_progress and main:
         print(data.summary(), flush=True)
     model = fit(
         data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
@@ -236,6 +239,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
         progress=not args.no_progress,
     )
+    if not main:
+        return 0
     if args.tune:
         from .tuning import tune
 

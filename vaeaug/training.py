@@ -112,9 +112,17 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VAE(config, td.value_range, td.class_names)
-    return _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
-                  val_fraction=val_fraction, patience=patience, seed=seed, device=dev,
-                  progress=progress)
+    from .distributed import setup
+
+    ctx = setup(dev)  # under torchrun: DistributedDataParallel; None in a single process
+    try:
+        return _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
+                      val_fraction=val_fraction, patience=patience, seed=seed,
+                      device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
+                      ctx=ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
 
 
 def _check_args(epochs: int, batch_size: int, lr: float, val_fraction: float,
@@ -143,21 +151,34 @@ def _split(td: TensorData, val_fraction: float, g: torch.Generator) -> tuple[tor
 
 def _train(
     model: VAE, td: TensorData, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
-    patience: int | None, seed: int, device: torch.device, progress: bool,
+    patience: int | None, seed: int, device: torch.device, progress: bool, ctx: Any = None,
 ) -> VAE:
     cfg = model.config
     g_cpu = torch.Generator().manual_seed(seed)
     tr_idx, va_idx = _split(td, val_fraction, g_cpu)
     g_noise = torch.Generator(device=device).manual_seed(seed + 1)
-    mem = torch.channels_last if cfg.is_image else torch.contiguous_format
+    # channels_last on CPU (+12% at batch 256, BENCHMARKS.md); DDP's gradient buckets want plain layout
+    mem = torch.channels_last if cfg.is_image and ctx is None else torch.contiguous_format
     model.to(device).to(memory_format=mem).train()
+    step_fn: Any = model.elbo_terms
+    sampler = None
+    if ctx is not None:  # every rank: the same split and initial weights; its own part of each epoch
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data.distributed import DistributedSampler
+
+        ddp = DistributedDataParallel(_ELBO(model), device_ids=[device.index] if device.type == "cuda" else None)
+        step_fn = ddp
+        sampler = DistributedSampler(range(len(tr_idx)), num_replicas=ctx.world_size, rank=ctx.rank,
+                                     shuffle=True, seed=seed)
+        g_noise.manual_seed(seed + 1 + 1000 * ctx.rank)  # each rank its own reparameterisation noise
     x_all = td.x.to(device)
     y_all = td.y.to(device) if (td.y is not None and model.conditional) else None
     x_tr, x_va = x_all[tr_idx.to(device)], x_all[va_idx.to(device)]
     y_tr = y_all[tr_idx.to(device)] if y_all is not None else None
     y_va = y_all[va_idx.to(device)] if y_all is not None else None
     n_tr = len(tr_idx)
-    n_batches = math.ceil(n_tr / batch_size)
+    n_local = n_tr if sampler is None else len(sampler)  # samples this process sees per epoch
+    n_batches = math.ceil(n_local / batch_size)
     warm_steps = cfg.kl_warmup * n_batches
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -171,18 +192,22 @@ def _train(
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            perm = torch.randperm(n_tr, generator=g_cpu).to(device)
+            if sampler is None:
+                perm = torch.randperm(n_tr, generator=g_cpu).to(device)
+            else:
+                sampler.set_epoch(epoch)
+                perm = torch.tensor(list(sampler), dtype=torch.long, device=device)
             xe = x_tr[perm].contiguous(memory_format=mem)
             ye = y_tr[perm] if y_tr is not None else None
             sum_rec = torch.zeros((), device=device)
             sum_kl = torch.zeros((), device=device)
             sum_loss = torch.zeros((), device=device)
             for b in range(n_batches):
-                lo, hi = b * batch_size, min(n_tr, (b + 1) * batch_size)
+                lo, hi = b * batch_size, min(n_local, (b + 1) * batch_size)
                 xb = xe[lo:hi]
                 yb = ye[lo:hi] if ye is not None else None
                 bt = cfg.beta * (min(1.0, step / warm_steps) if warm_steps else 1.0)
-                rec, kl = model.elbo_terms(xb, yb, g_noise)
+                rec, kl = step_fn(xb, yb, g_noise)
                 loss_sum = rec.sum() + bt * kl.sum()
                 opt.zero_grad(set_to_none=True)
                 (loss_sum / (hi - lo)).backward()
@@ -192,8 +217,15 @@ def _train(
                     sum_rec += rec.sum()
                     sum_kl += kl.sum()
                     sum_loss += loss_sum
-                bar.update(hi - lo)
-            train_loss = float(sum_loss) / n_tr
+                bar.update((hi - lo) * (ctx.world_size if ctx else 1))
+            seen = float(n_local)
+            if ctx is not None:  # the epoch's sums over every rank
+                import torch.distributed as dist
+
+                sums = torch.stack([sum_rec, sum_kl, sum_loss, torch.tensor(seen, device=device)])
+                dist.all_reduce(sums)
+                sum_rec, sum_kl, sum_loss, seen = sums[0], sums[1], sums[2], float(sums[3])
+            train_loss = float(sum_loss) / seen
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
                     f"fitting diverged in epoch {epoch} (training loss is {train_loss}); "
@@ -203,10 +235,16 @@ def _train(
             train_seconds += epoch_train_s
             row: dict[str, Any] = {
                 "epoch": epoch, "beta": bt, "train_loss": train_loss,
-                "train_recon": float(sum_rec) / n_tr, "train_kl": float(sum_kl) / n_tr,
+                "train_recon": float(sum_rec) / seen, "train_kl": float(sum_kl) / seen,
             }
             if len(va_idx):
                 v_rec, v_kl = _evaluate(model, x_va, y_va, batch_size=1024, seed=seed + 2, mem=mem)
+                if ctx is not None:  # every rank takes rank 0's figure, so all make the same decisions
+                    import torch.distributed as dist
+
+                    v = torch.tensor([v_rec, v_kl], dtype=torch.float64, device=device)
+                    dist.broadcast(v, src=0)
+                    v_rec, v_kl = float(v[0]), float(v[1])
                 row.update(val_loss=v_rec + cfg.beta * v_kl, val_recon=v_rec, val_kl=v_kl)
                 monitored = row["val_loss"]
             else:
@@ -236,6 +274,17 @@ def _train(
         print(_summary(model, n_tr, len(va_idx), best_loss, best_epoch, train_seconds,
                        time.perf_counter() - t_start, stopped_early, interrupted), flush=True)
     return model
+
+
+class _ELBO(torch.nn.Module):
+    """``elbo_terms`` as ``forward``, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, y: Any, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.elbo_terms(x, y, g)  # type: ignore[no-any-return]
 
 
 @torch.no_grad()
