@@ -177,6 +177,12 @@ def test_refusals(reference: Path, data_npz: Path, model_path: Path, work: Path)
     with pytest.raises(ValueError, match="imagefolder"):
         pregenerate("digits", vaeaug.fit("digits", epochs=1, progress=False), work / "y", format="imagefolder",
                     progress=False)
+    x, y = digits_uint8()
+    np.savez(work / "evil.npz", x=x[:20], y=y[:20] % 2, class_names=np.array(["../../escaped", "ok"]))
+    evil_model = vaeaug.fit(x[:20], y[:20] % 2, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="cannot be a folder name"):
+        pregenerate(work / "evil.npz", evil_model, work / "evil", format="imagefolder", progress=False)
+    assert not (work.parent / "escaped").exists()
     p = subprocess.run(_generate_cmd(data_npz, work / "missing.vae", work / "z"), capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 2 and "not found" in p.stderr and p.stderr.count("\n") == 1

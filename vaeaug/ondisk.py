@@ -315,6 +315,13 @@ def pregenerate(
         if int(td.y.min()) < 0 or int(td.y.max()) >= kc:
             got = f"[{int(td.y.min())}, {int(td.y.max())}]"
             raise ValueError(f"labels must be in 0..{kc - 1} for this model; got values in {got}")
+    if format == "imagefolder":
+        for name in td.class_names or []:
+            if not name or name in (".", "..", "unlabelled") or any(c in name for c in "/\\\0"):
+                raise ValueError(
+                    f"class name {name!r} cannot be a folder name of an image folder (empty, '.', '..', "
+                    "'unlabelled', or holding a path separator); rename the class or use format='shards'"
+                )
     if format == "imagefolder" and td.value_range.dtype != "uint8":
         raise ValueError(
             f"format 'imagefolder' writes 8-bit PNGs, but this data is {td.value_range.dtype} in "
