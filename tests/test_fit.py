@@ -168,3 +168,24 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path: Path) -> None:
     assert 1 <= len(model.history) < 100000
     best = min(r["val_loss"] for r in model.history)
     assert f"best val loss {best:.2f}" in stdout
+
+
+def test_precision_choices() -> None:
+    """bf16 autocast trains on the CPU (parameters stay fp32); fp16 needs CUDA; auto is recorded."""
+    bf = vaeaug.fit("digits", epochs=2, precision="bf16", progress=False, seed=0)
+    assert [r["precision"] for r in bf.history] == ["bf16", "bf16"]
+    assert all(p.dtype == torch.float32 for p in bf.parameters())
+    assert bf.history[-1]["train_loss"] < bf.history[0]["train_loss"] * 1.2 and all(
+        np.isfinite(r["val_loss"]) for r in bf.history)
+    again = vaeaug.fit("digits", epochs=2, precision="bf16", progress=False, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(bf.state_dict().values(), again.state_dict().values(), strict=True))
+    fp = vaeaug.fit("digits", epochs=1, precision="fp32", progress=False, seed=0)
+    assert fp.history[0]["precision"] == "fp32"
+    auto = vaeaug.fit("digits", epochs=1, progress=False, seed=0)
+    from vaeaug.training import resolve_precision
+
+    assert auto.history[0]["precision"] == resolve_precision("auto", torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        vaeaug.fit("digits", epochs=1, precision="fp16", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        vaeaug.fit("digits", epochs=1, precision="int8", progress=False)

@@ -77,6 +77,8 @@ def _build_parser() -> _Parser:
     f.add_argument("--patience", type=int, default=10, help="early-stopping patience; 0 disables it")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 autocast where the hardware has native bf16, fp16 on older GPUs, else fp32")
     f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
     f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
     f.add_argument("--tune", action="store_true",
@@ -237,7 +239,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         gaussian_std=args.gaussian_std, learn_std=args.learn_std, beta=args.beta,
         kl_warmup=args.kl_warmup, val_fraction=args.val_fraction,
         patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
-        progress=not args.no_progress,
+        precision=args.precision, progress=not args.no_progress,
     )
     if not main:
         return 0

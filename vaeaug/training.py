@@ -19,7 +19,31 @@ from tqdm.auto import tqdm
 from .data import Layout, TensorData, as_tensor_data, check_labels
 from .model import VAE, Likelihood, VAEConfig
 
-__all__ = ["fit", "resolve_device"]
+__all__ = ["fit", "resolve_device", "resolve_precision", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a fit runs in: ``"auto"`` picks bf16 where the hardware computes it natively
+    (CPUs with AMX or AVX-512 BF16, GPUs with bf16), fp16 with a gradient scaler on older GPUs, and
+    fp32 elsewhere.
+
+    Example:
+        >>> resolve_precision("fp32", torch.device("cpu"))
+        'fp32'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs a CUDA device (CPUs compute fp16 slowly); use 'bf16' or 'fp32'")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+        return "bf16"
+    return "fp32"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -59,6 +83,7 @@ def fit(
     patience: int | None = 10,
     seed: int = 0,
     device: str | torch.device = "auto",
+    precision: str = "auto",
     progress: bool = True,
     layout: Layout | None = None,
     value_range: tuple[float, float] | None = None,
@@ -86,6 +111,9 @@ def fit(
             loss; ``None`` never stops early.
         seed: seeds initialisation, split, shuffling and noise.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+        precision: ``"auto"`` (bf16 autocast where the hardware has native bf16, fp16 with a
+            gradient scaler on older GPUs, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
+            Parameters, optimizer state and the loss stay fp32; validation runs in fp32.
         progress: show a progress bar and print a one-line summary at the end.
         layout: explicit input layout for ambiguous array shapes.
         value_range: ``(low, high)`` of the input values when it cannot be inferred.
@@ -104,6 +132,7 @@ def fit(
     td = as_tensor_data(data, y, layout=layout, value_range=value_range)
     num_classes = check_labels(td) if conditional else None
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     config = VAEConfig(
         input_shape=td.sample_shape, latent_dim=latent_dim, widths=widths, num_classes=num_classes,
         likelihood=likelihood, gaussian_std=gaussian_std, learn_std=learn_std, beta=beta,
@@ -119,7 +148,7 @@ def fit(
         return _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
                       val_fraction=val_fraction, patience=patience, seed=seed,
                       device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
-                      ctx=ctx)
+                      ctx=ctx, precision=prec)
     finally:
         if ctx is not None:
             ctx.close()
@@ -152,6 +181,7 @@ def _split(td: TensorData, val_fraction: float, g: torch.Generator) -> tuple[tor
 def _train(
     model: VAE, td: TensorData, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
     patience: int | None, seed: int, device: torch.device, progress: bool, ctx: Any = None,
+    precision: str = "fp32",
 ) -> VAE:
     cfg = model.config
     g_cpu = torch.Generator().manual_seed(seed)
@@ -181,6 +211,8 @@ def _train(
     n_batches = math.ceil(n_local / batch_size)
     warm_steps = cfg.kl_warmup * n_batches
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     bar = tqdm(total=epochs * n_tr, unit="sample", unit_scale=True, desc="fit", disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
@@ -207,11 +239,18 @@ def _train(
                 xb = xe[lo:hi]
                 yb = ye[lo:hi] if ye is not None else None
                 bt = cfg.beta * (min(1.0, step / warm_steps) if warm_steps else 1.0)
-                rec, kl = step_fn(xb, yb, g_noise)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    rec, kl = step_fn(xb, yb, g_noise)
+                rec, kl = rec.float(), kl.float()
                 loss_sum = rec.sum() + bt * kl.sum()
                 opt.zero_grad(set_to_none=True)
-                (loss_sum / (hi - lo)).backward()
-                opt.step()
+                if scaler is None:
+                    (loss_sum / (hi - lo)).backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss_sum / (hi - lo)).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 step += 1
                 with torch.no_grad():
                     sum_rec += rec.sum()
@@ -234,7 +273,7 @@ def _train(
             epoch_train_s = time.perf_counter() - t0
             train_seconds += epoch_train_s
             row: dict[str, Any] = {
-                "epoch": epoch, "beta": bt, "train_loss": train_loss,
+                "epoch": epoch, "beta": bt, "train_loss": train_loss, "precision": precision,
                 "train_recon": float(sum_rec) / seen, "train_kl": float(sum_kl) / seen,
             }
             if len(va_idx):
@@ -312,8 +351,9 @@ def _summary(model: VAE, n_tr: int, n_va: int, best_loss: float, best_epoch: int
     rate = n_tr * epochs_done / train_seconds if train_seconds > 0 else float("nan")
     shape = "x".join(map(str, model.config.input_shape))
     how = " (interrupted)" if interrupted else " (stopped early)" if stopped_early else ""
+    prec = h[-1].get("precision", "fp32") if h else "fp32"
     head = (f"fit: {shape} -> latent {model.config.latent_dim} on {n_tr:,} samples, "
-            f"{epochs_done} epochs{how} in {total_seconds:.1f} s, {rate:,.0f} samples/s")
+            f"{epochs_done} epochs{how} in {total_seconds:.1f} s, {rate:,.0f} samples/s ({prec})")
     if n_va and best_epoch:
         b = h[best_epoch - 1]
         return (f"{head}; best val loss {best_loss:.2f} nats/sample at epoch {best_epoch} "
