@@ -6,7 +6,10 @@ Measures, in one run on the same threads:
   * ``vaeaug.fit`` with the default architecture on the 60k training images (10% held out for
     validation, as by default): training samples/s, seconds per epoch (validation included);
   * the test-set negative ELBO in nats per image after the stated number of epochs;
-  * the fp32 matmul ceiling (1024x1024) and the fraction of it a training step reaches.
+  * the fp32 matmul ceiling (1024x1024) and the fraction of it a training step reaches;
+  * the same fit in bf16 autocast (precision="bf16") beside fp32: speed and test-set loss;
+  * the same fit as 2-process DistributedDataParallel (torchrun, gloo, one thread per process)
+    beside the single process on all threads.
 
 Usage:
     python benchmarks/fit.py --epochs 10            # prints a markdown block
@@ -17,9 +20,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,6 +119,36 @@ def test_nelbo(model: vaeaug.VAE, x: torch.Tensor) -> tuple[float, float, float]
     return (rec_sum + kl_sum) / len(x), rec_sum / len(x), kl_sum / len(x)
 
 
+def ddp_fit(limit: int | None, epochs: int, batch_size: int, precision: str) -> vaeaug.VAE:
+    """The same fit under ``torchrun --nproc-per-node 2`` (gloo, one thread per process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = Path(tempfile.mkdtemp()) / "ddp.vae"
+    data = "fashion-mnist"
+    if limit:
+        import numpy as np
+
+        from vaeaug.datasets import find_fashion_mnist, read_idx
+
+        folder = find_fashion_mnist()
+        assert folder is not None
+        np.savez(out.with_suffix(".npz"), x=read_idx(next(folder.glob("train-images-idx3-ubyte*")))[:limit])
+        data = str(out.with_suffix(".npz"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port), "-m", "vaeaug", "fit", "--data", data, "--epochs", str(epochs),
+           "--batch-size", str(batch_size // 2), "--patience", "0", "--device", "cpu", "--precision", precision,
+           "--no-progress", "--out", str(out)]
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    return vaeaug.load(out)
+
+
+def mean_rate(model: vaeaug.VAE) -> float:
+    h = model.history
+    return sum(r["samples_per_s"] for r in h[1:]) / max(1, len(h) - 1) if len(h) > 1 else h[0]["samples_per_s"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
@@ -132,14 +169,17 @@ def main() -> None:
     plain_cl_before = plain_epoch(x[:n_fit], args.batch_size, channels_last=True)
     t = time.perf_counter()
     model = vaeaug.fit(x, epochs=args.epochs, batch_size=args.batch_size, progress=False, seed=0,
-                       device="cpu")
+                       device="cpu", precision="fp32", patience=None)
     wall = time.perf_counter() - t
+    bf16 = vaeaug.fit(x, epochs=args.epochs, batch_size=args.batch_size, progress=False, seed=0,
+                      device="cpu", precision="bf16", patience=None)
+    ddp = ddp_fit(args.limit, args.epochs, args.batch_size, "fp32")
     plain_after = plain_epoch(x[:n_fit], args.batch_size, channels_last=False)
     plain_cl_after = plain_epoch(x[:n_fit], args.batch_size, channels_last=True)
     ceiling = (ceiling + matmul_gflops()) / 2
 
     h = model.history
-    lib_rate = sum(r["samples_per_s"] for r in h[1:]) / max(1, len(h) - 1) if len(h) > 1 else h[0]["samples_per_s"]
+    lib_rate = mean_rate(model)
     plain = (plain_before + plain_after) / 2
     plain_cl = (plain_cl_before + plain_cl_after) / 2
     sec_epoch = sum(r["seconds"] for r in h) / len(h)
@@ -169,7 +209,19 @@ def main() -> None:
         f"- training FLOPs per sample (forward + backward, FlopCounterMode): {flops / 1e6:.1f} MFLOP; "
         f"fp32 matmul ceiling in this run: {ceiling:.0f} GFLOP/s; fraction reached: {frac:.0%}",
         "",
+        "Precision and processes (the same fit, same epochs and seed; test-set negative ELBO in nats/image):",
+        "",
+        "| fit | training samples/s | ratio to fp32, one process | test NELBO | best val loss |",
+        "|---|---|---|---|---|",
     ]
+    for name, m in ((f"fp32, one process, {args.threads} threads", model),
+                    (f"bf16 autocast, one process, {args.threads} threads", bf16),
+                    (f"fp32, 2-process DDP (gloo, 1 thread each, batch {args.batch_size // 2} per process)", ddp)):
+        nel = test_nelbo(m, test.x)[0]
+        lines.append(f"| {name} | {mean_rate(m):,.0f} | {mean_rate(m) / lib_rate:.2f} | {nel:.2f} "
+                     f"| {min(r['val_loss'] for r in m.history):.2f} |")
+    lines.append("")
+    print(json.dumps({"bf16_history": bf16.history[-1], "ddp_history": ddp.history[-1]}, default=str))
     text = "\n".join(lines)
     print(text)
     if args.record:
