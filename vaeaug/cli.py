@@ -239,7 +239,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         gaussian_std=args.gaussian_std, learn_std=args.learn_std, beta=args.beta,
         kl_warmup=args.kl_warmup, val_fraction=args.val_fraction,
         patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
-        precision=args.precision, progress=not args.no_progress,
+        precision=args.precision, progress=not args.no_progress, distributed=None,
     )
     if not main:
         return 0

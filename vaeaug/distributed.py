@@ -52,11 +52,17 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def close(self) -> None:
-        """Wait for every rank, then destroy the process group if this context created it."""
+    def close(self, ok: bool = True) -> None:
+        """After a successful fit, wait for every rank; then destroy the group if this context made it.
+
+        Args:
+            ok: ``False`` after an error: no barrier (the other ranks may be stuck in a collective
+                and never reach it), so the process fails fast and the launcher stops the rest.
+        """
         import torch.distributed as dist
 
-        dist.barrier()
+        if ok:
+            dist.barrier()
         if self.created:
             dist.destroy_process_group()
 

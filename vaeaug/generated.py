@@ -58,23 +58,44 @@ class GeneratedDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.return_is_synthetic = return_is_synthetic
         self.class_names = self.manifest["data"]["class_names"]
-        self._x: list[np.ndarray] = []
+        self._x: list[np.ndarray] | None = None
         metas = []
         for shard in self.manifest["shards"]:
-            files = shard["files"]
             try:
-                x = np.load(self.root / files["x"]["name"], mmap_mode="r", allow_pickle=False)
-                meta = np.load(self.root / files["meta"]["name"], allow_pickle=False)
+                meta = np.load(self.root / shard["files"]["meta"]["name"], allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise ValueError(f"shard {shard['index']} of {self.root} cannot be read ({e}); run vaeaug verify "
                                  f"{self.root}") from None
-            if meta.dtype != META_DTYPE or len(meta) != shard["count"] or len(x) != shard["count"]:
+            if meta.dtype != META_DTYPE or len(meta) != shard["count"]:
                 raise ValueError(f"shard {shard['index']} of {self.root} does not match the manifest; run "
                                  f"vaeaug verify {self.root}")
-            self._x.append(x)
             metas.append(meta)
+        self._open()
         self.meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
         self._starts = [int(s["first"]) for s in self.manifest["shards"]]
+
+    def _open(self) -> list[np.ndarray]:
+        """Memory-map the image shards (again after unpickling: maps are never pickled)."""
+        maps = []
+        for shard in self.manifest["shards"]:
+            try:
+                x = np.load(self.root / shard["files"]["x"]["name"], mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"shard {shard['index']} of {self.root} cannot be read ({e}); run vaeaug verify "
+                                 f"{self.root}") from None
+            if len(x) != shard["count"]:
+                raise ValueError(f"shard {shard['index']} of {self.root} does not match the manifest; run "
+                                 f"vaeaug verify {self.root}")
+            maps.append(x)
+        self._x = maps
+        return maps
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickling a memory map copies its data: DataLoader workers started by spawn or forkserver
+        # would each receive the whole set. They reopen the files instead.
+        state = self.__dict__.copy()
+        state["_x"] = None
+        return state
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -97,7 +118,8 @@ class GeneratedDataset(torch.utils.data.Dataset):
         if not 0 <= i < n:
             raise IndexError(f"index {index} is out of range for a set of {n} samples")
         m = bisect.bisect_right(self._starts, i) - 1
-        x = torch.from_numpy(np.array(self._x[m][i - self._starts[m]]))
+        maps = self._x if self._x is not None else self._open()
+        x = torch.from_numpy(np.array(maps[m][i - self._starts[m]]))
         if self.transform is not None:
             x = self.transform(x)
         row = self.meta[i]

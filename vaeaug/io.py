@@ -54,23 +54,50 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
     return write_atomic(path, model_bytes(model))
 
 
-def write_atomic(path: str | os.PathLike[str], blob: bytes) -> Path:
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once: os.umask is process-wide, changing it per write would race
+
+
+def write_atomic(path: str | os.PathLike[str], blob: bytes, *, tmp_tag: str | None = None,
+                 exclusive: bool = False) -> Path:
     """Write ``blob`` to ``path`` through a temporary file renamed into place (fsynced, umask honoured).
 
     A crash leaves either the old file or the new one, never half of one.
+
+    Args:
+        path: destination.
+        blob: the bytes.
+        tmp_tag: name the temporary file ``.<name>.<tag>.tmp`` instead of a random name, so that
+            the writer that owns the tag can find and remove it after a crash.
+        exclusive: publish with a hard link, which fails with ``FileExistsError`` if ``path``
+            exists (two writers racing: exactly one wins).
+
+    Returns:
+        ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if tmp_tag is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    else:
+        tmp = str(path.with_name(f".{path.name}.{tmp_tag}.tmp"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # like open(): mkstemp's 0o600 would make the model private
+        os.fchmod(fd, 0o666 & ~_UMASK)  # like open(): mkstemp's 0o600 would make the file private
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            Path(tmp).unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -60,16 +61,26 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _model_identity(gen: Generator, model_or_path: Any) -> dict[str, Any]:
-    """The model's hash (that of its ``.vae`` file; an export carries the same) and the backend."""
+def _model_identity(gen: Generator) -> dict[str, Any]:
+    """What decides the bytes besides the arguments: the model (the SHA-256 of its ``.vae`` file; an
+    export records the same), the backend, its device and chunk size, and the software versions."""
     from .io import model_bytes
     from .onnx_backend import OnnxGenerator
 
+    chunk = int(getattr(gen, "chunk_size", 0))
     if isinstance(gen, OnnxGenerator):
-        return {"sha256": gen.model_sha256, "backend": "onnx", "config": gen.config.to_dict()}
-    model = gen.model  # type: ignore[attr-defined]
-    return {"sha256": hashlib.sha256(model_bytes(model)).hexdigest(), "backend": "torch",
-            "config": gen.config.to_dict()}
+        import onnxruntime
+
+        return {"sha256": gen.model_sha256, "backend": "onnx", "device": "cpu", "chunk_size": chunk,
+                "software": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
+                "config": gen.config.to_dict()}
+    source = getattr(gen, "source", None)
+    if source is not None:
+        sha = _sha256_file(Path(source))
+    else:
+        sha = hashlib.sha256(model_bytes(gen.model)).hexdigest()  # type: ignore[attr-defined]
+    return {"sha256": sha, "backend": "torch", "device": str(getattr(gen, "device", "cpu")), "chunk_size": chunk,
+            "software": {"torch": torch.__version__, "numpy": np.__version__}, "config": gen.config.to_dict()}
 
 
 class _Plan:
@@ -126,8 +137,17 @@ def _shard_files(out: Path, m: int) -> dict[str, Path]:
     return {"x": out / f"shard-{m:05d}-x.npy", "meta": out / f"shard-{m:05d}-meta.npy"}
 
 
-def _folder_marker(out: Path, m: int) -> Path:
+def _marker(out: Path, m: int) -> Path:
+    """``shard-00000.json``: written last, with the SHA-256 of the shard's files as they were written."""
     return out / f"shard-{m:05d}.json"
+
+
+def _file_entry(name: str, blob: bytes) -> dict[str, Any]:
+    return {"name": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def _class_counts(meta: np.ndarray) -> dict[str, int]:
+    return {str(int(c)): int(n) for c, n in zip(*np.unique(meta["y"], return_counts=True), strict=True)}
 
 
 def _png_bytes(img: np.ndarray) -> bytes:
@@ -160,25 +180,28 @@ def _write_shard(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarr
 
 def _write_shard_files(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray,
                        class_names: list[str] | None, lo: int) -> None:
+    marker: dict[str, Any] = {"shard": m, "first": lo, "count": len(meta), "real": int((~meta["synthetic"]).sum()),
+                              "synthetic": int(meta["synthetic"].sum()), "per_class": _class_counts(meta)}
     if fmt == "shards":
         files = _shard_files(out, m)
-        write_atomic(files["meta"], _npy_bytes(meta))
-        write_atomic(files["x"], _npy_bytes(images))  # written last: both exist means done
-        return
-    entries = []
-    for j, (img, row) in enumerate(zip(images, meta, strict=True)):
-        rel = f"{_class_dir(row, class_names)}/{lo + j:08d}.png"
-        blob = _png_bytes(img)
-        write_atomic(out / rel, blob)
-        entries.append({"file": rel, "sha256": hashlib.sha256(blob).hexdigest(), "y": int(row["y"]),
-                        "source": int(row["source"]), "variant": int(row["variant"])})
-    write_atomic(_folder_marker(out, m), (json.dumps({"shard": m, "files": entries}, indent=1) + "\n").encode())
+        blobs = {"x": _npy_bytes(images), "meta": _npy_bytes(meta)}
+        for key in ("meta", "x"):
+            write_atomic(files[key], blobs[key])
+        marker["files"] = {key: _file_entry(files[key].name, blobs[key]) for key in ("x", "meta")}
+    else:
+        entries = []
+        for j, (img, row) in enumerate(zip(images, meta, strict=True)):
+            rel = f"{_class_dir(row, class_names)}/{lo + j:08d}.png"
+            blob = _png_bytes(img)
+            write_atomic(out / rel, blob)
+            entries.append({**_file_entry(rel, blob), "y": int(row["y"]), "source": int(row["source"]),
+                            "variant": int(row["variant"])})
+        marker["images"] = entries
+    write_atomic(_marker(out, m), _json_bytes(marker))  # written last: the shard is done
 
 
-def _shard_done(out: Path, fmt: str, m: int) -> bool:
-    if fmt == "shards":
-        return all(p.is_file() for p in _shard_files(out, m).values())
-    return _folder_marker(out, m).is_file()
+def _shard_done(out: Path, m: int) -> bool:
+    return _marker(out, m).is_file()
 
 
 class _ShardTasks(torch.utils.data.Dataset):
@@ -299,6 +322,10 @@ def pregenerate(
     if not include_real and k == 0:
         raise ValueError("nothing to generate: variants_per_sample=0 and include_real=False")
     gen = as_generator(model_or_path)
+    device = getattr(gen, "device", None)
+    if workers > 1 and device is not None and getattr(device, "type", "cpu") != "cpu":
+        raise ValueError(f"workers > 1 runs the model in forked CPU processes; this model is on {device} - use "
+                         "workers=1 (the GPU is the parallelism), or an .onnx export for CPU workers")
     setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form)
     check_mode(setting.mode, setting.form, setting.strength, conditional=gen.conditional)
     td = as_tensor_data(data, y, root=root, split=split)
@@ -316,12 +343,7 @@ def pregenerate(
             got = f"[{int(td.y.min())}, {int(td.y.max())}]"
             raise ValueError(f"labels must be in 0..{kc - 1} for this model; got values in {got}")
     if format == "imagefolder":
-        for name in td.class_names or []:
-            if not name or name in (".", "..", "unlabelled") or any(c in name for c in "/\\\0"):
-                raise ValueError(
-                    f"class name {name!r} cannot be a folder name of an image folder (empty, '.', '..', "
-                    "'unlabelled', or holding a path separator); rename the class or use format='shards'"
-                )
+        _check_class_folders(td.class_names, None if td.y is None else td.y.numpy())
     if format == "imagefolder" and td.value_range.dtype != "uint8":
         raise ValueError(
             f"format 'imagefolder' writes 8-bit PNGs, but this data is {td.value_range.dtype} in "
@@ -330,17 +352,18 @@ def pregenerate(
         )
     identity = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "vaeaug_version": __version__,
-        "model": _model_identity(gen, model_or_path), "data": _data_identity(td),
+        "model": _model_identity(gen), "data": _data_identity(td),
         "arguments": {"variants_per_sample": k, "mode": setting.mode, "strength": float(setting.strength),
                       "form": setting.form, "seed": seed, "include_real": bool(include_real), "format": format,
                       "shard_size": shard_size, "layout": "NCHW"},
     }
     out = Path(out_dir)
-    _claim(out, identity, resume)
+    tag = f"job{shard_index}of{num_shards}"  # this job's own temporary names: only it removes them
+    _claim(out, identity, resume, tag)
     plan = _Plan(td.x, td.y, k, include_real, seed, shard_size)
     mine = [m for m in range(plan.num_shards_total) if m % num_shards == shard_index]
-    _remove_leftovers(out, set(mine), shard_size)
-    todo = [m for m in mine if not _shard_done(out, format, m)]
+    _remove_leftovers(out, set(mine), shard_size, tag)
+    todo = [m for m in mine if not _shard_done(out, m)]
     skipped = len(mine) - len(todo)
     tasks = _ShardTasks(todo, plan, gen, setting, td.value_range, out, format, td.class_names)
     samples = sum(plan.shard_range(m)[1] - plan.shard_range(m)[0] for m in todo)
@@ -348,25 +371,19 @@ def pregenerate(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every process computes on one thread: the same kernels, the same bytes
     try:
         if workers == 1 or len(todo) <= 1:
             for i in range(len(tasks)):
                 bar.update(tasks[i])
         else:
-            loader = torch.utils.data.DataLoader(tasks, batch_size=None, num_workers=min(workers, len(todo)),
-                                                 worker_init_fn=_one_thread)
-            try:
-                for n in loader:
-                    bar.update(int(n))
-            except (OSError, ValueError) as e:  # DataLoader wraps a worker's error: keep its own message
-                lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-                last = lines[-1] if lines else str(e)
-                msg = last.split(": ", 1)[1] if last.startswith(type(e).__name__ + ":") else last
-                raise type(e)(msg) from e
+            _run_workers(tasks, min(workers, len(todo)), bar)
     finally:
+        torch.set_num_threads(threads)
         bar.close()
     seconds = time.perf_counter() - t0
-    manifest = _finish(out, identity, plan, format, td.class_names)
+    manifest = _finish(out, identity, plan, format, tag)
     if progress:
         rate = samples / seconds if seconds > 0 else float("inf")
         state = "complete" if manifest is not None else "waiting for the other shard jobs"
@@ -376,16 +393,71 @@ def pregenerate(
             "complete": manifest is not None, "manifest": manifest}
 
 
-def _claim(out: Path, identity: dict[str, Any], resume: bool) -> None:
-    """Create ``out`` with ``run.json``, or check that what is there is this same run."""
+def _run_workers(tasks: _ShardTasks, workers: int, bar: Any) -> None:
+    """Write the shards in DataLoader worker processes; a worker's error keeps its own message."""
+    loader = torch.utils.data.DataLoader(tasks, batch_size=None, num_workers=workers, worker_init_fn=_one_thread)
+    it = iter(loader)
+    try:
+        for n in it:
+            bar.update(int(n))
+    except (OSError, ValueError, RuntimeError) as e:  # DataLoader wraps it in a traceback text
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else str(e)
+        msg = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+        raise type(e)(msg) from None
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:  # stop the other workers now, not when the iterator is collected
+            shutdown()
+
+
+_RESERVED = {"run.json", "manifest.json", "unlabelled"}
+
+
+def _check_class_folders(class_names: list[str] | None, labels: np.ndarray | None) -> None:
+    """Class names become folder names of an image folder: they must be safe, distinct and complete."""
+    if class_names is None:
+        return
+    for name in class_names:
+        if (not isinstance(name, str) or not name or name.startswith(".") or name in _RESERVED
+                or re.match(r"^shard-\d+\.json$", name) or any(c in name for c in '/\\\0:')
+                or len(name.encode()) > 200):
+            raise ValueError(
+                f"class name {name!r} cannot be a folder name of an image folder (empty, starting with '.', "
+                "reserved, too long, or holding '/', '\\', ':' or NUL); rename the class or use format='shards'"
+            )
+    folded = [n.casefold() for n in class_names]
+    if len(set(folded)) != len(folded):
+        raise ValueError(f"class names must be distinct (ignoring case) to be folder names; got {class_names}")
+    if labels is not None and len(labels) and int(labels.max()) >= len(class_names):
+        raise ValueError(f"labels go up to {int(labels.max())} but only {len(class_names)} class names are given")
+
+
+def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
+    """Create ``out`` with ``run.json``, or check that what is there is this same run.
+
+    Jobs that start together race safely: ``run.json`` is published with a hard link (exactly one
+    wins, the others compare with it), and each job writes only temporary files named by its tag.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"cannot create the output folder {out}: {e.strerror or e}") from None
     run = out / "run.json"
     blob = _json_bytes(identity)
-    for tmp in out.glob(".run.json.*.tmp"):  # a run killed while it wrote run.json
+    for tmp in (out / f".run.json.{tag}.tmp", out / f".manifest.json.{tag}.tmp"):  # ours, from a killed run
         tmp.unlink(missing_ok=True)
+    existed = run.exists()
+    if not existed:
+        if any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out.iterdir()):
+            raise ValueError(f"{out} is not empty and holds no vaeaug run; choose an empty or new folder")
+        try:
+            write_atomic(run, blob, tmp_tag=tag, exclusive=True)
+            return
+        except FileExistsError:
+            pass  # another job published it first: compare with it below
+        except OSError as e:
+            raise OSError(f"cannot write to {out}: {e.strerror or e}") from None
     if run.exists():
         try:
             theirs = json.loads(run.read_text())
@@ -400,64 +472,78 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool) -> None:
                 f"{out} holds a set generated with other settings ({what} differ); refusing to mix them - choose "
                 "another output folder, or delete this one to start again"
             )
-        if not resume:
-            raise ValueError(f"{out} already holds this run; pass resume=True (--resume) to continue or finish it")
-        return
-    if any(p.name != "run.json" for p in out.iterdir()):
-        raise ValueError(f"{out} is not empty and holds no vaeaug run; choose an empty or new folder")
-    try:
-        write_atomic(run, blob)
-    except OSError as e:
-        raise OSError(f"cannot write to {out}: {e.strerror or e}") from None
+        if existed and not resume:
+            raise ValueError(f"{out} already holds this run; leave out --no-resume (resume=False) to continue it")
 
 
-def _remove_leftovers(out: Path, mine: set[int], shard_size: int) -> None:
+_SHARD_TMP = re.compile(r"^\.shard-(\d+)[-.]")
+_PNG_TMP = re.compile(r"^\.(\d+)\.png\.")
+
+
+def _remove_leftovers(out: Path, mine: set[int], shard_size: int, tag: str) -> None:
     """Delete temporary files a killed run left for this job's shards (never another job's)."""
     for tmp in out.glob(".shard-*.tmp"):
-        if tmp.name[7:12].isdigit() and int(tmp.name[7:12]) in mine:
+        found = _SHARD_TMP.match(tmp.name)
+        if found and int(found.group(1)) in mine:
             tmp.unlink(missing_ok=True)
     for tmp in out.glob("*/.*.png.*.tmp"):  # imagefolder: .<sample id>.png.<random>.tmp
-        if tmp.name[1:9].isdigit() and int(tmp.name[1:9]) // shard_size in mine:
+        found = _PNG_TMP.match(tmp.name)
+        if found and int(found.group(1)) // shard_size in mine:
             tmp.unlink(missing_ok=True)
 
 
-def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str,
-            class_names: list[str] | None) -> dict[str, Any] | None:
-    """Write ``manifest.json`` if every shard of the set exists (any job may be the last)."""
-    if not all(_shard_done(out, fmt, m) for m in range(plan.num_shards_total)):
+def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str, tag: str) -> dict[str, Any] | None:
+    """Write ``manifest.json`` if every shard of the set is done (any job may be the last).
+
+    The manifest is assembled from the shards' markers, which hold the SHA-256 of each file as it
+    was written: a file damaged later stays damaged in the eyes of :func:`verify_generated`, even
+    after another run of the same command rewrites the manifest.
+    """
+    if not all(_shard_done(out, m) for m in range(plan.num_shards_total)):
         return None
     shards = []
     per_class: dict[str, int] = {}
     real = synthetic = 0
+    class_names = identity["data"]["class_names"]
     for m in range(plan.num_shards_total):
         lo, hi = plan.shard_range(m)
-        if fmt == "shards":
-            files = {name: {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256_file(p)}
-                     for name, p in _shard_files(out, m).items()}
-            meta = np.load(_shard_files(out, m)["meta"], allow_pickle=False)
-            ys, syn = meta["y"], meta["synthetic"]
-        else:
-            marker = _folder_marker(out, m)
-            files = {"marker": {"name": marker.name, "bytes": marker.stat().st_size, "sha256": _sha256_file(marker)}}
-            entries = json.loads(marker.read_text())["files"]
-            ys = np.array([e["y"] for e in entries])
-            syn = np.array([e["variant"] >= 0 for e in entries])
-        if len(ys) != hi - lo:
-            raise ValueError(f"shard {m} holds {len(ys)} samples, expected {hi - lo}: run vaeaug verify {out}")
-        real += int((~syn).sum())
-        synthetic += int(syn.sum())
-        for c, n in zip(*np.unique(ys, return_counts=True), strict=True):
-            name = "unlabelled" if c < 0 else (class_names[c] if class_names and c < len(class_names) else str(c))
+        path = _marker(out, m)
+        blob = path.read_bytes()
+        marker = json.loads(blob)
+        if marker.get("first") != lo or marker.get("count") != hi - lo:
+            raise ValueError(f"shard {m} of {out} does not match this run (marker {path.name}); run vaeaug verify")
+        real += int(marker["real"])
+        synthetic += int(marker["synthetic"])
+        for c, n in marker["per_class"].items():
+            ci = int(c)
+            name = "unlabelled" if ci < 0 else (class_names[ci] if class_names and ci < len(class_names) else c)
             per_class[name] = per_class.get(name, 0) + int(n)
-        shards.append({"index": m, "first": lo, "count": hi - lo, "files": files})
+        entry: dict[str, Any] = {"index": m, "first": lo, "count": hi - lo, "marker": _file_entry(path.name, blob)}
+        if fmt == "shards":
+            entry["files"] = marker["files"]
+        shards.append(entry)
     manifest = {**identity, "counts": {"total": plan.total, "real": real, "synthetic": synthetic,
                                        "per_class": per_class}, "shards": shards}
-    write_atomic(out / "manifest.json", _json_bytes(manifest))
+    write_atomic(out / "manifest.json", _json_bytes(manifest), tmp_tag=tag)
     return manifest
 
 
+def _safe_name(out: Path, name: Any, pattern: str) -> Path:
+    """``out / name`` for a file name taken from a manifest, which must match the expected pattern."""
+    if not isinstance(name, str) or not re.fullmatch(pattern, name):
+        raise ValueError(f"unexpected file name {name!r} in the manifest")
+    return out / name
+
+
 def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a complete generated set; ``ValueError`` naming what is missing otherwise."""
+    """The manifest of a complete generated set, checked for shape; ``ValueError`` naming what is wrong.
+
+    Example:
+        >>> read_manifest("/no/such/folder")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no generated set at /no/such/folder (expected /no/such/folder/manifest.json)
+    """
     out = Path(out_dir)
     path = out / "manifest.json"
     if not path.is_file():
@@ -471,14 +557,41 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({e}); run vaeaug verify {out}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a vaeaug generated-set manifest")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {manifest['format_version']}, newer than this vaeaug "
-                         f"({FORMAT_VERSION}); upgrade vaeaug")
+    try:
+        if int(manifest["format_version"]) > FORMAT_VERSION:
+            raise ValueError(f"format version {manifest['format_version']} is newer than this vaeaug "
+                             f"({FORMAT_VERSION}); upgrade vaeaug")
+        fmt = manifest["arguments"]["format"]
+        if fmt not in _FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        shards, total, expected_first = manifest["shards"], int(manifest["counts"]["total"]), 0
+        for i, shard in enumerate(shards):
+            if shard["index"] != i or shard["first"] != expected_first:
+                raise ValueError(f"shard entry {i} is out of order or missing")
+            expected_first += int(shard["count"])
+            _safe_name(out, shard["marker"]["name"], rf"shard-{i:05d}\.json")
+            if fmt == "shards":
+                _safe_name(out, shard["files"]["x"]["name"], rf"shard-{i:05d}-x\.npy")
+                _safe_name(out, shard["files"]["meta"]["name"], rf"shard-{i:05d}-meta\.npy")
+        if expected_first != total:
+            raise ValueError(f"the shards hold {expected_first} samples, the counts say {total}")
+    except (KeyError, TypeError, ValueError) as e:
+        what = f"lacks {e}" if isinstance(e, KeyError) else str(e)
+        raise ValueError(f"{path} is malformed: {what}; run vaeaug verify {out}") from None
     return manifest
 
 
+def _check_file(out: Path, entry: dict[str, Any], pattern: str, shard: int) -> list[str]:
+    p = _safe_name(out, entry["name"], pattern)
+    if not p.is_file():
+        return [f"shard {shard}: {entry['name']} is missing"]
+    if p.stat().st_size != entry["bytes"] or _sha256_file(p) != entry["sha256"]:
+        return [f"shard {shard}: {entry['name']} is corrupt (SHA-256 differs from the manifest)"]
+    return []
+
+
 def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
-    """Check a generated set: every shard present, every file's SHA-256 as in the manifest.
+    """Check a generated set: every shard present, every file's SHA-256 as recorded when it was written.
 
     Returns:
         The problems found (empty when the set is complete and intact).
@@ -495,18 +608,16 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
     problems: list[str] = []
     fmt = manifest["arguments"]["format"]
     for shard in manifest["shards"]:
-        for f in shard["files"].values():
-            p = out / f["name"]
-            if not p.is_file():
-                problems.append(f"shard {shard['index']}: {f['name']} is missing")
-            elif p.stat().st_size != f["bytes"] or _sha256_file(p) != f["sha256"]:
-                problems.append(f"shard {shard['index']}: {f['name']} is corrupt (SHA-256 differs from the manifest)")
-            elif fmt == "imagefolder":
-                for e in json.loads(p.read_text())["files"]:
-                    img = out / e["file"]
-                    if not img.is_file():
-                        problems.append(f"shard {shard['index']}: {e['file']} is missing")
-                    elif _sha256_file(img) != e["sha256"]:
-                        problems.append(f"shard {shard['index']}: {e['file']} is corrupt (SHA-256 differs)")
+        i = shard["index"]
+        marker_ok = not (found := _check_file(out, shard["marker"], rf"shard-{i:05d}\.json", i))
+        problems += found
+        if fmt == "shards":
+            problems += _check_file(out, shard["files"]["x"], rf"shard-{i:05d}-x\.npy", i)
+            problems += _check_file(out, shard["files"]["meta"], rf"shard-{i:05d}-meta\.npy", i)
+        elif marker_ok:
+            for e in json.loads(_marker(out, i).read_text())["images"]:
+                try:
+                    problems += _check_file(out, e, r"(?!\.)[^/\\\0]+/\d{8}\.png", i)
+                except ValueError as err:
+                    problems.append(f"shard {i}: {err}")
     return problems
-

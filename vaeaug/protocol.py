@@ -237,8 +237,9 @@ def evaluate(
 
     results: dict[str, list[float]] = {a: [] for a, _, _ in plan}
     fit_seconds, val_losses = [], []
+    # fp32 and one process: a measuring instrument, comparable across machines and with recorded results
     fit_kw = {"epochs": vae_epochs, "batch_size": 64, "kl_warmup": min(50, vae_epochs // 4), "conditional": True,
-              "patience": None, **(vae_kwargs or {})}
+              "patience": None, "precision": "fp32", "distributed": False, **(vae_kwargs or {})}
     bar = tqdm(total=len(seed_list) * (len(plan) + 1), desc="evaluate", disable=not progress, unit="run")
     for seed in seed_list:
         idx = reduce_per_class(train.y, per_class, seed)

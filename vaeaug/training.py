@@ -84,6 +84,7 @@ def fit(
     seed: int = 0,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    distributed: bool | None = None,
     progress: bool = True,
     layout: Layout | None = None,
     value_range: tuple[float, float] | None = None,
@@ -114,6 +115,9 @@ def fit(
         precision: ``"auto"`` (bf16 autocast where the hardware has native bf16, fp16 with a
             gradient scaler on older GPUs, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
             Parameters, optimizer state and the loss stay fp32; validation runs in fp32.
+        distributed: ``None`` trains with DistributedDataParallel when launched by ``torchrun``
+            with several processes (every rank must call ``fit``); ``False`` never does (a fit on
+            one rank only, e.g. inside :func:`vaeaug.tune`); ``True`` requires a distributed launch.
         progress: show a progress bar and print a one-line summary at the end.
         layout: explicit input layout for ambiguous array shapes.
         value_range: ``(low, high)`` of the input values when it cannot be inferred.
@@ -143,15 +147,22 @@ def fit(
         model = VAE(config, td.value_range, td.class_names)
     from .distributed import setup
 
-    ctx = setup(dev)  # under torchrun: DistributedDataParallel; None in a single process
+    ctx = None if distributed is False else setup(dev)  # under torchrun: DistributedDataParallel
+    if distributed is True and ctx is None:
+        raise ValueError("distributed=True but this process was not launched with several processes; "
+                         "use torchrun --nproc-per-node N")
     try:
-        return _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
-                      val_fraction=val_fraction, patience=patience, seed=seed,
-                      device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
-                      ctx=ctx, precision=prec)
-    finally:
+        fitted = _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
+                        val_fraction=val_fraction, patience=patience, seed=seed,
+                        device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
+                        ctx=ctx, precision=prec)
+    except BaseException:
         if ctx is not None:
-            ctx.close()
+            ctx.close(ok=False)  # no barrier: the other ranks may never reach it; let torchrun stop them
+        raise
+    if ctx is not None:
+        ctx.close(ok=True)
+    return fitted
 
 
 def _check_args(epochs: int, batch_size: int, lr: float, val_fraction: float,
@@ -274,6 +285,7 @@ def _train(
             train_seconds += epoch_train_s
             row: dict[str, Any] = {
                 "epoch": epoch, "beta": bt, "train_loss": train_loss, "precision": precision,
+                "processes": ctx.world_size if ctx else 1,
                 "train_recon": float(sum_rec) / seen, "train_kl": float(sum_kl) / seen,
             }
             if len(va_idx):

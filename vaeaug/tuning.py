@@ -113,7 +113,8 @@ def tune(
         judge = fit(x_tr, y_tr, epochs=epochs, latent_dim=cfg.latent_dim, conditional=cfg.num_classes is not None,
                     widths=cfg.widths, likelihood=cfg.likelihood, gaussian_std=cfg.gaussian_std,
                     learn_std=cfg.learn_std, beta=cfg.beta, kl_warmup=min(cfg.kl_warmup, epochs),
-                    patience=None, seed=seed, progress=False, device=model.device)
+                    patience=None, seed=seed, progress=False, device=model.device, precision="fp32",
+                    distributed=False)
     else:
         judge = model
     gen = TorchGenerator(judge)

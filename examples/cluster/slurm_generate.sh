@@ -20,7 +20,8 @@ OUT="${OUT:-generated}"
 VARIANTS="${VARIANTS:-4}"
 SHARD_SIZE="${SHARD_SIZE:-8192}"  # samples per shard: the unit of resuming, and of splitting between tasks
 TASKS="${SLURM_ARRAY_TASK_COUNT:?run this as a Slurm job array: sbatch --array=0-N}"
-INDEX="${SLURM_ARRAY_TASK_ID:?run this as a Slurm job array: sbatch --array=0-N}"
+TASK="${SLURM_ARRAY_TASK_ID:?run this as a Slurm job array: sbatch --array=0-N}"
+INDEX=$((TASK - ${SLURM_ARRAY_TASK_MIN:-0}))   # --array=1-8 works too: indices 0..7
 
 vaeaug generate --model "$MODEL" --data "$DATA" --out "$OUT" --variants "$VARIANTS" \
     --shard-size "$SHARD_SIZE" --num-shards "$TASKS" --shard-index "$INDEX" \
