@@ -209,9 +209,14 @@ def test_verify_catches_a_flipped_byte_and_a_missing_shard(reference: Path, work
     pregenerate(work / "digits_u8.npz", work / "m.vae", copy, variants_per_sample=2, shard_size=SHARD, seed=7,
                 progress=False)
     assert any("shard-00002-x.npy is corrupt" in p for p in verify_generated(copy))
+    for f in copy.glob("shard-00002*"):  # the repair the README describes: delete the shard, run again
+        f.unlink()
+    pregenerate(work / "digits_u8.npz", work / "m.vae", copy, variants_per_sample=2, shard_size=SHARD, seed=7,
+                progress=False)
+    assert verify_generated(copy) == [] and _files(copy) == _files(reference)
     (copy / "shard-00004-meta.npy").unlink()
     problems = verify_generated(copy)
-    assert any("shard-00004-meta.npy is missing" in p for p in problems) and len(problems) == 2
+    assert problems == ["shard 4: shard-00004-meta.npy is missing"]
     bad = subprocess.run([sys.executable, "-m", "vaeaug", "verify", str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stdout.startswith("FAILED") and bad.stdout.count("\n") == 1
     assert verify_generated(work / "nothing-here")[0].startswith("no generated set")
