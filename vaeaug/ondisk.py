@@ -84,22 +84,29 @@ def _model_identity(gen: Generator) -> dict[str, Any]:
 
 
 class _Plan:
-    """Which sample is which: sources, slots, labels, partners; everything a shard needs."""
+    """Which sample is which: sources, slots, labels, partners; everything a shard needs (numpy)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None, k: int, include_real: bool, seed: int,
                  shard_size: int) -> None:
-        self.x, self.y = x, y
-        self.n, self.k, self.r, self.seed = int(x.shape[0]), k, int(include_real), seed
+        self.x = x.numpy()  # model space, float32 (N, C, H, W); shares memory with the tensor
+        self.labels = None if y is None else y.numpy().astype(np.int64)
+        self.n, self.k, self.r, self.seed = int(self.x.shape[0]), k, int(include_real), seed
         self.per_source = k + self.r
         self.total = self.n * self.per_source
         self.shard_size = shard_size
         self.num_shards_total = max(1, -(-self.total // shard_size))
-        labels = None if y is None else y.numpy()
-        self.labels = labels
-        self.members = None if labels is None else class_members(labels)
+        self.members = None if self.labels is None else class_members(self.labels)
 
     def shard_range(self, m: int) -> tuple[int, int]:
         return m * self.shard_size, min((m + 1) * self.shard_size, self.total)
+
+
+def _to_user(out: np.ndarray, value_range: Any) -> np.ndarray:
+    """Model space back to the user's dtype and range; uint8 0..255 in float32 with round-half-even,
+    as the transforms do (:func:`vaeaug.convert.from_model`), anything else through ``ValueRange``."""
+    if value_range.dtype == "uint8" and (value_range.low, value_range.high) == (0.0, 255.0):
+        return np.rint(out * np.float32(255.0)).astype(np.uint8)
+    return value_range.from_model(torch.from_numpy(out)).numpy()  # type: ignore[no-any-return]
 
 
 def _make_shard(plan: _Plan, gen: Generator, m: int, setting: Any, value_range: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -107,30 +114,26 @@ def _make_shard(plan: _Plan, gen: Generator, m: int, setting: Any, value_range: 
     lo, hi = plan.shard_range(m)
     s = np.arange(lo, hi, dtype=np.int64)
     src = s // plan.per_source
-    slot = s % plan.per_source
-    variant = (slot - plan.r).astype(np.int32)
+    variant = (s % plan.per_source - plan.r).astype(np.int32)
     synthetic = variant >= 0
-    x = plan.x[torch.from_numpy(src)]
-    out = x.clone()
+    out = plan.x[src]  # a copy: the real samples stay, the variants' rows are replaced
     chosen = np.nonzero(synthetic)[0]
     if len(chosen):
-        keys = derive_keys(plan.seed, src[chosen], variant[chosen].astype(np.int64))
-        ys = None if plan.y is None else plan.y[torch.from_numpy(src[chosen])]
+        sources = src[chosen]
+        keys = derive_keys(plan.seed, sources, variant[chosen].astype(np.int64))
+        ys = None if plan.labels is None or not gen.conditional else plan.labels[sources]
         partner = None
         if setting.mode == "interpolate":
             assert plan.labels is not None and plan.members is not None
-            pidx = same_class_partners(src[chosen], plan.labels, plan.members, uniform(keys, Stream.PARTNER)[:, 0])
-            partner = plan.x[torch.from_numpy(pidx)]
+            pidx = same_class_partners(sources, plan.labels, plan.members, uniform(keys, Stream.PARTNER)[:, 0])
+            partner = plan.x[pidx]
         noise = Noise.from_keys(keys, gen.latent_dim, with_t=setting.mode == "interpolate")
-        made = gen.variants(x[torch.from_numpy(chosen)], ys if gen.conditional else None, mode=setting.mode,
-                            strength=setting.strength, form=setting.form, noise=noise, partner=partner,
-                            invariant=True)
-        out[torch.from_numpy(chosen)] = made
-    images = value_range.from_model(out).numpy()
+        out[chosen] = gen.variants(out[chosen], ys, mode=setting.mode, strength=setting.strength,
+                                   form=setting.form, noise=noise, partner=partner, invariant=True)
     meta = np.zeros(hi - lo, dtype=META_DTYPE)
-    meta["y"] = -1 if plan.y is None else plan.y.numpy()[src]
+    meta["y"] = -1 if plan.labels is None else plan.labels[src]
     meta["source"], meta["variant"], meta["synthetic"] = src, variant, synthetic
-    return images, meta
+    return _to_user(out, value_range), meta
 
 
 def _shard_files(out: Path, m: int) -> dict[str, Path]:

@@ -247,6 +247,7 @@ class OnnxGenerator(Generator):
         self.providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         self.chunk_size = chunk_size
         self._sessions: dict[str, Any] = {}
+        self._moves: dict[tuple[int, str, float], tuple[np.ndarray, np.ndarray]] = {}
         self._pid = os.getpid()
 
     # --- sessions: lazy, per process, never pickled -------------------------------------------
@@ -305,6 +306,19 @@ class OnnxGenerator(Generator):
         feeds = {"z": z} if y is None else {"z": z, "y": y}
         return self._run("sampler", feeds)[0]
 
+    def _move_inputs(self, n: int, mode: str, strength: float) -> tuple[np.ndarray, np.ndarray]:
+        """The augmenter's ``strength`` and ``sigma_weight`` rows (cached: read-only, reused per call)."""
+        key = (n, mode, strength)
+        found = self._moves.get(key)
+        if found is None:
+            s = np.full(n, 0.0 if mode == "reconstruct" else strength, np.float32)
+            w = np.full(n, 1.0 if mode == "posterior" else 0.0, np.float32)
+            s.flags.writeable = w.flags.writeable = False
+            if len(self._moves) > 64:
+                self._moves.clear()
+            found = self._moves[key] = (s, w)
+        return found
+
     def _perturb(self, mode: str, strength: float, form: str, x: np.ndarray, y: np.ndarray | None,
                  eps: np.ndarray, t: np.ndarray, xb: np.ndarray | None) -> np.ndarray:
         """The functional core's modes on numpy batches (mirrors :func:`vaeaug.functional.perturb`)."""
@@ -312,8 +326,7 @@ class OnnxGenerator(Generator):
         if mode == "prior":
             return self.decode(eps, y)
         if mode in ("posterior", "isotropic", "reconstruct") and form == "delta":
-            s = np.full(n, 0.0 if mode == "reconstruct" else strength, np.float32)
-            w = np.full(n, 1.0 if mode == "posterior" else 0.0, np.float32)
+            s, w = self._move_inputs(n, mode, strength)
             feeds = {"x": x, "eps": eps, "strength": s, "sigma_weight": w}
             if y is not None:
                 feeds["y"] = y
@@ -355,7 +368,9 @@ class OnnxGenerator(Generator):
             form = "decode" if mode == "prior" else "delta"
         check_mode(mode, form, strength, conditional=self.conditional)
         as_torch = _is_torch(x)
-        xn = np.ascontiguousarray(np.asarray(x.detach().cpu() if as_torch else x, dtype=np.float32))
+        xn = x.detach().cpu().numpy() if as_torch else x
+        if xn.dtype != np.float32 or not xn.flags.c_contiguous:
+            xn = np.ascontiguousarray(xn, dtype=np.float32)
         want = tuple(self.config.input_shape)
         if xn.ndim != len(want) + 1 or tuple(xn.shape[1:]) != want:
             raise ValueError(f"expected x of shape (N, {', '.join(map(str, want))}); got {tuple(xn.shape)}")
@@ -371,8 +386,11 @@ class OnnxGenerator(Generator):
                                                  dtype=np.float32))
             if xb.shape != xn.shape:
                 raise ValueError(f"partner must have the shape of x {xn.shape}; got {xb.shape}")
-        eps = np.ascontiguousarray(noise.eps, dtype=np.float32)
-        t = np.ascontiguousarray(noise.t, dtype=np.float32)
+        eps, t = noise.eps, noise.t
+        if eps.dtype != np.float32 or not eps.flags.c_contiguous:
+            eps = np.ascontiguousarray(eps, dtype=np.float32)
+        if t.dtype != np.float32:
+            t = t.astype(np.float32)
         if n == 0:
             out = np.zeros_like(xn)
         elif not invariant:
