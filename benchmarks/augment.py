@@ -40,7 +40,7 @@ import vaeaug
 from vaeaug.datasets import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name  # noqa: E402
+from fit import cpu_name, record  # noqa: E402
 
 
 class Images(Dataset):
@@ -167,10 +167,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-        with path.open("a") as f:
-            f.write("\n" + text)
-        print(f"appended to {path}")
+        record(text)
 
 
 if __name__ == "__main__":

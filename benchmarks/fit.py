@@ -48,6 +48,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def record(text: str) -> None:
+    """Append a markdown block to BENCHMARKS.md (``--record``)."""
+    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    with path.open("a") as f:
+        f.write("\n" + text)
+    print(f"appended to {path}")
+
+
 def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
@@ -225,10 +233,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-        with path.open("a") as f:
-            f.write("\n" + text)
-        print(f"appended to {path}")
+        record(text)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from vaeaug.datasets import find_fashion_mnist, read_idx
 from vaeaug.functional import perturb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name  # noqa: E402
+from fit import cpu_name, record  # noqa: E402
 
 
 def matmul_ceiling(seconds: float = 1.0) -> float:
@@ -169,10 +169,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        out = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-        with out.open("a") as f:
-            f.write("\n" + text)
-        print(f"appended to {out}")
+        record(text)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from vaeaug.generator import Noise
 from vaeaug.rng import derive_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name  # noqa: E402
+from fit import cpu_name, record  # noqa: E402
 
 _CHILD = """
 import json, resource, sys, time
@@ -122,10 +122,7 @@ def main() -> None:
     print(text)
     shutil.rmtree(tmp)
     if args.record:
-        path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-        with path.open("a") as f:
-            f.write("\n" + text)
-        print(f"appended to {path}")
+        record(text)
 
 
 if __name__ == "__main__":
