@@ -41,7 +41,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()):
+    if device.type == "cpu" and any(getattr(torch.cpu, probe, lambda: False)()  # private probes: may vanish
+                                    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")):
         return "bf16"
     return "fp32"
 
