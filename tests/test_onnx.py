@@ -398,6 +398,12 @@ def test_cli_export(model: vaeaug.VAE, tmp_path: Path) -> None:
     assert "verified" in r.stdout and "samples/s" in r.stdout and "d.sampler.onnx" in r.stdout
     assert read_onnx_metadata(tmp_path / "d.onnx")["model_sha256"] == \
         hashlib.sha256((tmp_path / "d.vae").read_bytes()).hexdigest()
+    info = subprocess.run([sys.executable, "-m", "vaeaug", "info", str(tmp_path / "d.onnx"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["config"] == model.config.to_dict() and described["graph"] == "augmenter"
+    assert all(f["size"] > 0 for f in described["files"].values())
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--force" in again.stderr and again.stderr.count("\n") == 1
     bad = subprocess.run(cmd[:-1] + [str(tmp_path / "x.bin")], capture_output=True, text=True, timeout=300)

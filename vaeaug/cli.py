@@ -173,7 +173,7 @@ def _build_parser() -> _Parser:
     v.add_argument("dir", help="a folder written by vaeaug generate")
 
     i = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
-    i.add_argument("model", help="a .vae model file")
+    i.add_argument("model", help="a .vae model file or an .onnx export")
     i.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
 
@@ -423,9 +423,42 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _cmd_onnx_info(args: argparse.Namespace) -> int:
+    from .onnx_backend import onnx_paths, read_onnx_metadata
+
+    meta = read_onnx_metadata(args.model)
+    cfg, vr = meta["config"], meta["value_range"]
+    files = {g: {"file": str(p), "size": p.stat().st_size if p.exists() else None}
+             for g, p in onnx_paths(args.model).items()}
+    info: dict[str, Any] = {"file": args.model, "graph": meta["graph"], "files": files, "config": cfg.to_dict(),
+                            "value_range": vr.to_dict(), "class_names": meta["class_names"],
+                            "augment": meta["augment"], "model_sha256": meta["model_sha256"],
+                            "vaeaug_version": meta["vaeaug_version"], "format_version": meta["format_version"]}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    shape = "x".join(map(str, cfg.input_shape))
+    cond = f"conditional on {cfg.num_classes} classes" if cfg.num_classes else "unconditional"
+    lines = [f"file        {args.model} (ONNX export, {meta['graph']} graph, vaeaug {meta['vaeaug_version']})"]
+    for g, f in files.items():
+        lines.append(f"  {g:<9} {f['file']} ({_size(f['size']) if f['size'] is not None else 'MISSING'})")
+    lines += [
+        f"data        {shape} {'images' if cfg.is_image else 'vectors'}, {vr.dtype} in [{vr.low:g}, {vr.high:g}]",
+        f"model       latent {cfg.latent_dim}, widths {list(cfg.widths or ())}, {cond}; "
+        f"from the .vae file with SHA-256 {meta['model_sha256'][:16]}...",
+    ]
+    if meta["augment"] is not None:
+        a = meta["augment"]
+        lines.append(f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)")
+    print("\n".join(lines))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .io import load
 
+    if str(args.model).endswith(".onnx"):
+        return _cmd_onnx_info(args)
     path = Path(args.model)
     model = load(path)  # validates everything, not only the header
     cfg, vr, names, hist = model.config, model.value_range, model.class_names, model.history
