@@ -303,6 +303,11 @@ def test_corrupt_foreign_and_mismatched_files(onnx_path: Path, c_onnx_path: Path
     (tmp_path / "noise.onnx").write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(ValueError, match="not a valid ONNX file"):
         OnnxGenerator(tmp_path / "noise.onnx")
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x10  # inside the weights: still a well-formed file
+    (tmp_path / "flipped.onnx").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        OnnxGenerator(tmp_path / "flipped.onnx")
     (tmp_path / "model.vae.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="not a valid ONNX file"):
         OnnxGenerator(tmp_path / "model.vae.onnx")

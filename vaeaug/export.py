@@ -29,7 +29,7 @@ from ._version import __version__
 from .functional import delta_output, gaussian_move
 from .io import load, model_bytes, write_atomic
 from .model import VAE
-from .onnx_backend import ONNX_FORMAT_VERSION, OnnxGenerator, onnx_paths
+from .onnx_backend import ONNX_FORMAT_VERSION, OnnxGenerator, graph_sha256, onnx_paths
 
 __all__ = ["export_onnx", "VERIFY_ATOL"]
 
@@ -110,11 +110,15 @@ def _export_graph(vae: VAE, graph: str, meta: dict[str, str], opset: int | None)
             ) from e
         proto = onnx.load(str(path))
     del proto.metadata_props[:]
-    for k, v in {**meta, "vaeaug.graph": graph}.items():
+    proto.doc_string = f"vaeaug {__version__}: the {graph} graph of a VAE (see vaeaug.onnx_backend)"
+    sha = graph_sha256(proto.SerializeToString())  # the graph field: nodes and weights
+    for k, v in {**meta, "vaeaug.graph": graph, "vaeaug.graph_sha256": sha}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    proto.doc_string = f"vaeaug {__version__}: the {graph} graph of a VAE (see vaeaug.onnx_backend)"
-    return bytes(proto.SerializeToString())
+    blob = bytes(proto.SerializeToString())
+    if graph_sha256(blob) != sha:  # the metadata lives outside the graph field: this cannot move
+        raise RuntimeError(f"the {graph} graph serialized differently twice; cannot record its SHA-256")
+    return blob
 
 
 def _verify(vae: VAE, paths: dict[str, Path]) -> float:

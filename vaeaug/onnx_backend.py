@@ -31,7 +31,7 @@ from .config import VAEConfig, ValueRange
 from .generator import Generator, Noise
 from .settings import check_mode
 
-__all__ = ["OnnxGenerator", "onnx_paths", "read_onnx_metadata", "GRAPHS", "ONNX_FORMAT_VERSION"]
+__all__ = ["OnnxGenerator", "onnx_paths", "read_onnx_metadata", "graph_sha256", "GRAPHS", "ONNX_FORMAT_VERSION"]
 
 GRAPHS = ("augmenter", "encoder", "sampler")
 ONNX_FORMAT_VERSION = 1
@@ -95,8 +95,24 @@ def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
     return out
 
 
+def graph_sha256(blob: bytes) -> str:
+    """SHA-256 of the ``graph`` field (7) of a serialized ModelProto: the nodes and the weights.
+
+    Recorded in the metadata at export (which lives outside that field), so a damaged or edited
+    weight is caught when the file is opened.
+    """
+    import hashlib
+
+    graphs = [v for num, wire, v in _fields(blob) if num == 7 and wire == 2]
+    if len(graphs) != 1:
+        raise ValueError(f"expected one graph, found {len(graphs)}")
+    return hashlib.sha256(graphs[0]).hexdigest()
+
+
 def _metadata_props(path: Path) -> dict[str, str]:
-    """``metadata_props`` (field 14 of ModelProto) of an ONNX file; ``ValueError`` if it is not one."""
+    """``metadata_props`` (field 14 of ModelProto) of an ONNX file; ``ValueError`` if it is not one.
+
+    The graph's SHA-256 is returned under ``"vaeaug.actual_graph_sha256"`` to be checked."""
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -114,6 +130,7 @@ def _metadata_props(path: Path) -> dict[str, str]:
             if num == 14 and wire == 2:
                 entry = {n: val for n, w, val in _fields(v) if w == 2}
                 props[entry.get(1, b"").decode("utf-8")] = entry.get(2, b"").decode("utf-8")
+        props[_PREFIX + "actual_graph_sha256"] = graph_sha256(blob)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(
             f"{path} is not a valid ONNX file ({e}); it may be truncated or corrupt - export it again with "
@@ -162,6 +179,9 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             from .settings import AugmentSetting
 
             AugmentSetting.from_dict(augment)
+        if props[_PREFIX + "graph_sha256"] != props[_PREFIX + "actual_graph_sha256"]:
+            raise ValueError("the graph's SHA-256 differs from the one recorded at export: the file is corrupt or "
+                             "was edited - export the model again")
         sha = props[_PREFIX + "model_sha256"]
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise ValueError(f"model_sha256 must be 64 hex digits; got {sha!r}")
