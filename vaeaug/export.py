@@ -196,7 +196,10 @@ def export_onnx(
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ImportError(f"ONNX export needs onnx and onnxscript: pip install 'vaeaug[onnx]' ({e})") from e
-    sha = hashlib.sha256(model_bytes(vae)).hexdigest()
+    if isinstance(model_or_path, (str, os.PathLike)):  # the file's own bytes, whatever version wrote it
+        sha = hashlib.sha256(Path(model_or_path).read_bytes()).hexdigest()
+    else:
+        sha = hashlib.sha256(model_bytes(vae)).hexdigest()  # the bytes vae.save() would write
     vae = copy.deepcopy(vae).to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
     meta = {
         "vaeaug.format_version": str(ONNX_FORMAT_VERSION),
