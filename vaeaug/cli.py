@@ -77,6 +77,10 @@ def _build_parser() -> _Parser:
     f.add_argument("--patience", type=int, default=10, help="early-stopping patience; 0 disables it")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    f.add_argument("--stream", action="store_true",
+                   help="read --data (an image folder or a generated set) through DataLoader workers instead of "
+                        "loading it into memory: for data that does not fit")
+    f.add_argument("--workers", type=int, default=2, help="DataLoader workers with --stream (default 2)")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast where the hardware has native bf16, fp16 on older GPUs, else fp32")
     f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
@@ -229,10 +233,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .distributed import is_main_process
 
     main = is_main_process()  # under torchrun: only rank 0 prints and writes
-    data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
-                          root=args.root, split=args.split, download=args.download)
-    if not args.no_progress and main:
-        print(data.summary(), flush=True)
+    if args.stream:  # read batch by batch through DataLoader workers: nothing loaded up front
+        if not Path(args.data).is_dir():
+            raise UsageError(f"--stream reads an image folder or a generated set; {args.data!r} is not a folder")
+        data: Any = args.data
+        if args.tune:
+            raise UsageError("--tune needs the data in memory; fit with --stream, then tune from Python")
+        if not args.no_progress and main:
+            print(f"{args.data}: streamed with {args.workers} DataLoader workers", flush=True)
+    else:
+        data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
+                              root=args.root, split=args.split, download=args.download)
+        if not args.no_progress and main:
+            print(data.summary(), flush=True)
     model = fit(
         data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
         conditional=args.conditional, widths=args.widths, likelihood=args.likelihood,
@@ -240,6 +253,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         kl_warmup=args.kl_warmup, val_fraction=args.val_fraction,
         patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
         precision=args.precision, progress=not args.no_progress, distributed=None,
+        stream=args.stream, num_workers=args.workers,
+        **({"value_range": args.value_range} if args.stream and args.value_range else {}),
     )
     if not main:
         return 0

@@ -101,6 +101,13 @@ class GeneratedDataset(torch.utils.data.Dataset):
         return len(self.meta)
 
     @property
+    def value_range(self) -> Any:
+        """The stored images' value range and dtype (a :class:`vaeaug.ValueRange`)."""
+        from .config import ValueRange
+
+        return ValueRange.from_dict(self.manifest["data"]["value_range"])
+
+    @property
     def targets(self) -> np.ndarray:
         """Every sample's label (int64), like torchvision datasets' ``targets``."""
         return np.asarray(self.meta["y"])

@@ -86,6 +86,8 @@ def fit(
     device: str | torch.device = "auto",
     precision: str = "auto",
     distributed: bool | None = None,
+    stream: bool = False,
+    num_workers: int = 2,
     progress: bool = True,
     layout: Layout | None = None,
     value_range: tuple[float, float] | None = None,
@@ -119,6 +121,10 @@ def fit(
         distributed: ``None`` trains with DistributedDataParallel when launched by ``torchrun``
             with several processes (every rank must call ``fit``); ``False`` never does (a fit on
             one rank only, e.g. inside :func:`vaeaug.tune`); ``True`` requires a distributed launch.
+        stream: read ``data`` (a Dataset, an image folder or a generated set) batch by batch through
+            a DataLoader with ``num_workers`` worker processes instead of loading it into memory:
+            for data that does not fit (:mod:`vaeaug.streaming`).
+        num_workers: DataLoader workers when ``stream=True``.
         progress: show a progress bar and print a one-line summary at the end.
         layout: explicit input layout for ambiguous array shapes.
         value_range: ``(low, high)`` of the input values when it cannot be inferred.
@@ -134,12 +140,25 @@ def fit(
         (1, 8, 8)
     """
     _check_args(epochs, batch_size, lr, val_fraction, patience, seed)
-    td = as_tensor_data(data, y, layout=layout, value_range=value_range)
-    num_classes = check_labels(td) if conditional else None
+    td: Any
+    if stream:
+        from .streaming import open_stream
+
+        if y is not None or layout is not None:
+            raise ValueError("stream=True reads labels and layout from the dataset; leave y and layout unset")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
+        td = open_stream(data, value_range)
+        shape: tuple[int, ...] = td.shape
+        num_classes = _stream_classes(td) if conditional else None
+    else:
+        td = as_tensor_data(data, y, layout=layout, value_range=value_range)
+        shape = td.sample_shape
+        num_classes = check_labels(td) if conditional else None
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     config = VAEConfig(
-        input_shape=td.sample_shape, latent_dim=latent_dim, widths=widths, num_classes=num_classes,
+        input_shape=shape, latent_dim=latent_dim, widths=widths, num_classes=num_classes,
         likelihood=likelihood, gaussian_std=gaussian_std, learn_std=learn_std, beta=beta,
         kl_warmup=kl_warmup,
     )
@@ -156,7 +175,8 @@ def fit(
         fitted = _train(model, td, epochs=epochs, batch_size=batch_size, lr=lr,
                         val_fraction=val_fraction, patience=patience, seed=seed,
                         device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
-                        ctx=ctx, precision=prec)
+                        ctx=ctx, precision=prec,
+                        stream={"batch_size": batch_size, "num_workers": num_workers} if stream else None)
     except BaseException:
         if ctx is not None:
             ctx.close(ok=False)  # no barrier: the other ranks may never reach it; let torchrun stop them
@@ -164,6 +184,19 @@ def fit(
     if ctx is not None:
         ctx.close(ok=True)
     return fitted
+
+
+def _stream_classes(td: Any) -> int:
+    """The class count of a streamed dataset: its ``classes``, else the largest of its ``targets`` + 1."""
+    if td.labels is None and not td.class_names:
+        raise ValueError("conditional=True with stream=True needs a dataset that lists its labels (a `targets` "
+                         "attribute, as ImageFolder and GeneratedDataset have) or its `classes`")
+    if td.labels is not None and len(td.labels) and int(td.labels.min()) < 0:
+        raise ValueError(f"labels must be >= 0 for a conditional model; found {int(td.labels.min())}")
+    k = len(td.class_names) if td.class_names else int(td.labels.max()) + 1
+    if td.labels is not None and len(td.labels) and int(td.labels.max()) >= k:
+        raise ValueError(f"labels go up to {int(td.labels.max())} but the dataset lists {k} classes")
+    return k
 
 
 def _check_args(epochs: int, batch_size: int, lr: float, val_fraction: float,
@@ -179,8 +212,7 @@ def _check_args(epochs: int, batch_size: int, lr: float, val_fraction: float,
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
 
 
-def _split(td: TensorData, val_fraction: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    n = len(td)
+def _split(n: int, val_fraction: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     n_val = int(round(n * val_fraction))
     if val_fraction > 0 and n_val == 0 and n >= 2:
         n_val = 1
@@ -190,14 +222,45 @@ def _split(td: TensorData, val_fraction: float, g: torch.Generator) -> tuple[tor
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+class _MemoryBatches:
+    """Batches sliced from tensors in memory: one gather per epoch, then slices (the fast path)."""
+
+    def __init__(self, td: TensorData, tr_idx: torch.Tensor, va_idx: torch.Tensor, device: torch.device,
+                 conditional: bool, mem: torch.memory_format, g_cpu: torch.Generator, sampler: Any) -> None:
+        x_all = td.x.to(device)
+        y_all = td.y.to(device) if (td.y is not None and conditional) else None
+        self.x_tr, self.x_va = x_all[tr_idx.to(device)], x_all[va_idx.to(device)]
+        self.y_tr = y_all[tr_idx.to(device)] if y_all is not None else None
+        self.y_va = y_all[va_idx.to(device)] if y_all is not None else None
+        self.device, self.mem, self.g_cpu, self.sampler = device, mem, g_cpu, sampler
+        self.n_train, self.n_val = len(tr_idx), len(va_idx)
+        self.n_local = self.n_train if sampler is None else len(sampler)  # this process's samples per epoch
+
+    def train(self, epoch: int, batch_size: int) -> Any:
+        if self.sampler is None:
+            perm = torch.randperm(self.n_train, generator=self.g_cpu).to(self.device)
+        else:
+            self.sampler.set_epoch(epoch)
+            perm = torch.tensor(list(self.sampler), dtype=torch.long, device=self.device)
+        xe = self.x_tr[perm].contiguous(memory_format=self.mem)
+        ye = self.y_tr[perm] if self.y_tr is not None else None
+        for lo in range(0, self.n_local, batch_size):
+            yield xe[lo:lo + batch_size], (ye[lo:lo + batch_size] if ye is not None else None)
+
+    def val(self, batch_size: int) -> Any:
+        for lo in range(0, self.n_val, batch_size):
+            xb = self.x_va[lo:lo + batch_size].contiguous(memory_format=self.mem)
+            yield xb, (self.y_va[lo:lo + batch_size] if self.y_va is not None else None)
+
+
 def _train(
-    model: VAE, td: TensorData, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
+    model: VAE, td: Any, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
     patience: int | None, seed: int, device: torch.device, progress: bool, ctx: Any = None,
-    precision: str = "fp32",
+    precision: str = "fp32", stream: Any = None,
 ) -> VAE:
     cfg = model.config
     g_cpu = torch.Generator().manual_seed(seed)
-    tr_idx, va_idx = _split(td, val_fraction, g_cpu)
+    tr_idx, va_idx = _split(len(td), val_fraction, g_cpu)
     g_noise = torch.Generator(device=device).manual_seed(seed + 1)
     # channels_last on CPU (+12% at batch 256, BENCHMARKS.md); DDP's gradient buckets want plain layout
     mem = torch.channels_last if cfg.is_image and ctx is None else torch.contiguous_format
@@ -213,13 +276,13 @@ def _train(
         sampler = DistributedSampler(range(len(tr_idx)), num_replicas=ctx.world_size, rank=ctx.rank,
                                      shuffle=True, seed=seed)
         g_noise.manual_seed(seed + 1 + 1000 * ctx.rank)  # each rank its own reparameterisation noise
-    x_all = td.x.to(device)
-    y_all = td.y.to(device) if (td.y is not None and model.conditional) else None
-    x_tr, x_va = x_all[tr_idx.to(device)], x_all[va_idx.to(device)]
-    y_tr = y_all[tr_idx.to(device)] if y_all is not None else None
-    y_va = y_all[va_idx.to(device)] if y_all is not None else None
-    n_tr = len(tr_idx)
-    n_local = n_tr if sampler is None else len(sampler)  # samples this process sees per epoch
+    if stream is None:
+        source: Any = _MemoryBatches(td, tr_idx, va_idx, device, model.conditional, mem, g_cpu, sampler)
+    else:
+        from .streaming import StreamBatches
+
+        source = StreamBatches(td, tr_idx, va_idx, device, model.conditional, mem, g_cpu, sampler, **stream)
+    n_tr, n_local = source.n_train, source.n_local
     n_batches = math.ceil(n_local / batch_size)
     warm_steps = cfg.kl_warmup * n_batches
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -236,20 +299,11 @@ def _train(
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            if sampler is None:
-                perm = torch.randperm(n_tr, generator=g_cpu).to(device)
-            else:
-                sampler.set_epoch(epoch)
-                perm = torch.tensor(list(sampler), dtype=torch.long, device=device)
-            xe = x_tr[perm].contiguous(memory_format=mem)
-            ye = y_tr[perm] if y_tr is not None else None
             sum_rec = torch.zeros((), device=device)
             sum_kl = torch.zeros((), device=device)
             sum_loss = torch.zeros((), device=device)
-            for b in range(n_batches):
-                lo, hi = b * batch_size, min(n_local, (b + 1) * batch_size)
-                xb = xe[lo:hi]
-                yb = ye[lo:hi] if ye is not None else None
+            for xb, yb in source.train(epoch, batch_size):
+                nb = len(xb)
                 bt = cfg.beta * (min(1.0, step / warm_steps) if warm_steps else 1.0)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     rec, kl = step_fn(xb, yb, g_noise)
@@ -257,10 +311,10 @@ def _train(
                 loss_sum = rec.sum() + bt * kl.sum()
                 opt.zero_grad(set_to_none=True)
                 if scaler is None:
-                    (loss_sum / (hi - lo)).backward()
+                    (loss_sum / nb).backward()
                     opt.step()
                 else:
-                    scaler.scale(loss_sum / (hi - lo)).backward()
+                    scaler.scale(loss_sum / nb).backward()
                     scaler.step(opt)
                     scaler.update()
                 step += 1
@@ -268,7 +322,7 @@ def _train(
                     sum_rec += rec.sum()
                     sum_kl += kl.sum()
                     sum_loss += loss_sum
-                bar.update((hi - lo) * (ctx.world_size if ctx else 1))
+                bar.update(nb * (ctx.world_size if ctx else 1))
             seen = float(n_local)
             if ctx is not None:  # the epoch's sums over every rank
                 import torch.distributed as dist
@@ -290,7 +344,7 @@ def _train(
                 "train_recon": float(sum_rec) / seen, "train_kl": float(sum_kl) / seen,
             }
             if len(va_idx):
-                v_rec, v_kl = _evaluate(model, x_va, y_va, batch_size=1024, seed=seed + 2, mem=mem)
+                v_rec, v_kl = _evaluate(model, source.val(1024), len(va_idx), seed=seed + 2, device=device)
                 if ctx is not None:  # every rank takes rank 0's figure, so all make the same decisions
                     import torch.distributed as dist
 
@@ -340,21 +394,18 @@ class _ELBO(torch.nn.Module):
 
 
 @torch.no_grad()
-def _evaluate(model: VAE, x: torch.Tensor, y: torch.Tensor | None, *, batch_size: int, seed: int,
-              mem: torch.memory_format) -> tuple[float, float]:
-    """Mean reconstruction NLL and KL per sample, with fixed noise so epochs compare fairly."""
+def _evaluate(model: VAE, batches: Any, n: int, *, seed: int, device: torch.device) -> tuple[float, float]:
+    """Mean reconstruction NLL and KL per sample over ``batches``, with fixed noise so epochs compare fairly."""
     model.eval()
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    rec_sum = torch.zeros((), device=x.device)
-    kl_sum = torch.zeros((), device=x.device)
-    for lo in range(0, len(x), batch_size):
-        xb = x[lo:lo + batch_size].contiguous(memory_format=mem)
-        yb = y[lo:lo + batch_size] if y is not None else None
+    g = torch.Generator(device=device).manual_seed(seed)
+    rec_sum = torch.zeros((), device=device)
+    kl_sum = torch.zeros((), device=device)
+    for xb, yb in batches:
         rec, kl = model.elbo_terms(xb, yb, g)
         rec_sum += rec.sum()
         kl_sum += kl.sum()
     model.train()
-    return float(rec_sum) / len(x), float(kl_sum) / len(x)
+    return float(rec_sum) / n, float(kl_sum) / n
 
 
 def _summary(model: VAE, n_tr: int, n_va: int, best_loss: float, best_epoch: int,
