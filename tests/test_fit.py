@@ -66,9 +66,9 @@ def test_best_validation_model_is_kept_and_early_stopping_stops() -> None:
     assert best["epoch"] == len(h) - 3
     # the returned weights are the best epoch's: recompute its validation loss exactly
     td = as_tensor_data(x, y)
-    _, va_idx = _split(td, 0.25, torch.Generator().manual_seed(1))
-    rec, kl = _evaluate(model, td.x[va_idx], None, batch_size=1024, seed=1 + 2,
-                        mem=torch.channels_last)
+    _, va_idx = _split(len(td), 0.25, torch.Generator().manual_seed(1))
+    batches = [(td.x[va_idx].contiguous(memory_format=torch.channels_last), None)]
+    rec, kl = _evaluate(model, batches, len(va_idx), seed=1 + 2, device=torch.device("cpu"))
     assert rec + kl == pytest.approx(best["val_loss"], rel=1e-5)
 
 
