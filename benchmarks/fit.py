@@ -9,7 +9,9 @@ Measures, in one run on the same threads:
   * the fp32 matmul ceiling (1024x1024) and the fraction of it a training step reaches;
   * the same fit in bf16 autocast (precision="bf16") beside fp32: speed and test-set loss;
   * the same fit as 2-process DistributedDataParallel (torchrun, gloo, one thread per process)
-    beside the single process on all threads.
+    beside the single process on all threads;
+  * with --stream: the fit streamed from disk (the training images written as a generated set,
+    read through 2 DataLoader workers) beside the same fit from memory.
 
 Usage:
     python benchmarks/fit.py --epochs 10            # prints a markdown block
@@ -157,6 +159,43 @@ def mean_rate(model: vaeaug.VAE) -> float:
     return sum(r["samples_per_s"] for r in h[1:]) / max(1, len(h) - 1) if len(h) > 1 else h[0]["samples_per_s"]
 
 
+def stream_rows(args: argparse.Namespace) -> None:
+    """Streamed from a generated set on disk (2 DataLoader workers) vs in memory, same epochs and seed."""
+    import numpy as np
+
+    from vaeaug.datasets import find_fashion_mnist, read_idx
+
+    torch.set_num_threads(args.threads)
+    folder = find_fashion_mnist()
+    assert folder is not None, "Fashion-MNIST not found: apt-get install dataset-fashion-mnist"
+    x = read_idx(next(folder.glob("train-images-idx3-ubyte*")))[: args.limit]
+    out = Path(tempfile.mkdtemp()) / "set"
+    untrained = vaeaug.VAE(vaeaug.VAEConfig((1, 28, 28)), value_range=vaeaug.ValueRange(0, 255, "uint8"))
+    vaeaug.pregenerate(x, untrained, out, variants_per_sample=0, progress=False)  # the real images, as shards
+    kw = {"epochs": args.epochs, "batch_size": args.batch_size, "progress": False, "seed": 0, "patience": None}
+    mem = vaeaug.fit(np.ascontiguousarray(x), **kw)
+    streamed = vaeaug.fit(out, stream=True, num_workers=2, **kw)
+    when = datetime.date.today().isoformat()
+    cmd = "python benchmarks/fit.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"### fit streamed from disk: Fashion-MNIST {len(x):,} images, {args.epochs} epochs ({when})",
+        "",
+        f"Machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}. Command: `{cmd}`. "
+        f"Precision: {mem.history[0]['precision']} (auto).",
+        "",
+        "| fit | training samples/s (epochs 2..) | ratio | best val loss |",
+        "|---|---|---|---|",
+        f"| in memory | {mean_rate(mem):,.0f} | 1.00 | {min(r['val_loss'] for r in mem.history):.2f} |",
+        f"| streamed: generated set on disk, 2 DataLoader workers | {mean_rate(streamed):,.0f} "
+        f"| {mean_rate(streamed) / mean_rate(mem):.2f} | {min(r['val_loss'] for r in streamed.history):.2f} |",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        record(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
@@ -164,7 +203,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
+    ap.add_argument("--stream", action="store_true", help="only the streamed vs in-memory comparison")
     args = ap.parse_args()
+    if args.stream:
+        return stream_rows(args)
     torch.set_num_threads(args.threads)
 
     train = vaeaug.load_builtin("fashion-mnist", split="train")
