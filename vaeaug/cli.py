@@ -456,7 +456,8 @@ def _cmd_onnx_info(args: argparse.Namespace) -> int:
     cond = f"conditional on {cfg.num_classes} classes" if cfg.num_classes else "unconditional"
     lines = [f"file        {args.model} (ONNX export, {meta['graph']} graph, vaeaug {meta['vaeaug_version']})"]
     for g, f in files.items():
-        lines.append(f"  {g:<9} {f['file']} ({_size(f['size']) if f['size'] is not None else 'MISSING'})")
+        size = f["size"]
+        lines.append(f"  {g:<9} {f['file']} ({_size(int(size)) if size is not None else 'MISSING'})")
     lines += [
         f"data        {shape} {'images' if cfg.is_image else 'vectors'}, {vr.dtype} in [{vr.low:g}, {vr.high:g}]",
         f"model       latent {cfg.latent_dim}, widths {list(cfg.widths or ())}, {cond}; "

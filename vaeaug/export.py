@@ -45,7 +45,8 @@ class _Graph(nn.Module):
         self.register_buffer("eye", torch.eye(k), persistent=False)
 
     def onehot(self, y: torch.Tensor | None) -> torch.Tensor | None:
-        return None if y is None else self.eye[y]
+        eye: torch.Tensor = self.eye  # type: ignore[assignment]
+        return None if y is None else eye[y]
 
 
 class _Augmenter(_Graph):
@@ -200,7 +201,8 @@ def export_onnx(
         sha = hashlib.sha256(Path(model_or_path).read_bytes()).hexdigest()
     else:
         sha = hashlib.sha256(model_bytes(vae)).hexdigest()  # the bytes vae.save() would write
-    vae = copy.deepcopy(vae).to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
+    vae = copy.deepcopy(vae).to(device="cpu", dtype=torch.float32)
+    vae = vae.to(memory_format=torch.contiguous_format).eval()
     meta = {
         "vaeaug.format_version": str(ONNX_FORMAT_VERSION),
         "vaeaug.version": __version__,

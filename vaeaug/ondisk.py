@@ -618,9 +618,9 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
             problems += _check_file(out, shard["files"]["x"], rf"shard-{i:05d}-x\.npy", i)
             problems += _check_file(out, shard["files"]["meta"], rf"shard-{i:05d}-meta\.npy", i)
         elif marker_ok:
-            for e in json.loads(_marker(out, i).read_text())["images"]:
+            for image in json.loads(_marker(out, i).read_text())["images"]:
                 try:
-                    problems += _check_file(out, e, r"(?!\.)[^/\\\0]+/\d{8}\.png", i)
+                    problems += _check_file(out, image, r"(?!\.)[^/\\\0]+/\d{8}\.png", i)
                 except ValueError as err:
                     problems.append(f"shard {i}: {err}")
     return problems

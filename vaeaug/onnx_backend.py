@@ -78,6 +78,7 @@ def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
         num, wire = tag >> 3, tag & 7
         if num == 0:
             raise ValueError("protobuf field number 0")
+        v: Any
         if wire == 0:
             v, i = _varint(buf, i)
         elif wire == 1:

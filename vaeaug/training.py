@@ -266,14 +266,14 @@ def _train(
     mem = torch.channels_last if cfg.is_image and ctx is None else torch.contiguous_format
     model.to(device).to(memory_format=mem).train()
     step_fn: Any = model.elbo_terms
-    sampler = None
+    sampler: Any = None
     if ctx is not None:  # every rank: the same split and initial weights; its own part of each epoch
         from torch.nn.parallel import DistributedDataParallel
         from torch.utils.data.distributed import DistributedSampler
 
         ddp = DistributedDataParallel(_ELBO(model), device_ids=[device.index] if device.type == "cuda" else None)
         step_fn = ddp
-        sampler = DistributedSampler(range(len(tr_idx)), num_replicas=ctx.world_size, rank=ctx.rank,
+        sampler = DistributedSampler(range(len(tr_idx)), num_replicas=ctx.world_size, rank=ctx.rank,  # type: ignore[arg-type]
                                      shuffle=True, seed=seed)
         g_noise.manual_seed(seed + 1 + 1000 * ctx.rank)  # each rank its own reparameterisation noise
     if stream is None:
