@@ -19,7 +19,7 @@ import numpy as np
 
 from .rng import Stream, normal, uniform
 
-__all__ = ["Noise", "Generator", "TorchGenerator", "as_generator"]
+__all__ = ["Noise", "Generator", "TorchGenerator", "as_generator", "run_chunked"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,14 @@ class Generator(ABC):
             Variants in ``[0, 1]`` with the shape of ``x``.
         """
 
+    def resolve_form(self, mode: str, form: str | None, strength: float) -> str:
+        """``form`` (``None``: decode for ``prior``, else delta), after checking the setting for this model."""
+        from .settings import check_mode
+
+        form = ("decode" if mode == "prior" else "delta") if form is None else form
+        check_mode(mode, form, strength, conditional=self.conditional)
+        return form
+
     def describe(self) -> str:
         """A short description for ``repr``."""
         shape = "x".join(map(str, self.config.input_shape))
@@ -185,11 +193,9 @@ class TorchGenerator(Generator):
     ) -> Any:
         import torch
 
-        from .functional import check_mode, perturb
+        from .functional import perturb
 
-        if form is None:
-            form = "decode" if mode == "prior" else "delta"
-        check_mode(mode, form, strength, conditional=self.conditional)
+        form = self.resolve_form(mode, form, strength)
         is_numpy = isinstance(x, np.ndarray)
         xt = torch.from_numpy(x) if is_numpy else x
         if len(noise) != xt.shape[0]:
@@ -216,7 +222,8 @@ class TorchGenerator(Generator):
             if not invariant:
                 out = run(xd, yd, eps=eps, t=t, x_b=pb)
             else:
-                out = _chunked(run, self.chunk_size, xd, yd, eps, t, pb)
+                out = run_chunked(lambda xc, yc, ec, tc, bc: run(xc, yc, eps=ec, t=tc, x_b=bc),
+                                  self.chunk_size, xd, yd, eps, t, pb)
         if is_numpy:
             return out.cpu().numpy()
         return out.to(in_dev)
@@ -254,24 +261,31 @@ def same_class_partners(sources: np.ndarray, labels: np.ndarray, members: dict[i
     return out
 
 
-def _chunked(run: Any, size: int, x: Any, y: Any, eps: Any, t: Any, xb: Any) -> Any:
-    """Run ``run`` on zero-padded chunks of exactly ``size`` rows; rows are independent."""
-    import torch
+def run_chunked(run: Any, size: int, *arrays: Any) -> Any:
+    """``run(*chunk)`` on zero-padded chunks of exactly ``size`` rows; the rows' results, concatenated.
 
-    n = x.shape[0]
+    Every row is computed in a call of the same shape, so its result does not depend on the batch
+    it came in (kernels may block a matrix product by its row count). Arrays may be numpy arrays or
+    torch tensors (``None`` passes through); rows must be independent. Shared by both backends.
+    """
+    n = len(arrays[0])
     pad = -n % size
 
     def padded(v: Any) -> Any:
         if v is None or pad == 0:
             return v
-        return torch.cat([v, torch.zeros((pad, *v.shape[1:]), dtype=v.dtype, device=v.device)])
+        if isinstance(v, np.ndarray):
+            return np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)])
+        import torch
 
-    xp, yp, ep, tp, bp = (padded(v) for v in (x, y, eps, t, xb))
-    outs = []
-    for lo in range(0, n + pad, size):
-        sl = slice(lo, lo + size)
-        outs.append(run(xp[sl], None if yp is None else yp[sl], eps=ep[sl], t=tp[sl],
-                        x_b=None if bp is None else bp[sl]))
+        return torch.cat([v, v.new_zeros((pad, *v.shape[1:]))])
+
+    full = [padded(v) for v in arrays]
+    outs = [run(*(None if v is None else v[lo:lo + size] for v in full)) for lo in range(0, n + pad, size)]
+    if isinstance(outs[0], np.ndarray):
+        return np.concatenate(outs)[:n]
+    import torch
+
     return torch.cat(outs)[:n]
 
 

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from .config import VAEConfig, ValueRange
-from .generator import Generator, Noise
-from .settings import check_mode
+from .generator import Generator, Noise, run_chunked
 
 __all__ = ["OnnxGenerator", "onnx_paths", "read_onnx_metadata", "graph_sha256", "GRAPHS", "ONNX_FORMAT_VERSION"]
 
@@ -385,9 +384,7 @@ class OnnxGenerator(Generator):
         partner: Any = None,
         invariant: bool = False,
     ) -> Any:
-        if form is None:
-            form = "decode" if mode == "prior" else "delta"
-        check_mode(mode, form, strength, conditional=self.conditional)
+        form = self.resolve_form(mode, form, strength)
         as_torch = _is_torch(x)
         xn = x.detach().cpu().numpy() if as_torch else x
         if xn.dtype != np.float32 or not xn.flags.c_contiguous:
@@ -417,7 +414,9 @@ class OnnxGenerator(Generator):
         elif not invariant:
             out = self._perturb(mode, float(strength), form, xn, yn, eps, t, xb)
         else:
-            out = self._chunked(mode, float(strength), form, xn, yn, eps, t, xb)
+            s = float(strength)
+            out = run_chunked(lambda xc, yc, ec, tc, bc: self._perturb(mode, s, form, xc, yc, ec, tc, bc),
+                              self.chunk_size, xn, yn, eps, t, xb)
         if as_torch:
             import torch
 
@@ -443,28 +442,6 @@ class OnnxGenerator(Generator):
         if n and (int(yn.min()) < 0 or int(yn.max()) >= k):
             raise ValueError(f"labels must be in 0..{k - 1}; got values in [{int(yn.min())}, {int(yn.max())}]")
         return yn
-
-    def _chunked(self, mode: str, strength: float, form: str, x: np.ndarray, y: np.ndarray | None,
-                 eps: np.ndarray, t: np.ndarray, xb: np.ndarray | None) -> np.ndarray:
-        """Run on zero-padded chunks of exactly ``chunk_size`` rows: each row's result is independent
-        of the batch it came in (onnxruntime's kernels may block a matrix product by its row count)."""
-        size = self.chunk_size
-        n = x.shape[0]
-        pad = -n % size
-
-        def padded(v: np.ndarray | None) -> np.ndarray | None:
-            if v is None or pad == 0:
-                return v
-            return np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)])
-
-        xp, yp, ep, tp, bp = (padded(v) for v in (x, y, eps, t, xb))
-        assert xp is not None and ep is not None and tp is not None
-        outs = []
-        for lo in range(0, n + pad, size):
-            sl = slice(lo, lo + size)
-            outs.append(self._perturb(mode, strength, form, xp[sl], None if yp is None else yp[sl], ep[sl], tp[sl],
-                                      None if bp is None else bp[sl]))
-        return np.concatenate(outs)[:n]
 
     def describe(self) -> str:
         return f"{super().describe()} [onnx]"
