@@ -21,7 +21,6 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
-from vaeaug import datasets as vds
 from vaeaug.data import (
     MIN_IMAGE_SIDE,
     TensorData,
@@ -30,6 +29,7 @@ from vaeaug.data import (
     check_labels,
     from_arrays,
 )
+from vaeaug.data import builtin as vds
 from vaeaug.datasets import load_builtin, read_idx
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")

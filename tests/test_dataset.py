@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import vaeaug
 from vaeaug import VAEAugmentedDataset
-from vaeaug.convert import to_model
+from vaeaug.codecs import NumpyImages, PILImages, TensorImages
 
 N_SMALL = 6  # samples in the small bases of every kind
 KINDS = ["tensor", "uint8", "pil", "numpy", "unlabelled", "folder"]
@@ -195,20 +195,22 @@ def assert_valid_like(v: Any, ref: Any) -> None:
 
 
 class CountCalls:
-    """Wraps a generator's ``variants`` and records every call."""
+    """Wraps a generator's model call (``generate``) and records every call."""
 
     def __init__(self, gen: Any) -> None:
-        self.inner = gen.variants
+        self.inner = gen.generate
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, x: Any, y: Any = None, **kw: Any) -> Any:
-        self.calls.append({"n": x.shape[0], "y": None if y is None else torch.as_tensor(y).clone(), **kw})
-        return self.inner(x, y, **kw)
+    def __call__(self, setting: Any, x: Any, y: Any, noise: Any, partner: Any = None, invariant: bool = False) -> Any:
+        self.calls.append({"n": x.shape[0], "y": None if y is None else torch.as_tensor(y).clone(),
+                           "mode": setting.mode, "form": setting.form, "noise": noise, "partner": partner,
+                           "invariant": invariant})
+        return self.inner(setting, x, y, noise, partner, invariant)
 
 
 def count_calls(ds: VAEAugmentedDataset, monkeypatch: pytest.MonkeyPatch) -> CountCalls:
     counter = CountCalls(ds.generator)
-    monkeypatch.setattr(ds.generator, "variants", counter)
+    monkeypatch.setattr(ds.generator, "generate", counter)
     return counter
 
 
@@ -259,7 +261,12 @@ def test_variant_n_plus_ik_plus_j_is_made_from_sample_i(kind: str, digits: Any, 
     base, _ = make_base(kind, digits, folder)
     n, k = len(base), 2
     ds = VAEAugmentedDataset(base, model, variants_per_sample=k, mode="reconstruct", form="decode")
-    xs = torch.cat([to_model(image_of(base[i]), model.value_range, (1, 8, 8))[0] for i in range(n)])
+    def to_model(img):  # the codec for the image's type, as the dataset picks it
+        kind = (TensorImages if isinstance(img, torch.Tensor) else NumpyImages if isinstance(img, np.ndarray)
+                else PILImages)
+        return torch.as_tensor(kind((1, 8, 8), model.value_range).to_model(img, None))
+
+    xs = torch.cat([to_model(image_of(base[i])) for i in range(n)])
     rec = model.reconstruct(xs).numpy()  # (n, 1, 8, 8) in [0, 1]
     scale, tol = (16.0, 1e-3) if kind == "tensor" else (255.0, 1.01)
     for i in range(n):

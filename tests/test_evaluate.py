@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import vaeaug
-from vaeaug import protocol as ev
-from vaeaug.protocol import AugmentSetting, classic_augment, evaluate, reduce_per_class, report_markdown
+from vaeaug import evaluation as ev
+from vaeaug.classifier import classic_augment
+from vaeaug.evaluation import AugmentSetting, evaluate, reduce_per_class, report_markdown
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def tiny_report(monkeypatch_module: pytest.MonkeyPatch) -> tuple[dict, list, lis
         return real_fit(x, y, **kw)
 
     def spy_train(x, y, xt, yt, **kw):
-        steps_seen.append((kw["steps"], kw["classic"], kw.get("gen") is not None))
+        steps_seen.append((kw["steps"], kw["classic"], kw.get("aug") is not None))
         return real_train(x, y, xt, yt, **kw)
 
     monkeypatch_module.setattr(ev, "fit", spy_fit)

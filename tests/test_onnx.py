@@ -369,9 +369,9 @@ def test_export_errors_leave_no_file(model: vaeaug.VAE, tmp_path: Path, monkeypa
         export_onnx(model, tmp_path / "m.vae")
     with pytest.raises(TypeError, match="VAE or a .vae path"):
         export_onnx(object(), tmp_path / "m.onnx")  # type: ignore[arg-type]
-    import vaeaug.export
+    import vaeaug.backends.export
 
-    monkeypatch.setattr(vaeaug.export, "VERIFY_ATOL", -1.0)  # any difference now fails verification
+    monkeypatch.setattr(vaeaug.backends.export, "VERIFY_ATOL", -1.0)  # any difference now fails verification
     with pytest.raises(RuntimeError, match="verification failed"):
         export_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == [], "a failed verification must leave nothing behind"

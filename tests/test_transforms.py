@@ -55,7 +55,7 @@ def labels() -> np.ndarray:
 
 
 class Recording(Generator):
-    """A Generator that records every ``variants`` call and delegates to the torch backend."""
+    """A Generator that records every model call (``generate``) and delegates to the torch backend."""
 
     def __init__(self, model: vaeaug.VAE) -> None:
         self.inner = TorchGenerator(model)
@@ -64,10 +64,12 @@ class Recording(Generator):
         self.class_names = self.inner.class_names
         self.calls: list[dict[str, Any]] = []
 
-    def variants(self, x: Any, y: Any = None, **kw: Any) -> Any:
+    def generate(self, setting: Any, x: Any, y: Any, noise: Any, partner: Any = None, invariant: bool = False) -> Any:
         self.calls.append({"x": torch.as_tensor(x).clone(), "y": None if y is None else torch.as_tensor(y).clone(),
-                           **kw})
-        return self.inner.variants(x, y, **kw)
+                           "mode": setting.mode, "strength": setting.strength, "form": setting.form, "noise": noise,
+                           "partner": None if partner is None else torch.as_tensor(partner).clone(),
+                           "invariant": invariant})
+        return self.inner.generate(setting, x, y, noise, partner, invariant)
 
 
 def _same(a: Any, b: Any) -> bool:

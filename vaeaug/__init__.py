@@ -18,17 +18,20 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from .augmented_dataset import VAEAugmentedDataset
+    from .backends.base import Generator
+    from .backends.export import export_onnx
+    from .backends.onnx_generator import OnnxGenerator
+    from .backends.onnx_metadata import read_onnx_metadata
+    from .backends.torch_generator import TorchGenerator
     from .data import TensorData, ValueRange, as_tensor_data
-    from .dataset import VAEAugmentedDataset
-    from .datasets import load_builtin
-    from .export import export_onnx
-    from .generated import GeneratedDataset
-    from .generator import Generator, Noise, TorchGenerator
-    from .io import load, read_metadata, save
-    from .model import VAE, VAEConfig
-    from .ondisk import pregenerate, verify_generated
-    from .onnx_backend import OnnxGenerator, read_onnx_metadata
-    from .protocol import evaluate
+    from .data.builtin import load_builtin
+    from .data.generated import GeneratedDataset, verify_generated
+    from .evaluation import evaluate
+    from .io import read_metadata, save
+    from .model import VAE, VAEConfig, load
+    from .pregeneration import pregenerate
+    from .rng import Noise
     from .settings import AugmentSetting
     from .training import fit
     from .transforms import VAEAugment
@@ -41,24 +44,24 @@ _LAZY = {
     "ValueRange": "data",
     "as_tensor_data": "data",
     "fit": "training",
-    "load": "io",
-    "load_builtin": "datasets",
+    "load": "model",
+    "load_builtin": "data.builtin",
     "read_metadata": "io",
     "save": "io",
     "VAEAugment": "transforms",
-    "VAEAugmentedDataset": "dataset",
-    "Generator": "generator",
-    "TorchGenerator": "generator",
-    "Noise": "generator",
-    "evaluate": "protocol",
+    "VAEAugmentedDataset": "augmented_dataset",
+    "Generator": "backends.base",
+    "TorchGenerator": "backends.torch_generator",
+    "Noise": "rng",
+    "evaluate": "evaluation",
     "tune": "tuning",
     "AugmentSetting": "settings",
-    "export_onnx": "export",
-    "OnnxGenerator": "onnx_backend",
-    "read_onnx_metadata": "onnx_backend",
-    "pregenerate": "ondisk",
-    "verify_generated": "ondisk",
-    "GeneratedDataset": "generated",
+    "export_onnx": "backends.export",
+    "OnnxGenerator": "backends.onnx_generator",
+    "read_onnx_metadata": "backends.onnx_metadata",
+    "pregenerate": "pregeneration",
+    "verify_generated": "data.generated",
+    "GeneratedDataset": "data.generated",
 }
 
 __all__ = [

@@ -32,8 +32,12 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         f"pip install 'vaeaug[albumentations]' (import failed: {e})"
     ) from e
 
-from .generator import Generator, Noise, as_generator
+from .augment import Augmenter, sample_keys
+from .backends.base import Generator
+from .backends.factory import as_generator
+from .codecs import NumpyImages
 from .rng import Stream, derive_keys, uniform
+from .settings import AugmentSetting, resolve_setting
 
 __all__ = ["VAEAugment"]
 
@@ -95,96 +99,6 @@ def _worker_component() -> int:
     return 0 if _is_main_process() else os.getpid() + 1
 
 
-def _input_range(is_uint8: bool, value_range: Any) -> tuple[float, float]:
-    """The range an input is read in; the rule of :func:`vaeaug.convert.input_range`."""
-    if is_uint8:
-        return 0.0, 255.0
-    if str(value_range.dtype).startswith(("float", "bfloat")):
-        return float(value_range.low), float(value_range.high)
-    return 0.0, 1.0
-
-
-def _to_model(img: Any, batched: bool, value_range: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, float, float]:
-    """``(H, W[, C])`` (or a stack of them) to model space ``(N, C, H, W)`` float32 in ``[0, 1]``."""
-    if not isinstance(img, np.ndarray):
-        raise TypeError(f"expected the image as a numpy array (H, W) or (H, W, C); got {type(img).__name__}")
-    what = "images (N, H, W) or (N, H, W, C)" if batched else "an image (H, W) or (H, W, C)"
-    if img.ndim - int(batched) not in (2, 3):
-        raise ValueError(f"expected {what}; got shape {img.shape}")
-    is_uint8 = img.dtype == np.uint8
-    if not (is_uint8 or img.dtype.kind == "f"):
-        raise TypeError(f"expected uint8 or floating-point images; got {img.dtype}")
-    x = img if batched else img[None]
-    if x.ndim == 3:
-        x = x[..., None]
-    c, h, w = shape
-    got = tuple(x.shape[1:])
-    if got != (h, w, c):
-        fixes = []
-        if got[:2] != (h, w):
-            fixes.append(f"resize it with A.Resize({h}, {w})")
-        if got[2] != c:
-            fixes.append("make it grayscale, (H, W) or (H, W, 1)" if c == 1 else f"give it {c} channels")
-        raise ValueError(
-            f"image is {got[0]}x{got[1]}x{got[2]} (HxWxC) but the model expects {h}x{w}x{c}; "
-            + " and ".join(fixes)
-        )
-    low, high = _input_range(is_uint8, value_range)
-    if not is_uint8:
-        if not bool(np.isfinite(x).all()):
-            raise ValueError("the image holds NaN or Inf values; expected finite numbers")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < low or hi > high:
-            hint = " - convert uint8-range floats with A.ToFloat(max_value=255)" if hi > 1.0 and high == 1.0 else ""
-            raise ValueError(
-                f"float image values span [{lo:g}, {hi:g}] but this model reads floats in "
-                f"[{low:g}, {high:g}]{hint}; nothing is clipped"
-            )
-    xm = (x.astype(np.float32) - np.float32(low)) / np.float32(high - low)
-    return np.ascontiguousarray(xm.transpose(0, 3, 1, 2)), low, high
-
-
-def _from_model(out: np.ndarray, like: np.ndarray, batched: bool, low: float, high: float) -> np.ndarray:
-    """Model-space ``(N, C, H, W)`` back to the layout, dtype and value range of ``like``."""
-    v = np.asarray(out, dtype=np.float32)
-    if like.dtype == np.uint8:
-        r: np.ndarray = np.round(v * np.float32(255.0)).astype(np.uint8)
-    else:
-        r = (v.astype(np.float64) * (high - low) + low).astype(like.dtype)
-    r = r.transpose(0, 2, 3, 1)  # (N, H, W, C)
-    if like.ndim - int(batched) == 2:
-        r = r[..., 0]
-    if not batched:
-        r = r[0]
-    return np.ascontiguousarray(r.reshape(like.shape))
-
-
-def _labels_for(label: Any, n: int, num_classes: int | None) -> np.ndarray | None:
-    """The labels ``(n,)`` a conditional model needs (``None`` for unconditional models)."""
-    if num_classes is None:
-        return None
-    if label is None:
-        raise ValueError(
-            f"this model is class-conditional ({num_classes} classes): pass the label with the image, "
-            f"e.g. transform(image=img, {_LABEL_KEY}=3) - extra keys pass through A.Compose unchanged"
-        )
-    arr = np.asarray(label)
-    if arr.dtype.kind not in "iu":
-        raise ValueError(
-            f"{_LABEL_KEY} must be an integer class index (or one per image for images=); got {label!r}"
-        )
-    y = arr.reshape(-1).astype(np.int64)
-    if y.size == 1 and n > 1:
-        y = np.repeat(y, n)
-    if y.size != n:
-        raise ValueError(f"found {y.size} labels for {n} images; pass one label, or one per image")
-    if int(y.min()) < 0 or int(y.max()) >= num_classes:
-        raise ValueError(
-            f"labels must be in 0..{num_classes - 1} for this model; got values in [{int(y.min())}, {int(y.max())}]"
-        )
-    return y
-
-
 def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | None, Any, Any]:
     """``(path, generator, config, tuned setting)``: a path is only read for its metadata."""
     if isinstance(model, (str, os.PathLike)):
@@ -194,7 +108,7 @@ def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | No
         if path.endswith(".onnx"):  # torch-free: the ONNX backend needs only numpy and onnxruntime
             if device not in (None, "cpu"):
                 raise ValueError(f"an ONNX model runs on the CPU through onnxruntime; got device={device!r}")
-            from .onnx_backend import read_onnx_metadata
+            from .backends.onnx_metadata import read_onnx_metadata
 
             meta = read_onnx_metadata(path)
             if meta["graph"] != "augmenter":
@@ -222,8 +136,8 @@ class VAEAugment(ImageOnlyTransform):
     so ``A.Compose(..., strict=True)`` accepts it). Unconditional models ignore it.
 
     **Randomness.** ``p`` is not albumentations' coin: the base class is told to always apply,
-    and this transform flips its own coin from the per-call key (as the torchvision transform
-    does), so the coin varies per worker too. ``force_apply=True`` applies it regardless of
+    and this transform flips its own coin from the per-call key, per image (as the torchvision
+    transform does), so the coin varies per worker too. ``force_apply=True`` applies it regardless of
     ``p``. The per-call key is:
 
     * ``seed=None`` (default): a hash of albumentations' own per-call draw (from this
@@ -240,7 +154,7 @@ class VAEAugment(ImageOnlyTransform):
       (so ``torch.manual_seed`` makes worker streams reproducible). albumentations' random
       state is not used.
 
-    On ``images=`` every image gets its own noise (key ``derive_keys(key, i)``), under one coin.
+    On ``images=`` every image gets its own key ``derive_keys(key, i)``: its own noise and its own coin.
 
     **Serialization and workers.** With a path, the transform stores the path: ``A.to_dict`` /
     ``A.from_dict`` and ``A.save`` / ``A.load`` round-trip (import ``vaeaug.albumentations``
@@ -295,8 +209,6 @@ class VAEAugment(ImageOnlyTransform):
         seed: int | None = None,
         device: Any = None,
     ) -> None:
-        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0):
-            raise ValueError(f"p must be a probability in [0, 1]; got {p!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
         if device is not None:
@@ -304,17 +216,13 @@ class VAEAugment(ImageOnlyTransform):
             if torch is not None and not isinstance(device, (str, torch.device)):
                 raise ValueError(f"device must be None, a str or a torch.device; got {device!r}")
             device = str(device)
-        super().__init__(p=1.0)  # the base class never skips; the coin is flipped in should_apply
-        from .settings import check_mode, resolve_setting
-
+        super().__init__(p=1.0)  # the base class never skips; the core flips the coin per image
         path, gen, config, stored = _describe_model(model, device)
-
         setting = resolve_setting(stored, mode=mode, strength=strength, form=form, p=p)
-        mode, strength, form, p = setting.mode, setting.strength, setting.form, setting.p
         if len(config.input_shape) != 3:
             raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
-        check_mode(mode, form, strength, conditional=config.num_classes is not None)
-        if mode == "interpolate":
+        self._setting: AugmentSetting = setting.check_for(conditional=config.num_classes is not None)
+        if setting.mode == "interpolate":
             raise ValueError(
                 "mode 'interpolate' needs a partner image of the same class, which an albumentations "
                 "transform (one sample per call) does not have; use vaeaug.VAEAugmentedDataset, or "
@@ -322,16 +230,13 @@ class VAEAugment(ImageOnlyTransform):
             )
         self._path = path
         self._generator = gen
-        self._shape = tuple(int(s) for s in config.input_shape)
-        self._num_classes: int | None = config.num_classes
-        self.p = float(p)
-        self.strength = float(strength)
-        self.mode = mode
-        self.form = form
+        self._core: tuple[Augmenter, NumpyImages, NumpyImages] | None = None
+        self.p, self.strength, self.mode, self.form = setting.p, setting.strength, setting.mode, setting.form
         self.vae_seed = seed
         self.device = device
         self._calls = 0
         self._key = 0
+        self._force = self._stack = False
 
     # --- the model ---------------------------------------------------------------------------
 
@@ -351,8 +256,20 @@ class VAEAugment(ImageOnlyTransform):
             self._generator = as_generator(self._path, device=self.device)
         return self._generator
 
+    def _augmenter(self) -> tuple[Augmenter, NumpyImages, NumpyImages]:
+        """The core and its two codecs (one image; a stack), built on first use in each process."""
+        if self._core is None:
+            gen = self.generator
+            shape, vr = tuple(gen.config.input_shape), gen.value_range
+            hint = f"pass the label with the image, e.g. transform(image=img, {_LABEL_KEY}=3) - extra keys pass " \
+                "through A.Compose unchanged"
+            self._core = (Augmenter(gen, self._setting, label_hint=hint), NumpyImages(shape, vr, albumentations=True),
+                          NumpyImages(shape, vr, stack=True, albumentations=True))
+        return self._core
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_core"] = None
         if self._path is not None:
             state["_generator"] = None  # reloaded from the path in the process that unpickles
         return state
@@ -376,21 +293,25 @@ class VAEAugment(ImageOnlyTransform):
             self._calls += 1
         return int(key[0] & _MASK63)
 
+    def __call__(self, *args: Any, force_apply: bool = False, **kwargs: Any) -> Any:
+        self._stack = "images" in kwargs and "image" not in kwargs  # a stack flips one coin per image
+        return super().__call__(*args, force_apply=force_apply, **kwargs)
+
     def should_apply(self, force_apply: bool = False) -> bool:
-        """Draw this call's key and flip the coin for ``p`` from it.
+        """Draw this call's key and, for one image, flip its coin for ``p`` from it (stacks: per image, later).
 
         Args:
             force_apply: apply regardless of ``p``.
 
         Returns:
-            Whether the image is replaced in this call.
+            Whether the transform runs in this call (albumentations records it as applied).
         """
         if self.p <= 0.0 and not force_apply:
             return False
-        self._key = self._next_key()
-        if force_apply or self.p >= 1.0:
+        self._key, self._force = self._next_key(), force_apply
+        if force_apply or self.p >= 1.0 or self._stack:
             return True
-        return bool(uniform(derive_keys(self._key, 0), Stream.APPLY)[0, 0] < self.p)
+        return bool(uniform(sample_keys(self._key, 1), Stream.APPLY)[0, 0] < self.p)  # the core's coin for image 0
 
     def get_params(self) -> dict[str, Any]:
         return {"key": self._key}
@@ -410,10 +331,11 @@ class VAEAugment(ImageOnlyTransform):
         Returns:
             The variant.
         """
-        return self._variants(img, False, key, label)
+        core, one, _ = self._augmenter()
+        return core(img, label, key=key, codec=one, p=1.0)  # type: ignore[no-any-return]  # its coin said yes
 
     def apply_to_images(self, images: np.ndarray, key: int = 0, label: Any = None, **params: Any) -> np.ndarray:
-        """Variants of a stack ``(N, H, W[, C])``, each with its own noise, in one model call.
+        """Variants of a stack ``(N, H, W[, C])``, each with its own noise and coin, in one model call.
 
         Args:
             images: the images (a list is stacked, as ``A.Compose`` does).
@@ -422,23 +344,14 @@ class VAEAugment(ImageOnlyTransform):
             **params: albumentations' other parameters (unused).
 
         Returns:
-            The variants, stacked like ``images``.
+            The images, the chosen ones replaced, stacked like ``images``.
         """
+        core, _, stack = self._augmenter()
         if isinstance(images, (list, tuple)):
+            if not images:
+                return images
             images = np.stack(images)
-        return self._variants(images, True, key, label)
-
-    def _variants(self, img: np.ndarray, batched: bool, key: int, label: Any) -> np.ndarray:
-        gen = self.generator
-        x, low, high = _to_model(img, batched, gen.value_range, self._shape)
-        n = x.shape[0]
-        if n == 0:
-            return img
-        y = _labels_for(label, n, self._num_classes)
-        keys = derive_keys(key, np.arange(n))
-        out = gen.variants(x, y, mode=self.mode, strength=self.strength, form=self.form,
-                           noise=Noise.from_keys(keys, gen.latent_dim))
-        return _from_model(np.asarray(out), img, batched, low, high)
+        return core(images, label, key=key, codec=stack, p=1.0 if self._force else None)  # type: ignore[no-any-return]
 
     # --- serialization -----------------------------------------------------------------------
 

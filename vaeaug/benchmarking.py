@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generator import Generator, Noise, TorchGenerator, as_generator
-from .rng import derive_keys
+from .backends.base import Generator
+from .backends.factory import as_generator
+from .backends.torch_generator import TorchGenerator
+from .rng import Noise, derive_keys
 
 __all__ = ["generation_speed", "time_generator"]
 

@@ -280,7 +280,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
-    from .protocol import ARMS, evaluate, report_markdown
+    from .evaluation import ARMS, evaluate, report_markdown
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
@@ -310,7 +310,7 @@ def _data_for(model: Any, args: argparse.Namespace) -> Any:
     """Load ``--data`` for a model: a built-in or image folder knows its range; arrays in a .npz are
     read in the model's recorded value range (so a model fit on 0..16 floats reads 0..16 floats)."""
     from .data import as_tensor_data
-    from .datasets import is_builtin
+    from .data.builtin import is_builtin
 
     name = str(args.data)
     if is_builtin(name) or Path(name).is_dir():
@@ -320,7 +320,7 @@ def _data_for(model: Any, args: argparse.Namespace) -> Any:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from .io import load
+    from .model import load
     from .viz import preview
 
     out = Path(args.out)
@@ -340,7 +340,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     import torch
 
-    from .io import load
+    from .model import load
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -365,7 +365,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .onnx_backend import onnx_paths
+    from .backends.onnx_metadata import onnx_paths
 
     if not str(args.out).endswith(".onnx"):
         raise UsageError(f"--out must end in .onnx; got {args.out!r}")
@@ -377,8 +377,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"model file not found: {args.model}")
     import time
 
-    from .export import VERIFY_ATOL, export_onnx
-    from .io import load
+    from .backends.export import VERIFY_ATOL, export_onnx
+    from .model import load
 
     model = load(args.model)
     t = time.perf_counter()
@@ -402,7 +402,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     if not Path(args.model).is_file():
         raise UsageError(f"model file not found: {args.model}")
-    from .ondisk import pregenerate
+    from .pregeneration import pregenerate
 
     r = pregenerate(args.data, args.model, args.out, variants_per_sample=args.variants, mode=args.mode,
                     strength=args.strength, form=args.form, seed=args.seed, include_real=not args.no_real,
@@ -416,7 +416,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .ondisk import read_manifest, verify_generated
+    from .data.generated import read_manifest, verify_generated
 
     problems = verify_generated(args.dir)
     if problems:
@@ -439,7 +439,7 @@ def _size(n: int) -> str:
 
 
 def _cmd_onnx_info(args: argparse.Namespace) -> int:
-    from .onnx_backend import onnx_paths, read_onnx_metadata
+    from .backends.onnx_metadata import onnx_paths, read_onnx_metadata
 
     meta = read_onnx_metadata(args.model)
     cfg, vr = meta["config"], meta["value_range"]
@@ -471,7 +471,7 @@ def _cmd_onnx_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io import load
+    from .model import load
 
     if str(args.model).endswith(".onnx"):
         return _cmd_onnx_info(args)

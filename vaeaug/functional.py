@@ -1,7 +1,7 @@
-"""The perturbation math, in one place: latent moves and output forms, noise given explicitly.
+"""The perturbation math, once, for torch tensors and numpy arrays alike (torch-free module).
 
-All functions work on a batch in model space (float32 in ``[0, 1]``) and take the noise as
-input, so the same code runs in the torch backend and is traced into ONNX. Modes:
+Both backends run these functions: the torch backend on tensors, the ONNX backend on numpy arrays
+around its encoder and sampler graphs, and the export traces them into the augmenter graph. Modes:
 
 * ``posterior``:   ``z = mu + s * sigma * eps`` (``s = 1`` samples ``q(z|x)``)
 * ``isotropic``:   ``z = mu + s * eps``
@@ -11,61 +11,76 @@ input, so the same code runs in the torch backend and is traced into ONNX. Modes
 * ``reconstruct``: ``z = mu``
 
 Output forms: ``decode`` returns ``D(z)``; ``delta`` returns ``clip(x + D(z) - D(mu), 0, 1)``,
-which keeps the original's detail and adds only the change the latent move makes (both
-decoder passes run as one batched call up to 256 rows, as two calls above that). ``prior``
+which keeps the original's detail and adds only the change the latent move makes. ``prior``
 has no source sample and is always ``decode``.
+
+One batching rule for both backends (:data:`ONE_CALL_ROWS`): two inputs of ``n`` rows that go
+through the same network (``D(z')`` and ``D(mu)``; sources and partners in the encoder) run as one
+call of ``2n`` rows up to 256 rows, as two calls above that (measured: a 512-row decoder call runs
+at half the per-row speed of a 256-row one on CPU, its activations leave the cache).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-import torch
+import numpy as np
 
-from .model import VAE
 from .settings import FORMS, MODES, Form, Mode, check_mode
 
-__all__ = ["MODES", "FORMS", "Mode", "Form", "check_mode", "latent_move", "gaussian_move", "delta_output", "perturb"]
+__all__ = ["MODES", "FORMS", "Mode", "Form", "check_mode", "latent_move", "gaussian_move", "delta_output",
+           "perturb", "ONE_CALL_ROWS"]
 
-_ONE_CALL_ROWS = 256
+ONE_CALL_ROWS = 256
+
+
+def _exp(a: Any) -> Any:
+    return np.exp(a) if isinstance(a, np.ndarray) else a.exp()
+
+
+def _cat(parts: list[Any]) -> Any:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return sys.modules["torch"].cat(parts)  # a tensor is here, so torch is loaded
+
+
+def _col(v: Any) -> Any:
+    """A per-sample ``(N,)`` array as a column ``(N, 1)``; numbers and 0-d arrays as they are."""
+    return v if isinstance(v, (int, float)) or v.ndim == 0 else v.reshape(-1, 1)
 
 
 def latent_move(
     mode: str,
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    eps: torch.Tensor,
-    strength: torch.Tensor | float,
-    t: torch.Tensor | None = None,
-    mu_b: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The perturbed latent code ``z'`` for ``mode``.
+    mu: Any,
+    logvar: Any,
+    eps: Any,
+    strength: Any,
+    t: Any = None,
+    mu_b: Any = None,
+) -> Any:
+    """The perturbed latent code ``z'`` for ``mode`` (torch tensors or numpy arrays).
 
     Args:
         mode: one of :data:`MODES`.
         mu: posterior means ``(N, L)``.
         logvar: posterior log-variances ``(N, L)``.
         eps: standard normal noise ``(N, L)``.
-        strength: ``s``, a float or a tensor broadcastable to ``(N, 1)``.
+        strength: ``s``, a number or per-sample ``(N,)`` values.
         t: uniforms ``(N,)`` in ``[0, 1)`` for ``interpolate``.
         mu_b: partners' posterior means ``(N, L)`` for ``interpolate``.
 
     Returns:
-        ``(N, L)`` latent codes.
+        ``(N, L)`` latent codes, of the type of ``mu``.
 
     Example:
-        >>> mu = torch.zeros(2, 3)
-        >>> latent_move("isotropic", mu, mu, torch.ones(2, 3), 0.5)[0].tolist()
+        >>> mu = np.zeros((2, 3), np.float32)
+        >>> latent_move("isotropic", mu, mu, np.ones((2, 3), np.float32), 0.5)[0].tolist()
         [0.5, 0.5, 0.5]
     """
-    s: torch.Tensor | float
-    if isinstance(strength, torch.Tensor):
-        s = strength.to(mu.device, mu.dtype)
-        s = s.reshape(-1, 1) if s.dim() else s
-    else:
-        s = float(strength)
+    s = _col(strength)
     if mode == "posterior":
-        return mu + s * torch.exp(0.5 * logvar) * eps
+        return mu + s * _exp(0.5 * logvar) * eps
     if mode == "isotropic":
         return mu + s * eps
     if mode == "reconstruct":
@@ -75,18 +90,12 @@ def latent_move(
     if mode == "interpolate":
         if t is None or mu_b is None:
             raise ValueError("interpolate needs the uniforms t and the partners' means mu_b")
-        w = (0.5 * s * t.to(mu.device, mu.dtype).reshape(-1, 1))
+        w = 0.5 * s * t.reshape(-1, 1)
         return (1.0 - w) * mu + w * mu_b
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
 
 
-def gaussian_move(
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    eps: torch.Tensor,
-    strength: torch.Tensor,
-    sigma_weight: torch.Tensor,
-) -> torch.Tensor:
+def gaussian_move(mu: Any, logvar: Any, eps: Any, strength: Any, sigma_weight: Any) -> Any:
     """``z = mu + s * (w * sigma + (1 - w)) * eps``: ``posterior`` at ``w = 1``, ``isotropic`` at ``w = 0``.
 
     The per-sample form of the two Gaussian moves, as traced into the ONNX augmenter graph (one
@@ -104,41 +113,52 @@ def gaussian_move(
         ``(N, L)`` latent codes.
 
     Example:
-        >>> mu, lv, e = torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2)
-        >>> gaussian_move(mu, lv, e, torch.tensor([2.0]), torch.tensor([0.0])).tolist()
+        >>> mu, lv, e = np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2))
+        >>> gaussian_move(mu, lv, e, np.array([2.0]), np.array([0.0])).tolist()
         [[2.0, 2.0]]
     """
     w = sigma_weight.reshape(-1, 1)
-    return mu + strength.reshape(-1, 1) * (w * torch.exp(0.5 * logvar) + (1.0 - w)) * eps
+    return mu + strength.reshape(-1, 1) * (w * _exp(0.5 * logvar) + (1.0 - w)) * eps
 
 
-def delta_output(x: torch.Tensor, d_z: torch.Tensor, d_mu: torch.Tensor) -> torch.Tensor:
+def delta_output(x: Any, d_z: Any, d_mu: Any) -> Any:
     """The ``delta`` form: ``clip(x + D(z') - D(mu), 0, 1)``; a zero move returns ``x`` exactly.
 
     Example:
-        >>> x = torch.tensor([0.2, 0.9])
-        >>> delta_output(x, torch.tensor([0.5, 0.7]), torch.tensor([0.4, 0.5])).tolist()
-        [0.30000001192092896, 1.0]
+        >>> delta_output(np.array([0.2, 0.9]), np.array([0.5, 0.7]), np.array([0.4, 0.5])).tolist()
+        [0.30000000000000004, 1.0]
     """
-    return (x + (d_z - d_mu)).clamp(0.0, 1.0)
+    return (x + (d_z - d_mu)).clip(0.0, 1.0)
+
+
+def _paired(f: Any, a: Any, b: Any, y: Any) -> tuple[Any, Any]:
+    """``f(a, y)`` and ``f(b, y)`` under :data:`ONE_CALL_ROWS`; outputs may be tuples (the encoder)."""
+    n = a.shape[0]
+    if 2 * n > ONE_CALL_ROWS:
+        return f(a, y), f(b, y)
+    both = f(_cat([a, b]), y if y is None or isinstance(y, int) else _cat([y, y]))
+    if isinstance(both, tuple):
+        return tuple(v[:n] for v in both), tuple(v[n:] for v in both)
+    return both[:n], both[n:]
 
 
 def perturb(
-    vae: VAE,
-    x: torch.Tensor,
+    model: Any,
+    x: Any,
     y: Any = None,
     *,
     mode: str,
-    strength: torch.Tensor | float,
-    eps: torch.Tensor,
+    strength: Any,
+    eps: Any,
     form: str = "decode",
-    t: torch.Tensor | None = None,
-    x_b: torch.Tensor | None = None,
-) -> torch.Tensor:
+    t: Any = None,
+    x_b: Any = None,
+) -> Any:
     """Variants of a batch ``x`` (model space) under ``mode`` and ``form``, noise given.
 
     Args:
-        vae: the model.
+        model: anything with ``encode(x, y) -> (mu, logvar)`` and ``decode(z, y) -> x``: a
+            :class:`~vaeaug.model.VAE` on tensors, or the ONNX generator on numpy arrays.
         x: ``(N, *input_shape)`` sources in ``[0, 1]``.
         y: labels ``(N,)`` for conditional models (the variants keep them).
         mode: one of :data:`MODES`.
@@ -152,6 +172,7 @@ def perturb(
         ``(N, *input_shape)`` variants in ``[0, 1]``.
 
     Example:
+        >>> import torch
         >>> from vaeaug import VAE, VAEConfig
         >>> vae = VAE(VAEConfig(input_shape=(1, 8, 8))).eval()
         >>> x = torch.rand(2, 1, 8, 8)
@@ -159,23 +180,15 @@ def perturb(
         torch.Size([2, 1, 8, 8])
     """
     if mode == "prior":
-        return vae.decode(eps, y)
-    mu, logvar = vae.encode(x, y)
-    mu_b = vae.encode(x_b, y)[0] if mode == "interpolate" and x_b is not None else None
+        return model.decode(eps, y)
+    if mode == "interpolate" and x_b is not None:
+        (mu, logvar), (mu_b, _) = _paired(model.encode, x, x_b, y)
+    else:
+        (mu, logvar), mu_b = model.encode(x, y), None
     z = latent_move(mode, mu, logvar, eps, strength, t, mu_b)
     if form == "decode":
-        return vae.decode(z, y)
+        return model.decode(z, y)
     if form != "delta":
         raise ValueError(f"form must be one of {FORMS}; got {form!r}")
-    n = x.shape[0]
-    yy = None
-    if y is not None:
-        yt = torch.as_tensor(y).reshape(-1)
-        yt = yt.expand(n) if yt.numel() == 1 else yt
-        yy = torch.cat([yt, yt])
-    if 2 * n <= _ONE_CALL_ROWS:  # small batches: one decoder call for D(z') and D(mu)
-        both = vae.decode(torch.cat([z, mu]), yy)
-        d_z, d_mu = both[:n], both[n:]
-    else:  # large ones: two calls stay in cache (measured: 2x faster at 256 + 256 rows on CPU)
-        d_z, d_mu = vae.decode(z, None if yy is None else yy[:n]), vae.decode(mu, None if yy is None else yy[n:])
+    d_z, d_mu = _paired(model.decode, z, mu, y)
     return delta_output(x, d_z, d_mu)

@@ -17,20 +17,22 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load as st_load
 
 from ._version import __version__
-from .data import ValueRange
-from .model import VAE, VAEConfig
+from .config import VAEConfig, ValueRange
+from .settings import AugmentSetting
 
-__all__ = ["save", "load", "read_metadata", "model_bytes", "write_atomic", "FORMAT", "FORMAT_VERSION"]
+if TYPE_CHECKING:
+    from .model import VAE
+
+__all__ = ["save", "read_model", "read_metadata", "model_bytes", "write_atomic", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "vaeaug-model"
 FORMAT_VERSION = 1
-_MAX_HEADER = 64 * 1024 * 1024
 
 
 def save(model: VAE, path: str | os.PathLike[str]) -> Path:
@@ -48,8 +50,8 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
         >>> from vaeaug import VAE, VAEConfig
         >>> p = os.path.join(tempfile.mkdtemp(), "m.vae")
         >>> _ = save(VAE(VAEConfig(input_shape=(1, 8, 8))), p)
-        >>> load(p).config.input_shape
-        (1, 8, 8)
+        >>> os.path.getsize(p) > 0
+        True
     """
     return write_atomic(path, model_bytes(model))
 
@@ -157,6 +159,9 @@ def _content_sha256(meta: dict[str, Any], entries: dict[str, Any], data: bytes) 
     h = hashlib.sha256(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
     h.update(data)
     return h.hexdigest()
+
+
+_MAX_HEADER = 64 * 1024 * 1024
 
 
 def _diagnose(blob: bytes, n: int, where: str) -> str:
@@ -273,27 +278,21 @@ def _decode_meta(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         out["config"] = VAEConfig.from_dict(out["config"])
         out["value_range"] = ValueRange.from_dict(out["value_range"])
         if out["augment"] is not None:
-            from .functional import check_mode
-            from .settings import AugmentSetting
-
-            s = AugmentSetting.from_dict(out["augment"])
-            check_mode(s.mode, s.form, s.strength, conditional=out["config"].num_classes is not None)
-            if not 0.0 <= s.p <= 1.0:
-                raise ValueError(f"augment p must be in [0, 1]; got {s.p}")
+            AugmentSetting.from_dict(out["augment"]).check_for(conditional=out["config"].num_classes is not None)
     except ValueError as e:
         raise ValueError(f"{str(path)!r} has an invalid model description: {e}") from None
     return out
 
 
-def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VAE:
-    """Load a model written by :func:`save`; never unpickles.
+def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the validated description of a model file (:func:`vaeaug.load` builds the VAE).
 
     Args:
         path: the model file.
-        device: where to put the weights.
 
     Returns:
-        The VAE in eval mode, with ``value_range``, ``class_names`` and ``history`` restored.
+        ``(tensors, info)``: the weights by name, and ``config``, ``value_range``, ``class_names``,
+        ``history``, ``augment``, ``tuning``.
     """
     p = Path(path)
     blob, header, meta = _parse(p)
@@ -302,26 +301,4 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VA
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error type for malformed files
         raise ValueError(f"{str(p)!r} has malformed tensor data: {e}") from None
-    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
-        skeleton = VAE(info["config"], info["value_range"], info["class_names"])
-    want = skeleton.state_dict()
-    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
-    if missing or unexpected:
-        raise ValueError(
-            f"{str(p)!r} does not match its config: missing tensors {missing}, unexpected {unexpected}"
-        )
-    for k, v in want.items():
-        t = tensors[k]
-        if t.shape != v.shape or t.dtype != v.dtype:
-            raise ValueError(
-                f"{str(p)!r} does not match its config: tensor {k!r} is {tuple(t.shape)} {t.dtype}, "
-                f"expected {tuple(v.shape)} {v.dtype}"
-            )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{str(p)!r} holds non-finite values in tensor {k!r}")
-    model = VAE(info["config"], info["value_range"], info["class_names"])
-    model.load_state_dict(tensors, strict=True)
-    model.history = info["history"]
-    model.augment = info["augment"]
-    model.tuning = info["tuning"]
-    return model.to(device).eval()
+    return tensors, info

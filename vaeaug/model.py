@@ -10,6 +10,7 @@ as ``(N, D)``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Likelihood, VAEConfig, ValueRange, check_int, conv_sizes, default_widths
+from .io import read_model, save
 
-__all__ = ["VAEConfig", "VAE", "VAEOutput", "Likelihood", "ValueRange", "default_widths", "conv_sizes"]
+__all__ = ["load", "VAEConfig", "VAE", "VAEOutput", "Likelihood", "ValueRange", "default_widths", "conv_sizes"]
 
 def _randn(shape: Any, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Standard normals drawn on the generator's device (a CPU generator works for a CUDA model)."""
@@ -301,8 +303,6 @@ class VAE(nn.Module):
 
     def save(self, path: Any) -> None:
         """Write the model to one safetensors file; see :func:`vaeaug.save`."""
-        from .io import save
-
         save(self, path)
 
     def extra_repr(self) -> str:
@@ -310,3 +310,46 @@ class VAE(nn.Module):
         cond = f", num_classes={cfg.num_classes}" if cfg.num_classes else ""
         return (f"input_shape={cfg.input_shape}, latent_dim={cfg.latent_dim}, widths={cfg.widths}{cond}, "
                 f"likelihood={cfg.likelihood!r}")
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VAE:
+    """Load a model written by :func:`vaeaug.save`; never unpickles (the file format: :mod:`vaeaug.io`).
+
+    Args:
+        path: the model file.
+        device: where to put the weights.
+
+    Returns:
+        The VAE in eval mode, with ``value_range``, ``class_names`` and ``history`` restored.
+
+    Example:
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.vae")
+        >>> VAE(VAEConfig(input_shape=(1, 8, 8))).save(p)
+        >>> load(p).config.input_shape
+        (1, 8, 8)
+    """
+    tensors, info = read_model(path)
+    p = str(path)
+    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+        skeleton = VAE(info["config"], info["value_range"], info["class_names"])
+    want = skeleton.state_dict()
+    missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    if missing or unexpected:
+        raise ValueError(
+            f"{p!r} does not match its config: missing tensors {missing}, unexpected {unexpected}"
+        )
+    for k, v in want.items():
+        t = tensors[k]
+        if t.shape != v.shape or t.dtype != v.dtype:
+            raise ValueError(
+                f"{p!r} does not match its config: tensor {k!r} is {tuple(t.shape)} {t.dtype}, "
+                f"expected {tuple(v.shape)} {v.dtype}"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{p!r} holds non-finite values in tensor {k!r}")
+    model = VAE(info["config"], info["value_range"], info["class_names"])
+    model.load_state_dict(tensors, strict=True)
+    model.history = info["history"]
+    model.augment = info["augment"]
+    model.tuning = info["tuning"]
+    return model.to(device).eval()

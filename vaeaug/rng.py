@@ -8,11 +8,12 @@ normals come from Box-Muller on 53-bit uniforms, computed in float64 and rounded
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Stream", "derive_keys", "uniform", "normal", "randint_key"]
+__all__ = ["Stream", "derive_keys", "uniform", "normal", "randint_key", "Noise"]
 
 _U64 = np.uint64
 _GAMMA = _U64(0x9E3779B97F4A7C15)
@@ -77,6 +78,8 @@ def derive_keys(seed: int | np.ndarray, *parts: int | np.ndarray) -> np.ndarray:
         >>> k.shape, bool(k[0] != k[1])
         ((3,), True)
     """
+    if len(parts) == 1 and type(seed) is int and type(parts[0]) is int and 0 <= seed <= _M64 and 0 <= parts[0] <= _M64:
+        return np.array([_mix_int(_mix_int(seed) ^ _mix_int(parts[0]))], dtype=np.uint64)  # (key, i): per sample
     if isinstance(seed, int) and 0 <= seed <= _M64:
         hi = _mix_int(seed)
         rest = list(parts)
@@ -93,13 +96,14 @@ def derive_keys(seed: int | np.ndarray, *parts: int | np.ndarray) -> np.ndarray:
 
 
 _STREAM = {s: _mix(np.array([int(s)], dtype=np.uint64)) for s in Stream}
+_STREAM_INT = {s: int(v[0]) for s, v in _STREAM.items()}
 _COUNTERS = [np.arange(n, dtype=np.uint64)[None, :] for n in range(65)]
 
 
 def _bits(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
     keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
-    if len(keys) == 1:
-        k = np.array([_mix_int(int(keys[0]) ^ int(_STREAM[stream][0]))], dtype=np.uint64)
+    if len(keys) == 1:  # one key: its stream key mixed as a Python int, without numpy's per-call overhead
+        k = np.array([_mix_int(int(keys[0]) ^ _STREAM_INT[stream])], dtype=np.uint64)
     else:
         k = _mix(keys ^ _STREAM[stream])
     counter = _COUNTERS[n] if n < len(_COUNTERS) else np.arange(n, dtype=np.uint64)[None, :]
@@ -108,6 +112,9 @@ def _bits(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
 
 def uniform(keys: np.ndarray, stream: Stream, n: int = 1) -> np.ndarray:
     """``(len(keys), n)`` float64 uniforms in ``(0, 1)``, one row per key."""
+    if n == 1 and len(keys) == 1:  # the coin of one sample: exact in Python floats, no array arithmetic
+        k = _mix_int(int(keys[0]) ^ _STREAM_INT[stream])
+        return np.array([[((_mix_int(k) >> 11) + 0.5) * 2.0**-53]])
     return ((_bits(keys, stream, n) >> _U64(11)).astype(np.float64) + 0.5) * 2.0**-53
 
 
@@ -117,10 +124,54 @@ def normal(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
     u = uniform(keys, stream, 2 * m)
     r = np.sqrt(-2.0 * np.log(u[:, :m]))
     theta = 2.0 * np.pi * u[:, m:]
-    z = np.concatenate([r * np.cos(theta), r * np.sin(theta)], axis=1)[:, :n]
-    return z.astype(np.float32)
+    z = np.empty_like(u)
+    np.multiply(r, np.cos(theta), out=z[:, :m])
+    np.multiply(r, np.sin(theta), out=z[:, m:])
+    return z[:, :n].astype(np.float32)
 
 
 def randint_key(rng: np.random.Generator) -> int:
     """A fresh 63-bit key from a numpy generator."""
     return int(rng.integers(0, _MASK63, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The random inputs of one batch of variants.
+
+    Attributes:
+        eps: ``(N, latent_dim)`` float32 standard normals.
+        t: ``(N,)`` float32 uniforms in ``(0, 1)`` (interpolation weights before scaling).
+    """
+
+    eps: np.ndarray
+    t: np.ndarray
+
+    @classmethod
+    def from_keys(cls, keys: np.ndarray, latent_dim: int, *, with_t: bool = True) -> Noise:
+        """Noise for per-sample ``keys`` (see :func:`derive_keys`).
+
+        ``with_t=False`` skips the interpolation uniforms (zeros instead), for modes without them.
+
+        Example:
+            >>> Noise.from_keys(derive_keys(0, np.arange(4)), 16).eps.shape
+            (4, 16)
+        """
+        if with_t:  # 23 random bits: exactly representable in float32 and strictly inside (0, 1)
+            t = ((np.floor(uniform(keys, Stream.T, 1)[:, 0] * 2.0**23) + 0.5) * 2.0**-23).astype(np.float32)
+        else:
+            t = np.zeros(len(keys), np.float32)
+        return cls(normal(keys, Stream.EPS, latent_dim), t)
+
+    @classmethod
+    def from_seed(cls, seed: int, n: int, latent_dim: int, *, with_t: bool = True) -> Noise:
+        """Noise for ``n`` samples keyed ``derive_keys(seed, i)``, ``i = 0..n-1``.
+
+        Example:
+            >>> Noise.from_seed(0, 3, 8).eps.shape
+            (3, 8)
+        """
+        return cls.from_keys(derive_keys(seed, np.arange(n)), latent_dim, with_t=with_t)
+
+    def __len__(self) -> int:
+        return int(self.eps.shape[0])

@@ -9,6 +9,7 @@ stored in the model by :func:`vaeaug.tune` (``model.augment``), then :data:`DEFA
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,19 +21,56 @@ MODES: tuple[str, ...] = ("posterior", "isotropic", "interpolate", "prior", "rec
 FORMS: tuple[str, ...] = ("decode", "delta")
 
 
+def _check(name: str, v: Any, low: float, high: float) -> float:
+    what = "a probability in [0, 1]" if name == "p" else "a finite number >= 0"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and low <= v <= high):
+        raise ValueError(f"{name} must be {what}; got {v!r}")
+    return float(v)
+
+
 @dataclass(frozen=True)
 class AugmentSetting:
     """How variants are made: ``mode``, ``strength`` and ``form`` of the move, share ``p`` replaced.
 
+    Validated when built (every consumer, stored tuned settings and the CLI go through here):
+    known mode and form, a finite ``strength >= 0`` (``<= 2`` for ``interpolate``), ``p`` in
+    ``[0, 1]``; :meth:`check_for` adds what depends on the model.
+
     Example:
         >>> AugmentSetting().label()
         'delta isotropic s=1 p=0.5'
+        >>> AugmentSetting(strength=float("inf"))
+        Traceback (most recent call last):
+        ...
+        ValueError: strength must be a finite number >= 0; got inf
     """
 
     mode: str = "isotropic"
     strength: float = 1.0
     form: str = "delta"
     p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}; got {self.form!r}")
+        strength, p = _check("strength", self.strength, 0.0, math.inf), _check("p", self.p, 0.0, 1.0)
+        if self.mode == "interpolate" and strength > 2:
+            raise ValueError(f"interpolate needs strength in [0, 2] (t = strength * u / 2 <= 1); got {strength}")
+        if self.mode == "prior" and self.form == "delta":
+            raise ValueError("mode 'prior' has no source sample, so form 'delta' does not apply; use form='decode'")
+        object.__setattr__(self, "strength", strength)
+        object.__setattr__(self, "p", p)
+
+    def check_for(self, *, conditional: bool) -> AugmentSetting:
+        """``self`` if it works with a model (conditional or not); ``ValueError`` otherwise."""
+        if self.mode == "prior" and not conditional:
+            raise ValueError(
+                "mode 'prior' makes a new sample of the source's class and needs a class-conditional "
+                "model (fit with conditional=True); use 'posterior' or 'isotropic' with this model"
+            )
+        return self
 
     def label(self) -> str:
         """A short human-readable description."""
@@ -44,15 +82,10 @@ class AugmentSetting:
         keys = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or set(d) != keys:
             raise ValueError(f"an augmentation setting must be a dict with keys mode, strength, form, p; got {d!r}")
-        for k in ("strength", "p"):
-            if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
-                raise ValueError(f"augmentation setting {k} must be a number; got {d[k]!r}")
         for k in ("mode", "form"):
             if not isinstance(d[k], str):
                 raise ValueError(f"augmentation setting {k} must be a string; got {d[k]!r}")
-        if not 0.0 <= d["p"] <= 1.0:
-            raise ValueError(f"augmentation setting p must be in [0, 1]; got {d['p']!r}")
-        return cls(d["mode"], float(d["strength"]), d["form"], float(d["p"]))
+        return cls(d["mode"], d["strength"], d["form"], d["p"])
 
 
 # Measured default (QUALITY.md and BENCHMARKS.md): the delta form with an isotropic move of one
@@ -83,18 +116,4 @@ def check_mode(mode: str, form: str, strength: float, *, conditional: bool) -> N
     Example:
         >>> check_mode("posterior", "delta", 1.0, conditional=False)
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}; got {form!r}")
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
-        raise ValueError(f"strength must be a number >= 0; got {strength!r}")
-    if mode == "interpolate" and strength > 2:
-        raise ValueError(f"interpolate needs strength in [0, 2] (t = strength * u / 2 <= 1); got {strength}")
-    if mode == "prior" and not conditional:
-        raise ValueError(
-            "mode 'prior' makes a new sample of the source's class and needs a class-conditional "
-            "model (fit with conditional=True); use 'posterior' or 'isotropic' with this model"
-        )
-    if mode == "prior" and form == "delta":
-        raise ValueError("mode 'prior' has no source sample, so form 'delta' does not apply; use form='decode'")
+    AugmentSetting(mode, strength, form, 1.0).check_for(conditional=conditional)

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 from .config import ValueRange
+from .data.generated import GeneratedDataset
+from .data.readers import _item_to_array, _pil_to_array
 
 __all__ = ["StreamData", "open_stream", "StreamBatches"]
 
 
 def _as_chw(x: Any, index: int) -> np.ndarray:
     """One item's image as a ``(C, H, W)`` numpy array (PIL and HWC arrays transposed)."""
-    from .data import _item_to_array
-
     arr, hint = _item_to_array(x, index)
     if arr.ndim == 2:
         return arr[None]
@@ -42,8 +42,6 @@ def _as_chw(x: Any, index: int) -> np.ndarray:
 def _load_image(file: str) -> np.ndarray:
     """An image file as the in-memory reader sees it (``L``, ``RGB`` or ``RGBA``; palettes expanded)."""
     from PIL import Image
-
-    from .data import _pil_to_array
 
     try:
         with Image.open(file) as img:
@@ -82,8 +80,6 @@ def open_stream(data: Any, value_range: tuple[float, float] | None = None) -> St
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if (path / "manifest.json").is_file():
-            from .generated import GeneratedDataset
-
             data = GeneratedDataset(path)
         elif path.is_dir():
             from torchvision.datasets import ImageFolder

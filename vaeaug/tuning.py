@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import training
+from .augment import Augmenter
+from .backends.torch_generator import TorchGenerator
+from .classifier import train_classifier
 from .data import as_tensor_data
-from .generator import TorchGenerator
 from .model import VAE
-from .protocol import train_classifier
 from .settings import AugmentSetting
 
 __all__ = ["DEFAULT_GRID", "tune"]
@@ -106,15 +108,13 @@ def tune(
     x_tr, y_tr, x_va, y_va = td.x[tr], td.y[tr], td.x[va], td.y[va]
     num_classes = int(td.y.max()) + 1
     if refit:
-        from .training import fit
-
         cfg = model.config
         epochs = refit_epochs or max(1, len(model.history))
-        judge = fit(x_tr, y_tr, epochs=epochs, latent_dim=cfg.latent_dim, conditional=cfg.num_classes is not None,
-                    widths=cfg.widths, likelihood=cfg.likelihood, gaussian_std=cfg.gaussian_std,
-                    learn_std=cfg.learn_std, beta=cfg.beta, kl_warmup=min(cfg.kl_warmup, epochs),
-                    patience=None, seed=seed, progress=False, device=model.device, precision="fp32",
-                    distributed=False)
+        judge = training.fit(x_tr, y_tr, epochs=epochs, latent_dim=cfg.latent_dim,
+                             conditional=cfg.num_classes is not None, widths=cfg.widths, likelihood=cfg.likelihood,
+                             gaussian_std=cfg.gaussian_std, learn_std=cfg.learn_std, beta=cfg.beta,
+                             kl_warmup=min(cfg.kl_warmup, epochs), patience=None, seed=seed, progress=False,
+                             device=model.device, precision="fp32", distributed=False)
     else:
         judge = model
     gen = TorchGenerator(judge)
@@ -128,7 +128,7 @@ def tune(
             bar.set_postfix_str(name)
             acc[name].append(train_classifier(x_tr, y_tr, x_va, y_va, num_classes=num_classes, steps=steps,
                                               batch_size=batch_size, seed=s, classic=False, flip=False,
-                                              gen=gen if setting else None, setting=setting))
+                                              aug=Augmenter(gen, setting) if setting else None))
             bar.update()
     bar.close()
     scores: list[dict[str, Any]] = []

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .backends.torch_generator import TorchGenerator
 from .data import TensorData, as_tensor_data
-from .generator import Noise, TorchGenerator
 from .model import VAE
-from .rng import derive_keys
+from .rng import Noise, derive_keys
 from .settings import resolve_setting
 
 __all__ = ["preview", "curves"]

@@ -1,0 +1,283 @@
+"""``VAEAugmentedDataset``: the real samples followed by VAE variants of them.
+
+Index layout for ``N`` real samples and ``k`` variants per sample: ``0..N-1`` are the real
+samples, unchanged; ``N + i * k + j`` is variant ``j`` of real sample ``i`` (with ``i``'s
+label); with ``balance_classes=True`` the indices after that are ``prior`` samples of the smaller
+classes. Each variant is a pure function of ``(seed, index)`` (and the epoch, with
+``resample_each_epoch=True``), so it is the same whatever the worker, order or batch size;
+``__getitems__`` makes a whole batch of variants in one model call.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augment import Augmenter, class_members, same_class_partners
+from .backends.base import Generator
+from .backends.factory import as_generator
+from .labels import as_labels
+from .rng import Stream, derive_keys, uniform
+from .settings import AugmentSetting, resolve_setting
+
+__all__ = ["VAEAugmentedDataset"]
+
+
+def _split_item(item: Any) -> tuple[Any, Any, bool]:
+    """``(x, y, has_label)`` of a base item ``x``, ``(x,)`` or ``(x, y, ...)``."""
+    if isinstance(item, (tuple, list)):
+        if len(item) == 0:
+            raise ValueError("dataset items must be x, (x,) or (x, y, ...); got an empty sequence")
+        if len(item) == 1:
+            return item[0], None, False  # e.g. TensorDataset(x)
+        return item[0], item[1], True
+    return item, None, False
+
+
+def _replace_x(item: Any, xv: Any) -> Any:
+    """``item`` with its image replaced, keeping the container type (x, tuple or list)."""
+    if isinstance(item, (tuple, list)):
+        return type(item)([xv, *item[1:]])
+    return xv
+
+
+class VAEAugmentedDataset(torch.utils.data.Dataset):
+    """Real samples plus ``variants_per_sample`` VAE variants of each.
+
+    Args:
+        base: a map-style dataset yielding ``x`` or ``(x, y)``; ``x`` a PIL image, a tensor
+            ``(C, H, W)`` or a numpy ``(H, W[, C])`` array of the model's size.
+        model_or_path: a fitted ``VAE``, a ``.vae`` path or a ``Generator``.
+        variants_per_sample: ``k``, variants per real sample.
+        mode: latent move (see :mod:`vaeaug.functional`); ``interpolate`` picks partners of the
+            same class from ``base``.
+        strength: size of the move.
+        form: ``"decode"`` or ``"delta"``. ``mode``, ``strength`` and ``form`` left as ``None``
+            come from the model's tuned setting, else from the library default.
+        seed: root of every variant's noise.
+        return_is_synthetic: append a bool to each item: ``False`` for real, ``True`` for made.
+        resample_each_epoch: variants also depend on the epoch set by :meth:`set_epoch`.
+        balance_classes: add ``prior`` samples of the smaller classes (conditional models) until
+            every class has as many samples as the largest.
+        device: where the model runs.
+
+    Example:
+        >>> import vaeaug, torch
+        >>> d = vaeaug.load_builtin("digits")
+        >>> base = torch.utils.data.TensorDataset(d.x[:10], d.y[:10])
+        >>> model = vaeaug.fit(d.x, d.y, epochs=1, progress=False)
+        >>> ds = VAEAugmentedDataset(base, model, variants_per_sample=2)
+        >>> len(ds), ds[12][0].shape
+        (30, torch.Size([1, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        model_or_path: Any,
+        variants_per_sample: int = 1,
+        mode: str | None = None,
+        strength: float | None = None,
+        form: str | None = None,
+        seed: int = 0,
+        return_is_synthetic: bool = False,
+        resample_each_epoch: bool = False,
+        balance_classes: bool = False,
+        device: Any = None,
+    ) -> None:
+        k = variants_per_sample
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"variants_per_sample must be an integer >= 0; got {k!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+        if not (hasattr(base, "__getitem__") and hasattr(base, "__len__")):
+            raise TypeError(
+                f"base must be a map-style dataset (with __len__ and __getitem__); got {type(base).__name__}"
+            )
+        self.base = base
+        self.n_real = len(base)
+        if self.n_real == 0:
+            raise ValueError("the base dataset is empty")
+        gen = as_generator(model_or_path, device=device)
+        if len(gen.config.input_shape) != 3:
+            raise ValueError("VAEAugmentedDataset works on images; this model was fit on vectors (N, D)")
+        if gen.augment is not None and gen.augment.get("p") == 0.0:
+            warnings.warn("vaeaug.tune found no setting that helps this model's data (stored p = 0); "
+                          "the dataset makes the variants you asked for all the same", stacklevel=2)
+        setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form, p=1.0)  # every variant made
+        self._core = Augmenter(gen, setting, invariant=True)
+        mode, strength, form = setting.mode, setting.strength, setting.form
+        if balance_classes and not gen.conditional:
+            raise ValueError("balance_classes=True adds prior samples of a class and needs a class-conditional model")
+        if balance_classes and isinstance(base[0], (tuple, list)) and len(base[0]) > 2:
+            raise ValueError(
+                f"balance_classes=True makes new (x, y) samples, but base items have {len(base[0])} fields; "
+                "wrap the base so it yields (x, y), or balance without the extra fields"
+            )
+        self.generator: Generator = gen
+        self._prior = Augmenter(gen, AugmentSetting("prior", 1.0, "decode", 1.0), invariant=True) if balance_classes \
+            else None
+        self.variants_per_sample = k
+        self.mode, self.strength, self.form, self.seed = mode, float(strength), form, seed
+        self.return_is_synthetic = return_is_synthetic
+        self.resample_each_epoch = resample_each_epoch
+        self.epoch = 0
+        # check the base now, not deep inside a worker
+        item0 = base[0]
+        x0, y0, has_label = _split_item(item0)
+        self._model_space([x0])  # its type, shape and values, now, not deep in a worker
+        self._x_like = x0
+        self._item_like = item0
+        self._label_type = type(y0) if has_label else None
+        self._label_like = y0
+        needs_labels = gen.conditional or mode == "interpolate" or balance_classes
+        if needs_labels and not has_label:
+            why = "the model is class-conditional" if gen.conditional else f"mode {mode!r} needs classes"
+            raise ValueError(f"base items must be (x, y) because {why}; base[0] is a {type(base[0]).__name__}")
+        self._labels: np.ndarray | None = self._all_labels() if needs_labels else None
+        if self._labels is not None and gen.conditional:
+            self._core.labels(self._labels, self.n_real)
+        self._members: dict[int, np.ndarray] = class_members(self._labels) if self._labels is not None else {}
+        self._extra = np.zeros(0, dtype=np.int64)
+        if balance_classes:
+            assert self._labels is not None
+            counts = {c: len(m) for c, m in self._members.items()}
+            kc = gen.config.num_classes or 0
+            largest = max(counts.values())
+            extra = [np.full((largest - counts.get(c, 0)) * (1 + k), c, dtype=np.int64) for c in range(kc)
+                     if c in counts]
+            self._extra = np.concatenate(extra) if extra else self._extra
+
+    def _all_labels(self) -> np.ndarray:
+        targets = getattr(self.base, "targets", None)
+        if targets is not None and len(targets) == self.n_real:
+            arr = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
+            if arr.ndim == 1 and arr.dtype.kind in "iu":
+                return arr.astype(np.int64)
+        labels = []
+        for i in range(self.n_real):
+            try:
+                labels.append(as_labels(_split_item(self.base[i])[1], 1)[0])
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"base sample {i}: {e}") from None
+        return np.array(labels, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that ``resample_each_epoch=True`` mixes into every variant's noise.
+
+        Call it before creating the epoch's DataLoader iterator (as with ``DistributedSampler``);
+        persistent workers keep the value they started with.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0; got {epoch!r}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_real * (1 + self.variants_per_sample) + len(self._extra)
+
+    @property
+    def class_counts(self) -> dict[int, int] | None:
+        """Samples per class over the whole dataset (real, variants and balancing), if labelled."""
+        if self._labels is None:
+            return None
+        k = self.variants_per_sample
+        counts = {c: len(m) * (1 + k) for c, m in self._members.items()}
+        for c in self._extra:
+            counts[int(c)] = counts.get(int(c), 0) + 1
+        return counts
+
+    def _wrap(self, item: Any, synthetic: bool) -> Any:
+        if not self.return_is_synthetic:
+            return item
+        if isinstance(item, list):
+            return [*item, synthetic]
+        return (*item, synthetic) if isinstance(item, tuple) else (item, synthetic)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """Items for ``indices``; all variants among them are made in one batched model call."""
+        n, k, total = self.n_real, self.variants_per_sample, len(self)
+        out: list[Any] = [None] * len(indices)
+        var_pos, var_idx, var_src, pri_pos, pri_idx = [], [], [], [], []
+        for pos, raw in enumerate(indices):
+            idx = operator.index(raw)
+            if idx < 0:
+                idx += total
+            if not 0 <= idx < total:
+                raise IndexError(f"index {raw} is out of range for a dataset of {total} samples")
+            if idx < n:
+                out[pos] = self._wrap(self.base[idx], False)
+            elif idx < n * (1 + k):
+                var_pos.append(pos)
+                var_idx.append(idx)
+                var_src.append((idx - n) // k)
+            else:
+                pri_pos.append(pos)
+                pri_idx.append(idx)
+        if var_pos:
+            self._make_variants(out, var_pos, np.array(var_idx, dtype=np.int64), var_src)
+        if pri_pos:
+            self._make_prior(out, pri_pos, np.array(pri_idx, dtype=np.int64))
+        return out
+
+    def _keys(self, idx: np.ndarray) -> np.ndarray:
+        return derive_keys(self.seed, self.epoch if self.resample_each_epoch else 0, idx)
+
+    def _model_space(self, xs: list[Any]) -> torch.Tensor:
+        """Base images (any type the core reads, each checked) as one model-space batch."""
+        rows = []
+        for x in xs:
+            codec = self._core.codec_for(x)
+            if codec.size(x) != 1:
+                raise ValueError(f"dataset items must hold one image; got a batch of shape {tuple(x.shape)}")
+            rows.append(torch.as_tensor(codec.to_model(x, None)))
+        return torch.cat(rows)
+
+    def _make_variants(self, out: list[Any], pos: list[int], idx: np.ndarray, src: list[int]) -> None:
+        items = {i: self.base[i] for i in dict.fromkeys(src)}
+        xs = {i: _split_item(item)[0] for i, item in items.items()}
+        labels = None if self._labels is None else self._labels[np.array(src)]
+
+        def partners(rows: np.ndarray, keys: np.ndarray) -> torch.Tensor:  # from the whole dataset, by key
+            assert self._labels is not None
+            u = uniform(keys, Stream.PARTNER)[:, 0]
+            picked = same_class_partners(np.array(src)[rows], self._labels, self._members, u)
+            return self._model_space([_split_item(self.base[int(b)])[0] for b in picked])
+
+        made = self._core(self._model_space([xs[i] for i in src]), labels, keys=self._keys(idx),
+                          codec=self._core.codec("model"), partners=partners)
+        for r, (p, i) in enumerate(zip(pos, src, strict=True)):
+            x = xs[i]
+            out[p] = self._wrap(_replace_x(items[i], self._core.codec_for(x).put_back(x, None, made[r:r + 1])), True)
+
+    def _make_prior(self, out: list[Any], pos: list[int], idx: np.ndarray) -> None:
+        gen = self.generator
+        classes = self._extra[idx - self.n_real * (1 + self.variants_per_sample)]
+        prior = self._prior
+        assert prior is not None
+        made = prior(torch.zeros((len(idx), *gen.config.input_shape)), classes, keys=self._keys(idx),
+                     codec=prior.codec("model"))
+        like = self._core.codec_for(self._x_like)
+        for r, p in enumerate(pos):
+            new = (like.put_back(self._x_like, None, made[r:r + 1]), self._make_label(int(classes[r])))
+            out[p] = self._wrap(list(new) if isinstance(self._item_like, list) else new, True)
+
+    def _make_label(self, c: int) -> Any:
+        like = self._label_like
+        if isinstance(like, torch.Tensor):
+            return torch.full_like(like, c)
+        if isinstance(like, np.integer):
+            return type(like)(c)
+        return c
+
+    def __repr__(self) -> str:
+        return (f"VAEAugmentedDataset(n_real={self.n_real}, variants_per_sample={self.variants_per_sample}, "
+                f"extra={len(self._extra)}, mode={self.mode!r}, strength={self.strength}, form={self.form!r}, "
+                f"seed={self.seed}, model={getattr(self.generator, 'source', None) or self.generator.describe()!r})")

@@ -1,0 +1,227 @@
+"""``export_onnx``: a fitted VAE as three ONNX graphs with its description in their metadata.
+
+The files and their inputs are described in :mod:`vaeaug.backends.onnx_generator`, which runs them. The
+graphs trace the same code the torch backend runs (the model's ``encode_onehot`` /
+``decode_logits_onehot`` and :func:`vaeaug.functional.gaussian_move` / ``delta_output``); noise is
+an input, never a random op inside a graph. With ``verify=True`` the exported files are run with
+onnxruntime against the torch backend on random inputs before they are moved into place, and the
+export fails (leaving no file behind) if any output differs by more than ``1e-4``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io as _io
+import json
+import os
+import tempfile
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..functional import delta_output, gaussian_move
+from ..io import model_bytes, write_atomic
+from ..model import VAE, load
+from ..rng import Noise, derive_keys
+from .onnx_generator import OnnxGenerator
+from .onnx_metadata import ONNX_FORMAT_VERSION, graph_sha256, onnx_paths
+from .torch_generator import TorchGenerator
+
+__all__ = ["export_onnx", "VERIFY_ATOL"]
+
+VERIFY_ATOL = 1e-4
+_EXAMPLE_BATCH = 3  # traced at 3 rows, so that no size is specialised as 1; the batch stays dynamic
+
+
+class _Graph(nn.Module):
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+        k = vae.config.num_classes or 0
+        self.register_buffer("eye", torch.eye(k), persistent=False)
+
+    def onehot(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        eye: torch.Tensor = self.eye  # type: ignore[assignment]
+        return None if y is None else eye[y]
+
+
+class _Augmenter(_Graph):
+    """``(x, eps, strength, sigma_weight[, y]) -> clip(x + D(z') - D(mu))``."""
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, strength: torch.Tensor, sigma_weight: torch.Tensor,
+                y: torch.Tensor | None = None) -> torch.Tensor:
+        oh = self.onehot(y)
+        mu, logvar = self.vae.encode_onehot(x, oh)
+        z = gaussian_move(mu, logvar, eps, strength, sigma_weight)
+        n = x.shape[0]
+        oh2 = None if oh is None else torch.cat([oh, oh])
+        both = torch.sigmoid(self.vae.decode_logits_onehot(torch.cat([z, mu]), oh2))  # D(z') and D(mu): one call
+        return delta_output(x, both[:n], both[n:])
+
+
+class _Encoder(_Graph):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.encode_onehot(x, self.onehot(y))
+
+
+class _Sampler(_Graph):
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.vae.decode_logits_onehot(z, self.onehot(y)))
+
+
+def _graph_spec(vae: VAE, graph: str) -> tuple[nn.Module, dict[str, torch.Tensor], list[str]]:
+    """The module, named example inputs and output names of one graph."""
+    n, cfg = _EXAMPLE_BATCH, vae.config
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((n, *cfg.input_shape), generator=g)
+    y = {"y": torch.arange(n) % cfg.num_classes} if cfg.num_classes else {}
+    if graph == "augmenter":
+        eps = torch.randn((n, cfg.latent_dim), generator=g)
+        return _Augmenter(vae), {"x": x, "eps": eps, "strength": torch.ones(n), "sigma_weight": torch.ones(n), **y}, \
+            ["variants"]
+    if graph == "encoder":
+        return _Encoder(vae), {"x": x, **y}, ["mu", "logvar"]
+    return _Sampler(vae), {"z": torch.randn((n, cfg.latent_dim), generator=g), **y}, ["x"]
+
+
+def _export_graph(vae: VAE, graph: str, meta: dict[str, str], opset: int | None) -> bytes:
+    """One graph as ONNX bytes, batch dimension dynamic, metadata set."""
+    import onnx
+
+    module, inputs, outputs = _graph_spec(vae, graph)
+    batch = torch.export.Dim("batch", min=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{graph}.onnx"
+        try:
+            with warnings.catch_warnings(), redirect_stdout(_io.StringIO()):
+                warnings.simplefilter("ignore")  # the exporter's notes on axis names and training mode
+                torch.onnx.export(
+                    module.eval(), (), str(path), kwargs=inputs, input_names=list(inputs), output_names=outputs,
+                    dynamic_shapes={k: {0: batch} for k in inputs}, opset_version=opset, dynamo=True,
+                    external_data=False, verbose=False,
+                )
+        except Exception as e:  # the exporter raises many types; say which graph and why
+            raise RuntimeError(
+                f"could not export the {graph} graph of {vae.extra_repr() or 'this model'} to ONNX: "
+                f"{type(e).__name__}: {str(e)[:2000]}"
+            ) from e
+        proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    proto.doc_string = f"vaeaug {__version__}: the {graph} graph of a VAE (see vaeaug.onnx_backend)"
+    sha = graph_sha256(proto.SerializeToString())  # the graph field: nodes and weights
+    for k, v in {**meta, "vaeaug.graph": graph, "vaeaug.graph_sha256": sha}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    blob = bytes(proto.SerializeToString())
+    if graph_sha256(blob) != sha:  # the metadata lives outside the graph field: this cannot move
+        raise RuntimeError(f"the {graph} graph serialized differently twice; cannot record its SHA-256")
+    return blob
+
+
+def _verify(vae: VAE, paths: dict[str, Path]) -> float:
+    """Max abs difference between onnxruntime and the torch backend over every exported path."""
+    onnx_gen = OnnxGenerator(paths["augmenter"])
+    torch_gen = TorchGenerator(vae)
+    cfg = vae.config
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for n in (1, 7):
+        x = rng.random((n, *cfg.input_shape), dtype=np.float32)
+        y = (np.arange(n) % cfg.num_classes).astype(np.int64) if cfg.num_classes else None
+        noise = Noise.from_keys(derive_keys(12345, n, np.arange(n)), cfg.latent_dim)
+        cases = [("isotropic", "delta"), ("posterior", "delta"), ("posterior", "decode"), ("interpolate", "delta")]
+        if cfg.num_classes:
+            cases.append(("prior", "decode"))
+        for mode, form in cases:
+            kw: dict[str, Any] = {"mode": mode, "strength": 1.0, "form": form, "noise": noise}
+            if mode == "interpolate":
+                kw["partner"] = x[::-1].copy()
+            a = onnx_gen.variants(x, y, **kw)
+            b = torch_gen.variants(x, y, **kw)
+            diff = float(np.max(np.abs(a - b)))
+            if not diff <= VERIFY_ATOL:  # also catches NaN
+                raise RuntimeError(
+                    f"ONNX export verification failed: mode {mode!r}, form {form!r}, batch {n}: onnxruntime and "
+                    f"torch differ by {diff:.3g} (allowed {VERIFY_ATOL:g}); nothing was written. Report this "
+                    "with the model's 'vaeaug info' output; export with verify=False to inspect the files"
+                )
+            worst = max(worst, diff)
+    return worst
+
+
+def export_onnx(
+    model_or_path: VAE | str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    verify: bool = True,
+) -> dict[str, Path]:
+    """Export a VAE to ONNX: ``out_path`` (the augmenter) and its encoder and sampler beside it.
+
+    Args:
+        model_or_path: a fitted ``VAE`` or the path of a ``.vae`` file.
+        out_path: the augmenter's path, ending in ``.onnx``; ``<stem>.encoder.onnx`` and
+            ``<stem>.sampler.onnx`` are written beside it. Existing files are replaced.
+        opset: ONNX opset version (default: the exporter's).
+        verify: run the files with onnxruntime against the torch backend (batch 1 and 7, every
+            mode the files serve) and raise ``RuntimeError`` if any output differs by more than
+            ``1e-4``; nothing is written then.
+
+    Returns:
+        ``{"augmenter": path, "encoder": path, "sampler": path}``.
+
+    Example:
+        >>> import os, tempfile, vaeaug
+        >>> out = os.path.join(tempfile.mkdtemp(), "m.onnx")
+        >>> sorted(p.name for p in export_onnx(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))), out).values())
+        ['m.encoder.onnx', 'm.onnx', 'm.sampler.onnx']
+    """
+    paths = onnx_paths(out_path)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        vae = load(model_or_path)
+    elif isinstance(model_or_path, VAE):
+        vae = model_or_path
+    else:
+        raise TypeError(f"model_or_path must be a vaeaug VAE or a .vae path; got {type(model_or_path).__name__}")
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise ValueError(f"opset must be None or a positive integer; got {opset!r}")
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs onnx and onnxscript: pip install 'vaeaug[onnx]' ({e})") from e
+    if isinstance(model_or_path, (str, os.PathLike)):  # the file's own bytes, whatever version wrote it
+        sha = hashlib.sha256(Path(model_or_path).read_bytes()).hexdigest()
+    else:
+        sha = hashlib.sha256(model_bytes(vae)).hexdigest()  # the bytes vae.save() would write
+    vae = copy.deepcopy(vae).to(device="cpu", dtype=torch.float32)
+    vae = vae.to(memory_format=torch.contiguous_format).eval()
+    meta = {
+        "vaeaug.format_version": str(ONNX_FORMAT_VERSION),
+        "vaeaug.version": __version__,
+        "vaeaug.model_sha256": sha,
+        "vaeaug.config": json.dumps(vae.config.to_dict(), sort_keys=True),
+        "vaeaug.value_range": json.dumps(vae.value_range.to_dict(), sort_keys=True),
+        "vaeaug.class_names": json.dumps(vae.class_names),
+        "vaeaug.augment": json.dumps(vae.augment, sort_keys=True),
+        "vaeaug.files": json.dumps({g: p.name for g, p in paths.items()}, sort_keys=True),
+    }
+    blobs = {g: _export_graph(vae, g, meta, opset) for g in paths}
+    out_dir = paths["augmenter"].parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if verify:
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".vaeaug-export-") as tmp:
+            staged = onnx_paths(Path(tmp) / paths["augmenter"].name)
+            for g, blob in blobs.items():
+                staged[g].write_bytes(blob)
+            _verify(vae, staged)
+    for g in ("encoder", "sampler", "augmenter"):  # the main file last: it is what users open
+        write_atomic(paths[g], blobs[g])
+    return paths

@@ -1,0 +1,43 @@
+"""``as_generator``: the one place that knows both backends and picks one for a model or a path."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .base import Generator
+
+__all__ = ["as_generator"]
+
+
+def as_generator(model_or_path: Any, device: Any = None) -> Generator:
+    """A :class:`~vaeaug.backends.base.Generator` for a model, a model file path, or a generator (as is).
+
+    Args:
+        model_or_path: a ``VAE``, a ``.vae`` path (torch backend), an ``.onnx`` export
+            (:class:`~vaeaug.backends.onnx_generator.OnnxGenerator`, numpy + onnxruntime, torch not
+            imported) or a ``Generator``.
+        device: device for the torch backend (an ONNX model runs on the CPU).
+
+    Returns:
+        The generator.
+
+    Example:
+        >>> import vaeaug
+        >>> as_generator(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8)))).describe()
+        'VAE(1x8x8, latent 16)'
+    """
+    if isinstance(model_or_path, Generator):
+        return model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)) and os.fspath(model_or_path).endswith(".onnx"):
+        from .onnx_generator import OnnxGenerator  # torch-free: not at module level beside the torch backend
+
+        if device is not None and str(device) != "cpu":
+            raise ValueError(
+                f"an ONNX model runs on the CPU through onnxruntime; got device={device!r} - pass a .vae "
+                "model for the torch backend on another device"
+            )
+        return OnnxGenerator(model_or_path)
+    from .torch_generator import TorchGenerator
+
+    return TorchGenerator(model_or_path, device=device)
