@@ -133,7 +133,6 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         self._model_space([x0])  # its type, shape and values, now, not deep in a worker
         self._x_like = x0
         self._item_like = item0
-        self._label_type = type(y0) if has_label else None
         self._label_like = y0
         needs_labels = gen.conditional or mode == "interpolate" or balance_classes
         if needs_labels and not has_label:

@@ -33,12 +33,15 @@ class Stream(IntEnum):
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic; ``z`` itself is not changed)."""
     with np.errstate(over="ignore"):
         z = z + _GAMMA
-        z = (z ^ (z >> _U64(30))) * _M1
-        z = (z ^ (z >> _U64(27))) * _M2
-    return z ^ (z >> _U64(31))
+        z ^= z >> _U64(30)
+        z *= _M1
+        z ^= z >> _U64(27)
+        z *= _M2
+        z ^= z >> _U64(31)
+    return z
 
 
 _M64 = (1 << 64) - 1
@@ -115,15 +118,20 @@ def uniform(keys: np.ndarray, stream: Stream, n: int = 1) -> np.ndarray:
     if n == 1 and len(keys) == 1:  # the coin of one sample: exact in Python floats, no array arithmetic
         k = _mix_int(int(keys[0]) ^ _STREAM_INT[stream])
         return np.array([[((_mix_int(k) >> 11) + 0.5) * 2.0**-53]])
-    return ((_bits(keys, stream, n) >> _U64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    u = (_bits(keys, stream, n) >> _U64(11)).astype(np.float64)
+    u += 0.5
+    u *= 2.0**-53
+    return u
 
 
 def normal(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
     """``(len(keys), n)`` float32 standard normals, one row per key (Box-Muller)."""
     m = (n + 1) // 2
     u = uniform(keys, stream, 2 * m)
-    r = np.sqrt(-2.0 * np.log(u[:, :m]))
-    theta = 2.0 * np.pi * u[:, m:]
+    r = np.log(u[:, :m])
+    r *= -2.0
+    np.sqrt(r, out=r)
+    theta = u[:, m:] * (2.0 * np.pi)
     z = np.empty_like(u)
     np.multiply(r, np.cos(theta), out=z[:, :m])
     np.multiply(r, np.sin(theta), out=z[:, m:])
@@ -162,16 +170,6 @@ class Noise:
         else:
             t = np.zeros(len(keys), np.float32)
         return cls(normal(keys, Stream.EPS, latent_dim), t)
-
-    @classmethod
-    def from_seed(cls, seed: int, n: int, latent_dim: int, *, with_t: bool = True) -> Noise:
-        """Noise for ``n`` samples keyed ``derive_keys(seed, i)``, ``i = 0..n-1``.
-
-        Example:
-            >>> Noise.from_seed(0, 3, 8).eps.shape
-            (3, 8)
-        """
-        return cls.from_keys(derive_keys(seed, np.arange(n)), latent_dim, with_t=with_t)
 
     def __len__(self) -> int:
         return int(self.eps.shape[0])

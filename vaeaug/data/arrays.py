@@ -1,10 +1,4 @@
-"""Input normalisation: every accepted data form becomes one :class:`TensorData` in model space.
-
-Model space is float32 in ``[0, 1]``: images ``(N, C, H, W)``, vectors ``(N, D)``. The
-original value range and dtype are kept in a :class:`ValueRange` so generated samples can be
-returned in the user's range. Nothing is silently clipped, resized or dropped: input that does
-not fit gets a ``ValueError`` saying what was expected, what came and how to fix it.
-"""
+"""Arrays and tensors in model space: :class:`TensorData`, layouts, value ranges, labels (``from_arrays``)."""
 
 from __future__ import annotations
 
