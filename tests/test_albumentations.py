@@ -420,7 +420,7 @@ def test_import_vaeaug_does_not_import_albumentations() -> None:
     # is installed, via albumentations.pytorch); its per-process entropy falls back to 0 in the
     # main process. Constructing one still needs torch for now (model metadata, check_mode).
     res = _python("import sys; sys.modules['torch'] = None\n"
-                  "import vaeaug.albumentations as m; print(m._process_entropy(), m._worker_component())")
+                  "import vaeaug.albumentations as m; print(m._process_entropy(), m.worker_component())")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "0 0"
 

@@ -251,6 +251,7 @@ def test_an_empty_batch_comes_back_as_it_is(backend: str, models: Any) -> None:
     alb = AlbAugment(src, p=1.0)
     assert alb.apply_to_images(stack, key=0) is stack
     assert alb.apply_to_images([], key=0) == []
+    assert alb(images=stack)["images"] is stack and alb(images=[])["images"] == []  # (A.Compose itself refuses it)
     assert as_generator(src).variants(np.zeros((0, 1, 8, 8), np.float32), seed=0).shape == (0, 1, 8, 8)
 
 
@@ -299,3 +300,24 @@ def test_a_bad_label_gets_the_same_error_everywhere(backend: str, label: Any, er
     for call in calls:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_numpy_and_pil_on_the_onnx_backend_never_touch_torch(models: Any, u8: np.ndarray, tmp_path: Path) -> None:
+    np.save(tmp_path / "img.npy", u8[0])
+    code = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+import numpy as np, PIL.Image
+from vaeaug import AugmentSetting, OnnxGenerator
+from vaeaug.augment import Augmenter
+img = np.load({str(tmp_path / "img.npy")!r})
+aug = Augmenter(OnnxGenerator({models["cond"]["onnx"]!r}), AugmentSetting(p=1.0))
+outs = [aug(img, 3, key=1), aug(img[..., None], 3, key=1), aug(PIL.Image.fromarray(img), 3, key=1),
+        aug(np.stack([img] * 4)[..., None], [1, 2, 3, 4], key=2), aug(img, 3, key=1)]
+assert outs[0].shape == (8, 8) and outs[1].shape == (8, 8, 1) and outs[2].size == (8, 8)
+assert np.array_equal(outs[0], outs[1][..., 0]) and np.array_equal(outs[0], np.asarray(outs[2]))
+assert np.array_equal(outs[0], outs[4]) and not np.array_equal(outs[0], img)
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

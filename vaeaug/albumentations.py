@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,7 @@ from .augment import Augmenter, sample_keys
 from .backends.base import Generator
 from .backends.factory import as_generator
 from .codecs import NumpyImages
-from .rng import Stream, derive_keys, uniform
+from .rng import Stream, derive_keys, uniform, worker_component, worker_seed
 from .settings import AugmentSetting, resolve_setting
 
 __all__ = ["VAEAugment"]
@@ -44,33 +45,6 @@ __all__ = ["VAEAugment"]
 _MAX_KEY = 2**63 - 1
 _MASK63 = np.uint64(_MAX_KEY)
 _LABEL_KEY = "label"
-_NO_TORCH = False
-
-
-def _torch() -> Any:
-    """The torch module, imported on first use; ``None`` where torch is not installed."""
-    global _NO_TORCH
-    if _NO_TORCH:
-        return None
-    try:
-        import torch
-    except ImportError:
-        _NO_TORCH = True
-        return None
-    return torch
-
-
-def _is_main_process() -> bool:
-    return multiprocessing.parent_process() is None
-
-
-def _dataloader_worker_seed() -> int | None:
-    """The DataLoader worker's seed (``torch.initial_seed()`` there), or ``None`` outside one."""
-    torch = _torch()
-    if torch is None:
-        return None
-    info = torch.utils.data.get_worker_info()
-    return None if info is None else int(info.seed) & _MAX_KEY
 
 
 def _process_entropy() -> int:
@@ -79,24 +53,16 @@ def _process_entropy() -> int:
     ``torch.initial_seed()`` in DataLoader workers (it differs per worker and per epoch) and in
     the main process (where it follows ``torch.manual_seed``); in other child processes, which
     inherit their parent's torch seed, the process id is mixed in; 0 in a main process without
-    torch.
+    torch loaded.
     """
-    torch = _torch()
-    worker = _dataloader_worker_seed()
+    worker = worker_seed()
     if worker is not None:
         return worker
+    torch = sys.modules.get("torch")
     base = 0 if torch is None else int(torch.initial_seed()) & _MAX_KEY
-    if _is_main_process():
+    if multiprocessing.parent_process() is None:
         return base
     return int(derive_keys(base, os.getpid())[0] & _MASK63)
-
-
-def _worker_component() -> int:
-    """The per-process part of a ``seed=int`` key: 0 in the main process (a fixed stream)."""
-    worker = _dataloader_worker_seed()
-    if worker is not None:
-        return worker + 1
-    return 0 if _is_main_process() else os.getpid() + 1
 
 
 def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | None, Any, Any]:
@@ -212,8 +178,8 @@ class VAEAugment(ImageOnlyTransform):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
         if device is not None:
-            torch = _torch()
-            if torch is not None and not isinstance(device, (str, torch.device)):
+            torch = sys.modules.get("torch")
+            if not isinstance(device, str) and not (torch is not None and isinstance(device, torch.device)):
                 raise ValueError(f"device must be None, a str or a torch.device; got {device!r}")
             device = str(device)
         super().__init__(p=1.0)  # the base class never skips; the core flips the coin per image
@@ -289,12 +255,14 @@ class VAEAugment(ImageOnlyTransform):
             draw = int(self.random_generator.integers(0, _MAX_KEY))
             key = derive_keys(draw, _process_entropy())
         else:
-            key = derive_keys(self.vae_seed, _worker_component(), self._calls)
+            key = derive_keys(self.vae_seed, worker_component(), self._calls)
             self._calls += 1
         return int(key[0] & _MASK63)
 
     def __call__(self, *args: Any, force_apply: bool = False, **kwargs: Any) -> Any:
         self._stack = "images" in kwargs and "image" not in kwargs  # a stack flips one coin per image
+        if self._stack and len(kwargs["images"]) == 0:
+            return kwargs  # an empty batch comes back as it is (albumentations' own shape checks index [0])
         return super().__call__(*args, force_apply=force_apply, **kwargs)
 
     def should_apply(self, force_apply: bool = False) -> bool:

@@ -22,6 +22,7 @@ from .augment import Augmenter, class_members, same_class_partners
 from .backends.base import Generator
 from .backends.factory import as_generator
 from .backends.onnx_generator import OnnxGenerator
+from .config import check_int
 from .data import as_tensor_data
 from .data.generated import _FORMATS, FORMAT, FORMAT_VERSION, META_DTYPE, _marker, _sha256_file, _shard_files
 from .io import model_bytes, write_atomic
@@ -200,12 +201,6 @@ def _data_identity(td: Any) -> dict[str, Any]:
             "value_range": td.value_range.to_dict(), "class_names": td.class_names, "sha256": h.hexdigest()}
 
 
-def _check_int(name: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}")
-    return v
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
@@ -270,11 +265,10 @@ def pregenerate(
         >>> r["manifest"]["counts"]["total"], len(vaeaug.GeneratedDataset(out))
         (4311, 4311)
     """
-    k = _check_int("variants_per_sample", variants_per_sample, 0)
-    _check_int("seed", seed, 0)
-    _check_int("shard_size", shard_size, 1)
-    _check_int("num_shards", num_shards, 1)
-    _check_int("workers", workers, 1)
+    for name, value, least in (("variants_per_sample", variants_per_sample, 0), ("seed", seed, 0),
+                               ("shard_size", shard_size, 1), ("num_shards", num_shards, 1), ("workers", workers, 1)):
+        check_int(name, value, least)
+    k = variants_per_sample
     if format not in _FORMATS:
         raise ValueError(f"format must be one of {_FORMATS}; got {format!r}")
     if shard_index is None:

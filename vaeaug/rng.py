@@ -8,12 +8,15 @@ normals come from Box-Muller on 53-bit uniforms, computed in float64 and rounded
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Stream", "derive_keys", "uniform", "normal", "randint_key", "Noise"]
+__all__ = ["Stream", "derive_keys", "uniform", "normal", "randint_key", "Noise", "worker_seed", "worker_component"]
 
 _U64 = np.uint64
 _GAMMA = _U64(0x9E3779B97F4A7C15)
@@ -136,6 +139,23 @@ def normal(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
     np.multiply(r, np.cos(theta), out=z[:, :m])
     np.multiply(r, np.sin(theta), out=z[:, m:])
     return z[:, :n].astype(np.float32)
+
+
+def worker_seed() -> int | None:
+    """The DataLoader worker's seed (``torch.initial_seed()`` there; it differs per worker and per epoch)
+    inside a worker, else ``None``. torch is not imported here: a worker has it loaded already."""
+    torch = sys.modules.get("torch")
+    info = None if torch is None else torch.utils.data.get_worker_info()
+    return None if info is None else int(info.seed) & _MASK63
+
+
+def worker_component() -> int:
+    """The per-process part of a fixed-seed stream: 0 in the main process, the worker seed + 1 in a
+    DataLoader worker, the process id + 1 in any other child process (which inherit their parent's seeds)."""
+    worker = worker_seed()
+    if worker is not None:
+        return worker + 1
+    return 0 if multiprocessing.parent_process() is None else os.getpid() + 1
 
 
 def randint_key(rng: np.random.Generator) -> int:

@@ -29,7 +29,7 @@ from .augment import Augmenter
 from .backends.base import Generator
 from .backends.factory import as_generator
 from .codecs import not_an_image
-from .rng import derive_keys
+from .rng import derive_keys, worker_component
 from .settings import resolve_setting
 
 __all__ = ["VAEAugment"]
@@ -92,11 +92,6 @@ def _image_leaves(flat: list[Any]) -> list[int]:
     return []
 
 
-def _worker_seed() -> int:
-    info = torch.utils.data.get_worker_info()
-    return 0 if info is None else int(info.seed) % _MAX_KEY + 1
-
-
 class VAEAugment(v2.Transform):
     """Replace an image by a VAE variant of it, with probability ``p``: a torchvision v2 transform.
 
@@ -120,7 +115,7 @@ class VAEAugment(v2.Transform):
             (``delta``, ``isotropic``, ``strength=1``, ``p=0.5``: the measured default).
         seed: ``None`` draws from torch's generator (follows ``torch.manual_seed`` and DataLoader
             worker seeding); an int gives a fixed stream in the main process, combined with the
-            worker seed inside DataLoader workers.
+            worker seed inside DataLoader workers (and the process id in other child processes).
         device: where the model runs (default: where it is; CPU for a path).
 
     Example:
@@ -169,7 +164,7 @@ class VAEAugment(v2.Transform):
         if self.seed is None:
             return int(torch.randint(0, _MAX_KEY, (1,)).item())
         self._calls += 1
-        return int(derive_keys(self.seed, _worker_seed(), self._calls - 1)[0] % np.uint64(_MAX_KEY))
+        return int(derive_keys(self.seed, worker_component(), self._calls - 1)[0] % np.uint64(_MAX_KEY))
 
     def forward(self, *inputs: Any) -> Any:
         sample = inputs if len(inputs) > 1 else inputs[0]

@@ -216,7 +216,8 @@ def _runner(sess: Any, ort: Any, providers: list[str]) -> Any:
     """``feeds -> outputs`` for a session. On the CPU provider it calls the session's C++ ``run`` directly:
     the Python wrapper's per-call input checks (done once here, by vaeaug) cost 14% of a batch-1 call of
     the default 28x28 augmenter (118 against 136 us, BENCHMARKS.md); elsewhere, the public ``run``."""
-    inner, names = getattr(sess, "_sess", None), [o.name for o in sess.get_outputs()]
+    inner: Any = getattr(sess, "_sess", None)
+    names = [o.name for o in sess.get_outputs()]
     if providers == ["CPUExecutionProvider"] and callable(getattr(inner, "run", None)):
         options = ort.RunOptions()
         return lambda feeds: inner.run(names, feeds, options)
