@@ -92,9 +92,9 @@ class Codec:
         """``(N, C, H, W)`` uint8 or float in the input range -> float32 in ``[0, 1]``."""
         if x.dtype == np.uint8:
             return np.divide(x, _F32_255, dtype=np.float32)
-        if not np.isfinite(x).all():
+        lo, hi = float(x.min()), float(x.max())  # NaN propagates into both
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError("the image holds NaN or Inf values; expected finite numbers")
-        lo, hi = float(x.min()), float(x.max())
         if lo < self.low or hi > self.high:
             raise ValueError(
                 f"float image values span [{lo:g}, {hi:g}] but this model reads floats in "
@@ -245,16 +245,14 @@ class TensorImages(Codec):
     def put_back(self, inpt: Any, rows: np.ndarray | None, out: Any) -> Any:
         torch = sys.modules["torch"]
         if _numpy_ok(inpt):
-            uint8 = inpt.dtype == torch.uint8
-            v = self._write(_numpy(out), np.uint8 if uint8 else np.float64)
+            mine = _cpu_numpy(inpt)
+            v = self._write(_numpy(out), mine.dtype)
             if rows is None:
-                result = torch.from_numpy(v.reshape(inpt.shape))
+                result = torch.from_numpy(v.reshape(mine.shape))
             else:
-                full = _cpu_numpy(inpt).copy()
-                full[rows] = v if uint8 else v.astype(full.dtype)
+                full = mine.copy()
+                full[rows] = v
                 result = torch.from_numpy(full)
-            if result.dtype != inpt.dtype:
-                result = result.to(inpt.dtype)
         else:
             base = inpt.detach().as_subclass(torch.Tensor)
             o = (torch.from_numpy(out) if isinstance(out, np.ndarray) else out).to(base.device)
