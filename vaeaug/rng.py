@@ -36,14 +36,14 @@ class Stream(IntEnum):
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic; ``z`` itself is not changed)."""
-    with np.errstate(over="ignore"):
-        z = z + _GAMMA
-        z ^= z >> _U64(30)
-        z *= _M1
-        z ^= z >> _U64(27)
-        z *= _M2
-        z ^= z >> _U64(31)
+    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic, which numpy does silently on
+    arrays; ``z`` itself is not changed)."""
+    z = z + _GAMMA
+    z ^= z >> _U64(30)
+    z *= _M1
+    z ^= z >> _U64(27)
+    z *= _M2
+    z ^= z >> _U64(31)
     return z
 
 
@@ -107,13 +107,11 @@ _COUNTERS = [np.arange(n, dtype=np.uint64)[None, :] for n in range(65)]
 
 
 def _bits(keys: np.ndarray, stream: Stream, n: int) -> np.ndarray:
-    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
-    if len(keys) == 1:  # one key: its stream key mixed as a Python int, without numpy's per-call overhead
-        k = np.array([_mix_int(int(keys[0]) ^ _STREAM_INT[stream])], dtype=np.uint64)
-    else:
-        k = _mix(keys ^ _STREAM[stream])
     counter = _COUNTERS[n] if n < len(_COUNTERS) else np.arange(n, dtype=np.uint64)[None, :]
-    return _mix(k[:, None] ^ counter)
+    if len(keys) == 1:  # one key: its stream key mixed as a Python int, without numpy's per-call overhead
+        return _mix(counter ^ _U64(_mix_int(int(keys[0]) ^ _STREAM_INT[stream])))
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+    return _mix(_mix(keys ^ _STREAM[stream])[:, None] ^ counter)
 
 
 def uniform(keys: np.ndarray, stream: Stream, n: int = 1) -> np.ndarray:

@@ -35,7 +35,6 @@ from .settings import resolve_setting
 __all__ = ["VAEAugment"]
 
 _MAX_KEY = 2**63 - 1
-_IMAGES = (torch.Tensor, np.ndarray, tv_tensors.Image, PIL.Image.Image)
 
 
 def _is_image(v: Any) -> bool:
