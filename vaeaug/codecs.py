@@ -59,7 +59,6 @@ class Codec:
         value_range: the model's recorded value range (decides how floats are read).
     """
 
-    name = "images"
 
     def __init__(self, shape: tuple[int, ...], value_range: ValueRange) -> None:
         self.shape = tuple(int(s) for s in shape)
@@ -149,7 +148,6 @@ class NumpyImages(Codec):
         (1, (1, 1, 8, 8))
     """
 
-    name = "numpy images"
 
     def __init__(self, shape: tuple[int, ...], value_range: ValueRange, *, stack: bool = False,
                  albumentations: bool = False) -> None:
@@ -209,7 +207,6 @@ class TensorImages(Codec):
         tensor(255, dtype=torch.uint8)
     """
 
-    name = "tensors"
 
     def size(self, inpt: Any) -> int:
         if inpt.dim() not in (2, 3, 4):
@@ -289,7 +286,6 @@ def _cpu_numpy(t: Any) -> np.ndarray:
 class PILImages(NumpyImages):
     """PIL images, one per call: modes L, RGB and RGBA (read as numpy ``(H, W[, C])`` uint8)."""
 
-    name = "PIL images"
 
     def size(self, inpt: Any) -> int:
         if inpt.mode not in ("L", "RGB", "RGBA"):
@@ -308,7 +304,6 @@ class PILImages(NumpyImages):
 class ModelSpace(Codec):
     """Batches already in model space: ``(N, C, H, W)`` float32 in ``[0, 1]``, numpy or torch."""
 
-    name = "model-space batches"
 
     def size(self, inpt: Any) -> int:
         if tuple(inpt.shape[1:]) != self.shape:

@@ -126,7 +126,7 @@ def delta_output(x: Any, d_z: Any, d_mu: Any) -> Any:
 
     Example:
         >>> delta_output(np.array([0.2, 0.9]), np.array([0.5, 0.7]), np.array([0.4, 0.5])).tolist()
-        [0.30000000000000004, 1.0]
+        [0.3, 1.0]
     """
     return (x + (d_z - d_mu)).clip(0.0, 1.0)
 
