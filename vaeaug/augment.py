@@ -111,7 +111,6 @@ class Augmenter:
         self._latent = generator.latent_dim
         self._with_t = setting.mode == "interpolate"
         shape, vr = tuple(generator.config.input_shape), generator.value_range
-        self.shape = shape
         self._codecs: dict[str, Codec] = {}
         self._by_type: dict[type, Codec] = {}
         if len(shape) == 3:

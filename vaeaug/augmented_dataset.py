@@ -250,7 +250,9 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
             picked = same_class_partners(np.array(src)[rows], self._labels, self._members, u)
             return self._model_space([_split_item(self.base[int(b)])[0] for b in picked])
 
-        made = self._core(self._model_space([xs[i] for i in src]), labels, keys=self._keys(idx),
+        row = {i: r for r, i in enumerate(items)}  # each source converted once, however many variants it has
+        sources = self._model_space(list(xs.values()))[torch.tensor([row[i] for i in src])]
+        made = self._core(sources, labels, keys=self._keys(idx),
                           codec=self._core.codec("model"), partners=partners)
         for r, (p, i) in enumerate(zip(pos, src, strict=True)):
             x = xs[i]

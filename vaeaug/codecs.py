@@ -60,6 +60,8 @@ class Codec:
     """
 
 
+    albumentations = False  # name albumentations' transforms in errors (NumpyImages can say so)
+
     def __init__(self, shape: tuple[int, ...], value_range: ValueRange) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.low, self.high = float_range(value_range)
@@ -79,13 +81,10 @@ class Codec:
 
     # --- shared numpy arithmetic (N, C, H, W) -------------------------------------------------
 
-    def _check_dtype(self, dtype: Any) -> bool:
-        """True for uint8; ``TypeError`` unless floating point."""
-        if dtype == np.uint8:
-            return True
-        if getattr(dtype, "kind", "") != "f":
+    def _check_dtype(self, dtype: Any) -> None:
+        """``TypeError`` unless uint8 or floating point."""
+        if dtype != np.uint8 and getattr(dtype, "kind", "") != "f":
             raise TypeError(f"expected uint8 or floating-point images; got {dtype}")
-        return False
 
     def _read(self, x: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` uint8 or float in the input range -> float32 in ``[0, 1]``."""
@@ -104,7 +103,7 @@ class Codec:
     def _range_hint(self, hi: float) -> str:
         if hi <= 1.0 or self.high != 1.0:
             return ""
-        return (" - convert uint8-range floats with A.ToFloat(max_value=255)" if getattr(self, "albumentations", False)
+        return (" - convert uint8-range floats with A.ToFloat(max_value=255)" if self.albumentations
                 else " - convert uint8-range floats with v2.ToDtype(torch.float32, scale=True)")
 
     def _write(self, v: np.ndarray, dtype: Any) -> np.ndarray:
@@ -186,9 +185,10 @@ class NumpyImages(Codec):
         return np.ascontiguousarray(self._read(x))
 
     def put_back(self, inpt: np.ndarray, rows: np.ndarray | None, out: Any) -> np.ndarray:
+        batched = self._batched(inpt)
         v = self._write(_numpy(out), inpt.dtype)
-        v = v[:, 0] if inpt.ndim == (3 if self._batched(inpt) else 2) else v.transpose(0, 2, 3, 1)
-        if not self._batched(inpt):
+        v = v[:, 0] if inpt.ndim == (3 if batched else 2) else v.transpose(0, 2, 3, 1)
+        if not batched:
             return np.ascontiguousarray(v[0])
         if rows is None:
             return np.ascontiguousarray(v)

@@ -169,8 +169,7 @@ class VAEAugment(v2.Transform):
         sample = inputs if len(inputs) > 1 else inputs[0]
         if _is_image(sample):
             return self._core(sample, None, key=self._key())
-        if type(sample) is tuple and len(sample) == 2 and _is_image(sample[0]) and _is_label(sample[1], False) \
-                and not (isinstance(sample[1], np.ndarray) and type(sample[0]) is np.ndarray):
+        if type(sample) is tuple and len(sample) == 2 and _is_image(sample[0]) and _is_label(sample[1], False):
             return self._core(sample[0], sample[1], key=self._key()), sample[1]
         return super().forward(*inputs)
 

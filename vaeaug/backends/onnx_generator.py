@@ -181,7 +181,8 @@ class OnnxGenerator(Generator):
         rows = ONE_CALL_ROWS // 2  # the graph decodes z' and mu of its rows in one call
         if x.shape[0] > rows:
             return np.concatenate([self._perturb(setting, x[lo:lo + rows], None if y is None else y[lo:lo + rows],
-                                                 eps[lo:lo + rows], t, None) for lo in range(0, x.shape[0], rows)])
+                                                 eps[lo:lo + rows], t[lo:lo + rows], None)
+                                   for lo in range(0, x.shape[0], rows)])
         s, w = self._move_inputs(x.shape[0], mode, setting.strength)
         feeds = {"x": x, "eps": eps, "strength": s, "sigma_weight": w}
         if y is not None:

@@ -83,10 +83,12 @@ class TorchGenerator(Generator):
             if partner is not None:
                 pb = (torch.from_numpy(partner) if isinstance(partner, np.ndarray) else partner).to(dev, torch.float32)
 
-            def run(xc: Any, yc: Any, ec: Any, tc: Any, bc: Any) -> Any:
-                return perturb(self.model, xc, yc, mode=mode, strength=s, form=form, eps=ec, t=tc, x_b=bc)
-
-            out = run(xd, yd, eps, t, pb) if not invariant else run_chunked(run, self.chunk_size, xd, yd, eps, t, pb)
+            if not invariant:
+                out = perturb(self.model, xd, yd, mode=mode, strength=s, form=form, eps=eps, t=t, x_b=pb)
+            else:
+                out = run_chunked(lambda xc, yc, ec, tc, bc: perturb(self.model, xc, yc, mode=mode, strength=s,
+                                                                     form=form, eps=ec, t=tc, x_b=bc),
+                                  self.chunk_size, xd, yd, eps, t, pb)
         if is_numpy:
             return out.cpu().numpy()
         return out.to(in_dev)
