@@ -7,14 +7,13 @@ of a seed, so that paired differences measure the augmentation and nothing else.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augmenter
+from .classic import classic_augment
 from .rng import derive_keys
 
 __all__ = ["SmallCNN", "classic_augment", "train_classifier"]
@@ -34,21 +33,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def classic_augment(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
-    """Per-sample random affine (+ optional horizontal flip) on a model-space batch."""
-    n = x.shape[0]
-    ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(10)
-    scale = 0.9 + torch.rand(n, generator=g) * 0.2
-    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * 0.2  # 10% of the side = 0.2 in [-1, 1] coordinates
-    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    if flip:
-        sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
-        theta[:, :, 0] *= sign[:, None]
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
 def train_classifier(
