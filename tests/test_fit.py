@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,3 +191,195 @@ def test_precision_choices() -> None:
         vaeaug.fit("digits", epochs=1, precision="fp16", device="cpu", progress=False)
     with pytest.raises(ValueError, match="precision must be one of"):
         vaeaug.fit("digits", epochs=1, precision="int8", progress=False)
+
+
+# --------------------------------------------------------------------------- fit-time augmentation
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _helpers import digits_uint8  # noqa: E402
+
+
+class _Recorder:
+    """A fit-time augmentation that records every batch it is given and returns it unchanged."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+        self.generators: list[torch.Generator] = []
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        self.batches.append(x.detach().clone())
+        self.generators.append(g)
+        return x
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {r.contiguous().numpy().tobytes() for r in x}
+
+
+def test_augment_sees_every_training_batch_and_no_validation_batch() -> None:
+    d = vaeaug.load_builtin("digits")
+    x = d.x[:300]
+    rec = _Recorder()
+    model = vaeaug.fit(x, epochs=2, batch_size=64, val_fraction=0.2, augment=rec, progress=False, seed=4)
+    tr_idx, va_idx = _split(len(x), 0.2, torch.Generator().manual_seed(4))
+    assert len(rec.batches) == 2 * 4  # 240 training samples in batches of 64, twice
+    assert [len(b) for b in rec.batches[:4]] == [64, 64, 64, 48]
+    seen = torch.cat(rec.batches)
+    assert len(seen) == 2 * len(tr_idx)
+    assert _rows(seen) == _rows(x[tr_idx]) and not _rows(seen) & _rows(x[va_idx])
+    assert all(g is rec.generators[0] and g.device.type == "cpu" for g in rec.generators)
+    # the identity transform leaves every other random stream alone: the same weights as no augmentation
+    plain = vaeaug.fit(x, epochs=2, batch_size=64, val_fraction=0.2, progress=False, seed=4)
+    assert _state_equal(model, plain)
+    assert [r["fit_augment"] for r in plain.history] == [None, None]
+    assert all(r["fit_augment"].startswith("callable:") and "_Recorder" in r["fit_augment"] for r in model.history)
+
+
+def test_validation_measures_the_real_data_when_training_batches_are_augmented() -> None:
+    d = vaeaug.load_builtin("digits")
+    x = d.x[:300]
+    kw: dict[str, Any] = {"epochs": 6, "val_fraction": 0.2, "kl_warmup": 0, "lr": 5e-3, "progress": False, "seed": 2}
+    blank = vaeaug.fit(x, augment=lambda b, g: torch.zeros_like(b), **kw)
+    plain = vaeaug.fit(x, **kw)
+    # trained on blank images: the training loss falls fast while the validation loss (real digits) rises
+    assert blank.history[-1]["train_loss"] < 0.6 * plain.history[-1]["train_loss"]
+    assert blank.history[-1]["val_loss"] > 1.3 * plain.history[-1]["val_loss"]
+    assert blank.history[-1]["val_loss"] > blank.history[0]["val_loss"]
+    # the recorded validation loss is the model's loss on the real, unaugmented validation images
+    _, va_idx = _split(len(x), 0.2, torch.Generator().manual_seed(2))
+    best = min(blank.history, key=lambda r: r["val_loss"])
+    r, k = _evaluate(blank, [(x[va_idx].contiguous(memory_format=torch.channels_last), None)], len(va_idx),
+                     seed=2 + 2, device=torch.device("cpu"))
+    assert r + k == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_classic_augment_is_deterministic_and_changes_the_fit() -> None:
+    x = vaeaug.load_builtin("digits").x[:400]
+    kw: dict[str, Any] = {"epochs": 2, "progress": False, "seed": 5}
+    a = vaeaug.fit(x, augment="classic", **kw)
+    b = vaeaug.fit(x, augment="classic", **kw)
+    assert _state_equal(a, b)
+    assert [r["fit_augment"] for r in a.history] == ["classic", "classic"]
+    assert not _state_equal(a, vaeaug.fit(x, **kw))
+    flipped = vaeaug.fit(x, augment="classic+flip", **kw)
+    assert not _state_equal(a, flipped) and flipped.history[-1]["fit_augment"] == "classic+flip"
+    assert not _state_equal(a, vaeaug.fit(x, augment="classic", epochs=2, progress=False, seed=6))
+
+
+def test_classic_augment_moves_each_image_and_stays_in_model_space() -> None:
+    from vaeaug.classic import CLASSIC_AUGMENTS, classic_augment
+    from vaeaug.classifier import classic_augment as from_classifier
+
+    assert from_classifier is classic_augment and CLASSIC_AUGMENTS == {"classic": False, "classic+flip": True}
+    x = vaeaug.load_builtin("digits").x[:1].repeat(32, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    out = classic_augment(x, g)
+    assert len(_rows(out)) == 32 and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.equal(out, classic_augment(x, torch.Generator().manual_seed(0), flip=False))
+    flipped = classic_augment(x, torch.Generator().manual_seed(0), flip=True)
+    assert not torch.equal(flipped, out) and float(flipped.min()) >= 0 and float(flipped.max()) <= 1
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        classic_augment(x[:, 0], g)
+
+
+def test_streamed_fit_augments_its_training_batches() -> None:
+    x, _ = digits_uint8()
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(x[:300, None]))
+    rec = _Recorder()
+    kw: dict[str, Any] = {"stream": True, "num_workers": 0, "epochs": 2, "batch_size": 64, "val_fraction": 0.2,
+          "progress": False, "seed": 1}
+    model = vaeaug.fit(ds, augment=rec, **kw)
+    assert len(rec.batches) == 8 and sum(len(b) for b in rec.batches) == 2 * 240
+    assert all(b.shape[1:] == (1, 8, 8) and b.dtype == torch.float32 for b in rec.batches)
+    a = vaeaug.fit(ds, augment="classic", **kw)
+    b = vaeaug.fit(ds, augment="classic", **kw)
+    assert _state_equal(a, b) and not _state_equal(a, model)
+    assert a.history[-1]["fit_augment"] == "classic"
+
+
+@pytest.mark.parametrize(
+    "augment,error,match",
+    [
+        ("flip", ValueError, "augment must be None, 'classic', 'classic\\+flip' or a callable"),
+        ("classic-noflip", ValueError, "'classic' has no flips already"),
+        ("CLASSIC", ValueError, "got 'CLASSIC'"),
+        (3, TypeError, "got int 3"),
+        (True, TypeError, "got bool True"),
+        (lambda b, g: b[:, :, :4], ValueError, "must return a float tensor like its input"),
+        (lambda b, g: (b * 255).to(torch.uint8), ValueError, "must return a float tensor"),
+        (lambda b, g: b.numpy(), ValueError, "it returned ndarray"),
+        (lambda b, g: b * 2 - 0.5, ValueError, r"clamp them"),
+    ],
+)
+def test_bad_augment_values(augment: Any, error: type, match: str) -> None:
+    x = vaeaug.load_builtin("digits").x[:100]
+    with pytest.raises(error, match=match):
+        vaeaug.fit(x, epochs=1, augment=augment, progress=False)
+
+
+def test_augment_refuses_vector_data() -> None:
+    vec = np.random.default_rng(0).random((100, 12)).astype(np.float32)
+    with pytest.raises(ValueError, match="vectors of shape \\(12,\\); leave augment=None"):
+        vaeaug.fit(vec, epochs=1, augment="classic", progress=False)
+
+
+def test_recorded_augment_survives_save_and_load(tmp_path: Path) -> None:
+    from vaeaug.io import read_metadata
+
+    class Shifter:
+        """A callable object whose default repr holds a memory address."""
+
+        def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return torch.roll(x, 1, dims=3)
+
+    x = vaeaug.load_builtin("digits").x[:200]
+    for augment, want in (("classic+flip", "classic+flip"), (Shifter(), "callable:")):
+        model = vaeaug.fit(x, epochs=2, augment=augment, progress=False)
+        model.save(tmp_path / "m.vae")
+        loaded = vaeaug.load(tmp_path / "m.vae")
+        assert [r["fit_augment"] for r in loaded.history] == [r["fit_augment"] for r in model.history]
+        assert loaded.history[0]["fit_augment"].startswith(want)
+        assert "0x" not in loaded.history[0]["fit_augment"]  # no memory address: same code, same file bytes
+        assert read_metadata(tmp_path / "m.vae")["history"] == model.history
+    # a file from before fit_augment existed (rows without the key) still loads; info reports None
+    old = vaeaug.fit(x, epochs=1, progress=False)
+    for r in old.history:
+        del r["fit_augment"]
+    old.save(tmp_path / "old.vae")
+    assert "fit_augment" not in vaeaug.load(tmp_path / "old.vae").history[0]
+
+
+def test_cli_fit_augment_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`vaeaug fit --augment` in a real subprocess: recorded, shown by `info`; bad uses exit 2 with one line."""
+    from vaeaug.cli import main
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "vaeaug", *args], cwd=tmp_path, text=True, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    fit = start("fit", "--data", "digits", "--epochs", "2", "--augment", "classic", "--out", "a.vae",
+                "--device", "cpu")
+    out, err = fit.communicate(timeout=300)
+    assert fit.returncode == 0, err
+    assert ", augment classic)" in out, out  # the summary line names it
+    assert [r["fit_augment"] for r in vaeaug.load(tmp_path / "a.vae").history] == ["classic", "classic"]
+    # the rest in this process: main() is what the command runs, without another torch start-up
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--data", "digits", "--augment", "flip", "--out", str(tmp_path / "b.vae")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "--augment" in err and "invalid choice: 'flip'" in err and "classic+flip" in err, err
+    assert main(["info", str(tmp_path / "a.vae")]) == 0
+    assert "fit augment classic (training batches only)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "a.vae"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fit_augment"] == "classic"
+    np.savez(tmp_path / "vec.npz", x=np.random.default_rng(0).random((60, 6)).astype(np.float32))
+    assert main(["fit", "--data", str(tmp_path / "vec.npz"), "--augment", "classic+flip", "--out",
+                 str(tmp_path / "c.vae"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaeaug fit: error: augment='classic+flip' transforms images") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.vae", "vec.npz"]

@@ -83,6 +83,9 @@ def _build_parser() -> _Parser:
     f.add_argument("--workers", type=int, default=2, help="DataLoader workers with --stream (default 2)")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast where the hardware has native bf16, fp16 on older GPUs, else fp32")
+    f.add_argument("--augment", default=None, choices=["classic", "classic+flip"],
+                   help="augment the training batches on the fly: classic = random affine (rotation, scale, shift), "
+                        "no flips (right for digits and text); classic+flip adds horizontal flips (images only)")
     f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
     f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
     f.add_argument("--tune", action="store_true",
@@ -253,7 +256,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         kl_warmup=args.kl_warmup, val_fraction=args.val_fraction,
         patience=args.patience if args.patience > 0 else None, seed=args.seed, device=args.device,
         precision=args.precision, progress=not args.no_progress, distributed=None,
-        stream=args.stream, num_workers=args.workers,
+        stream=args.stream, num_workers=args.workers, augment=args.augment,
         **({"value_range": args.value_range} if args.stream and args.value_range else {}),
     )
     if not main:
@@ -480,11 +483,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     cfg, vr, names, hist = model.config, model.value_range, model.class_names, model.history
     n_params = sum(p.numel() for p in model.parameters())
     best = min((h for h in hist if "val_loss" in h), key=lambda h: h["val_loss"], default=None)
+    fit_augment = hist[-1].get("fit_augment") if hist else None  # absent from files written before it existed
     info: dict[str, Any] = {
         "file": str(path), "file_size": path.stat().st_size, "config": cfg.to_dict(),
         "value_range": vr.to_dict(), "class_names": names, "parameters": n_params,
         "epochs": len(hist), "best_val_loss": best["val_loss"] if best else None,
-        "best_epoch": best["epoch"] if best else None, "augment": model.augment, "tuning": model.tuning,
+        "best_epoch": best["epoch"] if best else None, "fit_augment": fit_augment,
+        "augment": model.augment, "tuning": model.tuning,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -501,6 +506,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         (f"fit         {len(hist)} epochs, best val loss {best['val_loss']:.2f} nats/sample at epoch {best['epoch']}"
          if best else f"fit         {len(hist)} epochs, no validation loss recorded"),
     ]
+    if fit_augment is not None:
+        lines.append(f"fit augment {fit_augment} (training batches only)")
     if model.augment is not None:
         a = model.augment
         lines.append(f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)")

@@ -8,18 +8,24 @@ generators seeded by ``seed``: same seed, data and thread count give bit-identic
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .classic import CLASSIC_AUGMENTS, classic_augment
 from .data import Layout, TensorData, as_tensor_data, check_labels
 from .model import VAE, Likelihood, VAEConfig
 
-__all__ = ["fit", "resolve_device", "resolve_precision", "PRECISIONS"]
+__all__ = ["fit", "resolve_augment", "resolve_device", "resolve_precision", "PRECISIONS", "FitAugment"]
+
+FitAugment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -65,6 +71,51 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def resolve_augment(augment: str | FitAugment | None) -> tuple[FitAugment, str] | None:
+    """Check ``fit``'s ``augment`` argument; return the function to apply and the name recorded.
+
+    Args:
+        augment: ``None``, ``"classic"`` (random affine: rotation up to 10 degrees, scale 0.9-1.1,
+            shift up to 10%; no flips), ``"classic+flip"`` (the same, plus a horizontal flip with
+            probability 1/2), or a callable ``(x, generator) -> x`` on model-space batches.
+
+    Returns:
+        ``(function, name)``, or ``None`` for ``None``; the name is what the history records
+        (``"classic"``, ``"classic+flip"``, or ``"callable:<module.qualname>"``; a callable is
+        recorded by name only, never as code).
+
+    Example:
+        >>> fn, name = resolve_augment("classic")
+        >>> name, fn(torch.rand(2, 1, 8, 8), torch.Generator().manual_seed(0)).shape
+        ('classic', torch.Size([2, 1, 8, 8]))
+    """
+    if augment is None:
+        return None
+    names = ", ".join(repr(k) for k in CLASSIC_AUGMENTS)
+    if isinstance(augment, str):
+        if augment not in CLASSIC_AUGMENTS:
+            hint = " ('classic' has no flips already)" if "flip" in augment and "+" not in augment else ""
+            raise ValueError(f"augment must be None, {names} or a callable (x, generator) -> x; "
+                             f"got {augment!r}{hint}")
+        return functools.partial(classic_augment, flip=CLASSIC_AUGMENTS[augment]), augment
+    if not callable(augment):
+        raise TypeError(f"augment must be None, {names} or a callable (x, generator) -> x; "
+                        f"got {type(augment).__name__} {augment!r:.80}")
+    return augment, f"callable:{_callable_name(augment)}"
+
+
+def _callable_name(fn: Any) -> str:
+    """``module.qualname`` of a function or class, else its ``repr`` without memory addresses (so the
+    same code gives the same name in every run), at most 200 characters."""
+    qual = getattr(fn, "__qualname__", None)
+    if isinstance(qual, str):
+        mod = getattr(fn, "__module__", None)
+        name = f"{mod}.{qual}" if isinstance(mod, str) and mod else qual
+    else:
+        name = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(fn))
+    return name if len(name) <= 200 else name[:197] + "..."
+
+
 def fit(
     data: Any,
     y: Any = None,
@@ -91,6 +142,7 @@ def fit(
     progress: bool = True,
     layout: Layout | None = None,
     value_range: tuple[float, float] | None = None,
+    augment: str | FitAugment | None = None,
 ) -> VAE:
     """Fit a VAE to ``data`` and return the model with the best validation loss.
 
@@ -128,18 +180,32 @@ def fit(
         progress: show a progress bar and print a one-line summary at the end.
         layout: explicit input layout for ambiguous array shapes.
         value_range: ``(low, high)`` of the input values when it cannot be inferred.
+        augment: augment every *training* batch on the fly before the VAE sees it (validation
+            batches never are: they measure the fit). ``"classic"``: a random affine per image
+            (rotation up to 10 degrees, scale 0.9-1.1, shift up to 10% of the side) and no flips,
+            because a mirrored image is often another class or none (digits, letters, text);
+            ``"classic+flip"``: the same plus a left-right flip with probability 1/2, for data whose
+            classes are mirror-symmetric (clothes, animals, scenes). Or a callable
+            ``f(x, generator) -> x`` taking a model-space batch ``(N, C, H, W)`` in ``[0, 1]`` on the
+            fit's device and a CPU ``torch.Generator`` (its only source of randomness, seeded from
+            ``seed``), returning a batch of the same shape in ``[0, 1]``. Images only. The choice is
+            recorded in every history row as ``fit_augment`` (a callable by its name, never as code).
 
     Returns:
         The fitted :class:`~vaeaug.model.VAE` in eval mode, with ``history`` (one dict per
-        epoch: train/val loss, reconstruction, KL in nats per sample, seconds, samples/s).
+        epoch: train/val loss, reconstruction, KL in nats per sample, seconds, samples/s,
+        precision, processes, fit_augment).
 
     Example:
         >>> import vaeaug
         >>> model = vaeaug.fit("digits", epochs=1, progress=False)
         >>> model.config.input_shape
         (1, 8, 8)
+        >>> vaeaug.fit("digits", epochs=1, augment="classic", progress=False).history[-1]["fit_augment"]
+        'classic'
     """
     _check_args(epochs, batch_size, lr, val_fraction, patience, seed)
+    aug = resolve_augment(augment)
     td: Any
     if stream:
         from .streaming import open_stream
@@ -155,6 +221,9 @@ def fit(
         td = as_tensor_data(data, y, layout=layout, value_range=value_range)
         shape = td.sample_shape
         num_classes = check_labels(td) if conditional else None
+    if aug is not None and len(shape) != 3:
+        raise ValueError(f"augment={aug[1]!r} transforms images, and this data is vectors of shape {tuple(shape)}; "
+                         "leave augment=None for vector data")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     config = VAEConfig(
@@ -176,7 +245,8 @@ def fit(
                         val_fraction=val_fraction, patience=patience, seed=seed,
                         device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
                         ctx=ctx, precision=prec,
-                        stream={"batch_size": batch_size, "num_workers": num_workers} if stream else None)
+                        stream={"batch_size": batch_size, "num_workers": num_workers} if stream else None,
+                        augment=aug)
     except BaseException:
         if ctx is not None:
             ctx.close(ok=False)  # no barrier: the other ranks may never reach it; let torchrun stop them
@@ -256,7 +326,7 @@ class _MemoryBatches:
 def _train(
     model: VAE, td: Any, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
     patience: int | None, seed: int, device: torch.device, progress: bool, ctx: Any = None,
-    precision: str = "fp32", stream: Any = None,
+    precision: str = "fp32", stream: Any = None, augment: tuple[FitAugment, str] | None = None,
 ) -> VAE:
     cfg = model.config
     g_cpu = torch.Generator().manual_seed(seed)
@@ -276,6 +346,10 @@ def _train(
         sampler = DistributedSampler(range(len(tr_idx)), num_replicas=ctx.world_size, rank=ctx.rank,  # type: ignore[arg-type]
                                      shuffle=True, seed=seed)
         g_noise.manual_seed(seed + 1 + 1000 * ctx.rank)  # each rank its own reparameterisation noise
+    # fit-time augmentation: its own CPU stream (the same transforms on any device), one per rank
+    aug_fn, aug_name = augment if augment is not None else (None, None)
+    g_aug = torch.Generator().manual_seed(seed + 3 + 1000 * (ctx.rank if ctx is not None else 0))
+    check_aug = aug_name is not None and aug_name.startswith("callable:")  # a user's: check what it returns
     if stream is None:
         source: Any = _MemoryBatches(td, tr_idx, va_idx, device, model.conditional, mem, g_cpu, sampler)
     else:
@@ -303,6 +377,11 @@ def _train(
             sum_kl = torch.zeros((), device=device)
             sum_loss = torch.zeros((), device=device)
             for xb, yb in source.train(epoch, batch_size):
+                if aug_fn is not None:  # training batches only; validation below measures the real data
+                    xa = aug_fn(xb, g_aug)
+                    if check_aug:
+                        _check_augmented(xa, xb, aug_name)
+                    xb = xa.contiguous(memory_format=mem)
                 nb = len(xb)
                 bt = cfg.beta * (min(1.0, step / warm_steps) if warm_steps else 1.0)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -340,7 +419,7 @@ def _train(
             train_seconds += epoch_train_s
             row: dict[str, Any] = {
                 "epoch": epoch, "beta": bt, "train_loss": train_loss, "precision": precision,
-                "processes": ctx.world_size if ctx else 1,
+                "processes": ctx.world_size if ctx else 1, "fit_augment": aug_name,
                 "train_recon": float(sum_rec) / seen, "train_kl": float(sum_kl) / seen,
             }
             if len(va_idx):
@@ -382,6 +461,19 @@ def _train(
     return model
 
 
+def _check_augmented(xa: Any, xb: torch.Tensor, name: str | None) -> None:
+    """A user's augmentation must return a float batch like its input, in model space ``[0, 1]``."""
+    if not isinstance(xa, torch.Tensor) or xa.shape != xb.shape or not xa.is_floating_point() \
+            or xa.device != xb.device:
+        got = f"{tuple(xa.shape)} {xa.dtype} on {xa.device}" if isinstance(xa, torch.Tensor) else type(xa).__name__
+        raise ValueError(f"augment {name} must return a float tensor like its input, {tuple(xb.shape)} "
+                         f"{xb.dtype} on {xb.device}; it returned {got}")
+    lo, hi = torch.aminmax(xa)
+    if not (float(lo) >= 0.0 and float(hi) <= 1.0):  # also catches NaN
+        raise ValueError(f"augment {name} returned values in [{float(lo):g}, {float(hi):g}]; model-space images "
+                         "are in [0, 1]: clamp them (e.g. x.clamp(0, 1)) before returning")
+
+
 class _ELBO(torch.nn.Module):
     """``elbo_terms`` as ``forward``, so that DistributedDataParallel can wrap it."""
 
@@ -416,8 +508,10 @@ def _summary(model: VAE, n_tr: int, n_va: int, best_loss: float, best_epoch: int
     shape = "x".join(map(str, model.config.input_shape))
     how = " (interrupted)" if interrupted else " (stopped early)" if stopped_early else ""
     prec = h[-1].get("precision", "fp32") if h else "fp32"
+    aug = h[-1].get("fit_augment") if h else None
     head = (f"fit: {shape} -> latent {model.config.latent_dim} on {n_tr:,} samples, "
-            f"{epochs_done} epochs{how} in {total_seconds:.1f} s, {rate:,.0f} samples/s ({prec})")
+            f"{epochs_done} epochs{how} in {total_seconds:.1f} s, {rate:,.0f} samples/s ({prec}"
+            f"{f', augment {aug}' if aug else ''})")
     if n_va and best_epoch:
         b = h[best_epoch - 1]
         return (f"{head}; best val loss {best_loss:.2f} nats/sample at epoch {best_epoch} "
