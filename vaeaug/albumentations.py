@@ -38,7 +38,7 @@ from .backends.base import Generator
 from .backends.factory import as_generator
 from .codecs import NumpyImages
 from .rng import Stream, derive_keys, uniform, worker_component, worker_seed
-from .settings import AugmentSetting, resolve_setting
+from .settings import PARTNER_MODES, AugmentSetting, resolve_setting
 
 __all__ = ["VAEAugment"]
 
@@ -136,9 +136,9 @@ class VAEAugment(ImageOnlyTransform):
         p: probability that an image is replaced by a variant.
         strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
         mode: ``"posterior"``, ``"isotropic"``, ``"prior"`` (conditional models) or
-            ``"reconstruct"``. ``"interpolate"`` needs a partner image of the same class, which
-            a one-sample transform does not have: use ``VAEAugmentedDataset`` or the torchvision
-            transform on a batch.
+            ``"reconstruct"``. ``"interpolate"`` and ``"extrapolate"`` need a partner image of the
+            same class, which a one-sample transform does not have: use ``VAEAugmentedDataset`` or
+            the torchvision transform on a batch.
         form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``). ``p``,
             ``strength``, ``mode`` and ``form`` left as ``None`` come from the model's tuned
             setting (:func:`vaeaug.tune`), else from the library default (delta, isotropic, 1, 0.5).
@@ -188,9 +188,9 @@ class VAEAugment(ImageOnlyTransform):
         if len(config.input_shape) != 3:
             raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
         self._setting: AugmentSetting = setting.check_for(conditional=config.num_classes is not None)
-        if setting.mode == "interpolate":
+        if setting.mode in PARTNER_MODES:
             raise ValueError(
-                "mode 'interpolate' needs a partner image of the same class, which an albumentations "
+                f"mode {setting.mode!r} needs a partner image of the same class, which an albumentations "
                 "transform (one sample per call) does not have; use vaeaug.VAEAugmentedDataset, or "
                 "vaeaug.VAEAugment on a batch"
             )

@@ -25,7 +25,7 @@ from .backends.base import Generator
 from .codecs import Codec, ModelSpace, NumpyImages, PILImages, TensorImages, is_tensor, not_an_image
 from .labels import as_labels
 from .rng import Noise, Stream, derive_keys, uniform
-from .settings import AugmentSetting
+from .settings import PARTNER_MODES, AugmentSetting
 
 __all__ = ["Augmenter", "Partners", "class_members", "same_class_partners", "sample_keys"]
 
@@ -107,9 +107,9 @@ class Augmenter:
         self.label_hint = label_hint
         self.conditional = generator.conditional
         self.num_classes: int | None = generator.config.num_classes
-        self.needs_labels = self.conditional or setting.mode == "interpolate"
+        self._with_t = setting.mode in PARTNER_MODES  # a partner and the uniforms t for each sample
+        self.needs_labels = self.conditional or self._with_t
         self._latent = generator.latent_dim
-        self._with_t = setting.mode == "interpolate"
         shape, vr = tuple(generator.config.input_shape), generator.value_range
         self._codecs: dict[str, Codec] = {}
         self._by_type: dict[type, Codec] = {}
@@ -147,8 +147,8 @@ class Augmenter:
             return None
         if labels is None:
             if not self.conditional:
-                raise ValueError("mode 'interpolate' mixes each image with a partner of the same class and needs "
-                                 "the labels: call the transform on (images, labels)")
+                raise ValueError(f"mode {self.setting.mode!r} moves each image relative to a partner of the same "
+                                 "class and needs the labels: call the transform on (images, labels)")
             why = " and mode 'prior' makes a new sample of the label's class" if self.setting.mode == "prior" else ""
             raise ValueError(f"this model is class-conditional ({self.num_classes} classes){why}: it needs the "
                              f"label - {self.label_hint}")
@@ -164,7 +164,8 @@ class Augmenter:
             key: the call's key (sample ``i`` uses ``derive_keys(key, i)``), or
             keys: the per-sample keys themselves.
             codec: how to read ``inpt`` (default: chosen by its type).
-            partners: where ``interpolate`` takes partners from (default: the same batch).
+            partners: where the partner modes (``interpolate``, ``extrapolate``) take partners from
+                (default: the same batch).
             p: the share replaced, for this call (default: the setting's).
 
         Returns:
@@ -181,8 +182,9 @@ class Augmenter:
         elif len(keys) != n:
             raise ValueError(f"got {len(keys)} keys for {n} samples; pass one key per sample")
         if self._with_t and partners is None and n < 2:
-            raise ValueError("mode 'interpolate' needs a partner image of the same class: call the transform on a "
-                             "batch (N, C, H, W), or use VAEAugmentedDataset, which picks partners from the dataset")
+            raise ValueError(f"mode {self.setting.mode!r} needs a partner image of the same class, and got a "
+                             "single image: call the transform on a batch (N, C, H, W), or use VAEAugmentedDataset, "
+                             "which picks partners from the dataset")
         y = self.labels(labels, n)
         share = self.p if p is None else p
         rows: np.ndarray | None = None

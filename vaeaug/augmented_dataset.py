@@ -23,7 +23,7 @@ from .backends.base import Generator
 from .backends.factory import as_generator
 from .labels import as_labels
 from .rng import Stream, derive_keys, uniform
-from .settings import AugmentSetting, resolve_setting
+from .settings import PARTNER_MODES, AugmentSetting, resolve_setting
 
 __all__ = ["VAEAugmentedDataset"]
 
@@ -54,8 +54,8 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
             ``(C, H, W)`` or a numpy ``(H, W[, C])`` array of the model's size.
         model_or_path: a fitted ``VAE``, a ``.vae`` path or a ``Generator``.
         variants_per_sample: ``k``, variants per real sample.
-        mode: latent move (see :mod:`vaeaug.functional`); ``interpolate`` picks partners of the
-            same class from ``base``.
+        mode: latent move (see :mod:`vaeaug.functional`); ``interpolate`` and ``extrapolate`` pick
+            partners of the same class from ``base``.
         strength: size of the move.
         form: ``"decode"`` or ``"delta"``. ``mode``, ``strength`` and ``form`` left as ``None``
             come from the model's tuned setting, else from the library default.
@@ -134,7 +134,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         self._x_like = x0
         self._item_like = item0
         self._label_like = y0
-        needs_labels = gen.conditional or mode == "interpolate" or balance_classes
+        needs_labels = gen.conditional or mode in PARTNER_MODES or balance_classes
         if needs_labels and not has_label:
             why = "the model is class-conditional" if gen.conditional else f"mode {mode!r} needs classes"
             raise ValueError(f"base items must be (x, y) because {why}; base[0] is a {type(base[0]).__name__}")

@@ -48,6 +48,7 @@ def _widths(s: str) -> tuple[int, ...]:
 
 def _build_parser() -> _Parser:
     from ._version import __version__
+    from .settings import MODES
 
     parser = _Parser(prog="vaeaug", description="Fit and inspect VAEs used as data augmentation.")
     parser.add_argument("--version", action="version", version=f"vaeaug {__version__}")
@@ -109,7 +110,7 @@ def _build_parser() -> _Parser:
     e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--arms", default="none,classic,vae,vae+classic", help="comma-separated subset")
     e.add_argument("--vae-epochs", type=_positive_int, default=300)
-    e.add_argument("--mode", default=None, help="VAE arms' mode (default: vaeaug's)")
+    e.add_argument("--mode", default=None, choices=MODES, help="VAE arms' mode (default: vaeaug's)")
     e.add_argument("--strength", type=float, default=None)
     e.add_argument("--form", default=None, choices=["decode", "delta"])
     e.add_argument("--p", type=float, default=None, help="share of each batch replaced by variants")
@@ -160,7 +161,9 @@ def _build_parser() -> _Parser:
                    help="'digits', 'fashion-mnist', a .npz file with arrays x (and y), or an image folder")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--variants", type=int, default=4, help="variants per real sample (default 4)")
-    g.add_argument("--mode", default=None, help="latent move (default: the model's tuned setting, else isotropic)")
+    g.add_argument("--mode", default=None, choices=MODES,
+                   help="latent move; interpolate and extrapolate use partners of the same class from the data "
+                   "(default: the model's tuned setting, else isotropic)")
     g.add_argument("--strength", type=float, default=None)
     g.add_argument("--form", default=None, choices=["decode", "delta"])
     g.add_argument("--seed", type=int, default=0)

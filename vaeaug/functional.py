@@ -7,6 +7,8 @@ around its encoder and sampler graphs, and the export traces them into the augme
 * ``isotropic``:   ``z = mu + s * eps``
 * ``interpolate``: ``z = (1 - t) * mu_a + t * mu_b``, ``t = s * u / 2`` with ``u ~ U(0, 1)``,
   ``b`` a sample of the same class (``s = 1`` gives ``t`` in ``[0, 0.5)``)
+* ``extrapolate``: ``z = mu_a + t * (mu_a - mu_b)``, ``t`` and ``b`` as for ``interpolate``: the
+  mirror move, away from the partner (DeVries & Taylor, arXiv 1702.05538)
 * ``prior``:       ``z = eps`` decoded with label ``y`` (conditional models: a new sample of class y)
 * ``reconstruct``: ``z = mu``
 
@@ -27,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .settings import FORMS, MODES, Form, Mode, check_mode
+from .settings import FORMS, MODES, PARTNER_MODES, Form, Mode, check_mode
 
-__all__ = ["MODES", "FORMS", "Mode", "Form", "check_mode", "latent_move", "gaussian_move", "delta_output",
-           "perturb", "ONE_CALL_ROWS"]
+__all__ = ["MODES", "FORMS", "PARTNER_MODES", "Mode", "Form", "check_mode", "latent_move", "gaussian_move",
+           "delta_output", "perturb", "ONE_CALL_ROWS"]
 
 ONE_CALL_ROWS = 256
 
@@ -67,8 +69,8 @@ def latent_move(
         logvar: posterior log-variances ``(N, L)``.
         eps: standard normal noise ``(N, L)``.
         strength: ``s``, a number or per-sample ``(N,)`` values.
-        t: uniforms ``(N,)`` in ``[0, 1)`` for ``interpolate``.
-        mu_b: partners' posterior means ``(N, L)`` for ``interpolate``.
+        t: uniforms ``(N,)`` in ``[0, 1)`` for the partner modes (``interpolate``, ``extrapolate``).
+        mu_b: partners' posterior means ``(N, L)`` for the partner modes.
 
     Returns:
         ``(N, L)`` latent codes, of the type of ``mu``.
@@ -77,6 +79,9 @@ def latent_move(
         >>> mu = np.zeros((2, 3), np.float32)
         >>> latent_move("isotropic", mu, mu, np.ones((2, 3), np.float32), 0.5)[0].tolist()
         [0.5, 0.5, 0.5]
+        >>> u, mu_b = np.ones(2, np.float32), np.ones((2, 3), np.float32)
+        >>> latent_move("extrapolate", mu, mu, mu, 2.0, u, mu_b)[0].tolist()  # t = 1, away from mu_b
+        [-1.0, -1.0, -1.0]
     """
     s = _col(strength)
     if mode == "posterior":
@@ -87,10 +92,14 @@ def latent_move(
         return mu
     if mode == "prior":
         return eps
-    if mode == "interpolate":
+    if mode in PARTNER_MODES:
         if t is None or mu_b is None:
-            raise ValueError("interpolate needs the uniforms t and the partners' means mu_b")
+            missing = " and ".join(n for n, v in (("t", t), ("mu_b", mu_b)) if v is None)
+            raise ValueError(f"mode {mode!r} needs the uniforms t and the partners' means mu_b; {missing} "
+                             "missing: pass both")
         w = 0.5 * s * t.reshape(-1, 1)
+        if mode == "extrapolate":
+            return mu + w * (mu - mu_b)
         return (1.0 - w) * mu + w * mu_b
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
 
@@ -165,8 +174,8 @@ def perturb(
         strength: ``s`` of the move.
         eps: ``(N, latent_dim)`` standard normals.
         form: ``"decode"`` or ``"delta"``.
-        t: ``(N,)`` uniforms for ``interpolate``.
-        x_b: ``(N, *input_shape)`` partners (same classes as ``x``) for ``interpolate``.
+        t: ``(N,)`` uniforms for the partner modes (``interpolate``, ``extrapolate``).
+        x_b: ``(N, *input_shape)`` partners (same classes as ``x``) for the partner modes.
 
     Returns:
         ``(N, *input_shape)`` variants in ``[0, 1]``.
@@ -181,7 +190,7 @@ def perturb(
     """
     if mode == "prior":
         return model.decode(eps, y)
-    if mode == "interpolate" and x_b is not None:
+    if mode in PARTNER_MODES and x_b is not None:
         (mu, logvar), (mu_b, _) = _paired(model.encode, x, x_b, y)
     else:
         (mu, logvar), mu_b = model.encode(x, y), None

@@ -13,12 +13,25 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting", "MODES", "FORMS", "Mode", "Form", "check_mode"]
+__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting", "MODES", "FORMS", "PARTNER_MODES", "Mode", "Form",
+           "check_mode"]
 
-Mode = Literal["posterior", "isotropic", "interpolate", "prior", "reconstruct"]
+Mode = Literal["posterior", "isotropic", "interpolate", "extrapolate", "prior", "reconstruct"]
 Form = Literal["decode", "delta"]
-MODES: tuple[str, ...] = ("posterior", "isotropic", "interpolate", "prior", "reconstruct")
+MODES: tuple[str, ...] = ("posterior", "isotropic", "interpolate", "extrapolate", "prior", "reconstruct")
 FORMS: tuple[str, ...] = ("decode", "delta")
+PARTNER_MODES: tuple[str, ...] = ("interpolate", "extrapolate")
+"""The modes that move each sample relative to a same-class partner: they need labels and partners.
+Test ``mode in PARTNER_MODES``, never a mode's name."""
+
+# Largest strength of each partner mode; t = strength * u / 2 with u ~ U(0, 1), so t < strength / 2.
+# interpolate, 2: t < 1 keeps z on the segment from mu_a to mu_b (t = 1 would be the partner).
+# extrapolate, 4: t < 2, z at most twice the partner's distance beyond mu_a. DeVries & Taylor
+# (arXiv 1702.05538) extrapolate with a fixed t = 0.5: the top of the range at strength 1, the
+# mean at strength 2; 4 leaves room to tune past that, and refuses the large strengths that suit
+# the Gaussian moves (a leftover strength of 5 or 10 would push z many partner distances off the
+# class, where the decoder no longer makes a sample of it).
+MAX_PARTNER_STRENGTH: dict[str, float] = {"interpolate": 2.0, "extrapolate": 4.0}
 
 
 def _check(name: str, v: Any, low: float, high: float) -> float:
@@ -33,8 +46,8 @@ class AugmentSetting:
     """How variants are made: ``mode``, ``strength`` and ``form`` of the move, share ``p`` replaced.
 
     Validated when built (every consumer, stored tuned settings and the CLI go through here):
-    known mode and form, a finite ``strength >= 0`` (``<= 2`` for ``interpolate``), ``p`` in
-    ``[0, 1]``; :meth:`check_for` adds what depends on the model.
+    known mode and form, a finite ``strength >= 0`` (``<= 2`` for ``interpolate``, ``<= 4`` for
+    ``extrapolate``), ``p`` in ``[0, 1]``; :meth:`check_for` adds what depends on the model.
 
     Example:
         >>> AugmentSetting().label()
@@ -56,8 +69,10 @@ class AugmentSetting:
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}; got {self.form!r}")
         strength, p = _check("strength", self.strength, 0.0, math.inf), _check("p", self.p, 0.0, 1.0)
-        if self.mode == "interpolate" and strength > 2:
-            raise ValueError(f"interpolate needs strength in [0, 2] (t = strength * u / 2 <= 1); got {strength}")
+        high = MAX_PARTNER_STRENGTH.get(self.mode)
+        if high is not None and strength > high:
+            raise ValueError(f"{self.mode} needs strength in [0, {high:g}] (t = strength * u / 2 < {high / 2:g}); "
+                             f"got {strength:g} - pass a strength of at most {high:g}")
         if self.mode == "prior" and self.form == "delta":
             raise ValueError("mode 'prior' has no source sample, so form 'delta' does not apply; use form='decode'")
         object.__setattr__(self, "strength", strength)

@@ -106,8 +106,9 @@ class VAEAugment(v2.Transform):
             ``Generator``.
         p: probability that an image is replaced by a variant.
         strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
-        mode: ``"posterior"``, ``"isotropic"``, ``"interpolate"`` (batches), ``"prior"``
-            (conditional models) or ``"reconstruct"``.
+        mode: ``"posterior"``, ``"isotropic"``, ``"interpolate"`` or ``"extrapolate"`` (batches with
+            labels: partners of the same class from the batch), ``"prior"`` (conditional models) or
+            ``"reconstruct"``.
         form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``).
             ``p``, ``strength``, ``mode`` and ``form`` left as ``None`` come from the model's
             tuned setting (:func:`vaeaug.tune`), else from :data:`vaeaug.settings.DEFAULT_AUGMENT`

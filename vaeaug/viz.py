@@ -125,7 +125,9 @@ def preview(
     y = td.y[idx] if (td.y is not None and model.conditional) else None
     gen = TorchGenerator(model)
     setting = resolve_setting(model.augment)
-    mode = setting.mode if setting.mode not in ("prior", "interpolate", "reconstruct") else "isotropic"
+    # the strength columns show a Gaussian move: the tuned one, else isotropic (prior, reconstruct and the
+    # partner modes have no size to show on a source alone)
+    mode = setting.mode if setting.mode in ("posterior", "isotropic") else "isotropic"
     keys = derive_keys(seed, np.arange(len(idx)))
     noise = Noise.from_keys(keys, gen.latent_dim)
     recon = model.reconstruct(x, y)

@@ -17,7 +17,7 @@ import numpy as np
 from ..codecs import is_tensor as _is_tensor
 from ..labels import as_labels
 from ..rng import Noise, derive_keys
-from ..settings import AugmentSetting
+from ..settings import PARTNER_MODES, AugmentSetting
 
 __all__ = ["Generator", "run_chunked"]
 
@@ -58,7 +58,7 @@ class Generator(ABC):
             x: ``(N, *input_shape)`` float32 in ``[0, 1]``, numpy or torch.
             y: ``(N,)`` int64 labels (conditional models), else ``None``.
             noise: one row per sample.
-            partner: same-class partners for ``interpolate``, like ``x``.
+            partner: same-class partners for the partner modes (``interpolate``, ``extrapolate``), like ``x``.
             invariant: each row's result independent of the batch it is in, bit for bit.
 
         Returns:
@@ -90,7 +90,7 @@ class Generator(ABC):
             noise: the random inputs, or give
             seed: a seed (sample ``i`` is keyed ``derive_keys(seed, i)``, as in every consumer), or
             keys: one key per sample (:func:`vaeaug.rng.derive_keys`).
-            partner: ``(N, *input_shape)`` same-class partners for ``interpolate``.
+            partner: ``(N, *input_shape)`` same-class partners for ``interpolate`` and ``extrapolate``.
             invariant: make each sample's output independent of the batch it is in, bit for bit
                 (fixed-size, zero-padded chunks); otherwise results can differ across batch sizes
                 by float rounding (~1e-7).
@@ -117,7 +117,7 @@ class Generator(ABC):
         if noise is None:
             if seed is not None:
                 keys = derive_keys(seed, np.arange(n))
-            noise = Noise.from_keys(np.asarray(keys), self.latent_dim, with_t=mode == "interpolate")
+            noise = Noise.from_keys(np.asarray(keys), self.latent_dim, with_t=mode in PARTNER_MODES)
         if len(noise) != n:
             raise ValueError(f"noise is for {len(noise)} samples but x has {n}")
         labels = None
@@ -128,9 +128,10 @@ class Generator(ABC):
                 raise ValueError(f"this model is class-conditional ({self.config.num_classes} classes): pass the "
                                  "labels y")
             labels = as_labels(y, n, self.config.num_classes)
-        if mode == "interpolate":
+        if mode in PARTNER_MODES:
             if partner is None:
-                raise ValueError("mode 'interpolate' needs partner samples of the same class")
+                raise ValueError(f"mode {mode!r} needs partner samples of the same class: pass partner=, an array "
+                                 "shaped like x")
             if tuple(partner.shape) != tuple(x.shape):
                 raise ValueError(f"partner must have the shape of x {tuple(x.shape)}; got {tuple(partner.shape)}")
         if n == 0:

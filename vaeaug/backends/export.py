@@ -30,6 +30,7 @@ from ..functional import delta_output, gaussian_move
 from ..io import model_bytes, write_atomic
 from ..model import VAE, load
 from ..rng import Noise, derive_keys
+from ..settings import PARTNER_MODES
 from .onnx_generator import OnnxGenerator
 from .onnx_metadata import ONNX_FORMAT_VERSION, graph_sha256, onnx_paths
 from .torch_generator import TorchGenerator
@@ -134,15 +135,17 @@ def _verify(vae: VAE, paths: dict[str, Path]) -> float:
     worst = 0.0
     for n in (1, 7):
         x = rng.random((n, *cfg.input_shape), dtype=np.float32)
+        partner = rng.random((n, *cfg.input_shape), dtype=np.float32)  # never x itself: a move at batch 1 too
         y = (np.arange(n) % cfg.num_classes).astype(np.int64) if cfg.num_classes else None
         noise = Noise.from_keys(derive_keys(12345, n, np.arange(n)), cfg.latent_dim)
-        cases = [("isotropic", "delta"), ("posterior", "delta"), ("posterior", "decode"), ("interpolate", "delta")]
+        cases = [("isotropic", "delta"), ("posterior", "delta"), ("posterior", "decode"),
+                 *((mode, "delta") for mode in PARTNER_MODES)]
         if cfg.num_classes:
             cases.append(("prior", "decode"))
         for mode, form in cases:
             kw: dict[str, Any] = {"mode": mode, "strength": 1.0, "form": form, "noise": noise}
-            if mode == "interpolate":
-                kw["partner"] = x[::-1].copy()
+            if mode in PARTNER_MODES:
+                kw["partner"] = partner
             a = onnx_gen.variants(x, y, **kw)
             b = torch_gen.variants(x, y, **kw)
             diff = float(np.max(np.abs(a - b)))

@@ -8,7 +8,8 @@ An export (:func:`vaeaug.export_onnx`; files and metadata: :mod:`.onnx_metadata`
   the library default and the path that runs at batch 1 in a DataLoader worker.
 * ``m.encoder.onnx``: ``(x[, y]) -> (mu, logvar)``.
 * ``m.sampler.onnx``: ``(z[, y]) -> x``, the decoder: ``prior`` samples and, with the encoder,
-  the ``decode`` form and ``interpolate`` (the latent move then runs in numpy, same math).
+  the ``decode`` form and the partner modes ``interpolate`` and ``extrapolate`` (the latent move
+  then runs in numpy, same math).
 
 Noise is an input of every graph, drawn from the same counter-based keys (:mod:`vaeaug.rng`) as
 the torch backend, so both backends give the same variants for the same seed (within 1e-4).

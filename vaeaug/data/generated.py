@@ -5,8 +5,8 @@ Sets are written by :func:`vaeaug.pregenerate`.
 Layout of a set of ``N`` sources with ``k`` variants each (``r = 1`` with ``include_real``): sample
 ``s`` is slot ``s % (k + r)`` of source ``s // (k + r)``; slot 0 is the real sample when ``r = 1``,
 the others are variants ``0..k-1``. Every variant is a pure function of ``(seed, source index,
-variant id)`` (its noise keys, and for ``interpolate`` its partner), computed in fixed-size,
-zero-padded chunks, so its bytes do not depend on which process, job or batch made it.
+variant id)`` (its noise keys, and for ``interpolate`` and ``extrapolate`` its partner), computed
+in fixed-size, zero-padded chunks, so its bytes do not depend on which process, job or batch made it.
 
 Samples are cut into shards of ``shard_size`` consecutive samples. A shard is two ``.npy`` files,
 ``shard-00000-x.npy`` (images ``(n, C, H, W)`` in the input's dtype and value range) and
