@@ -22,9 +22,10 @@ from torchvision import tv_tensors
 
 import vaeaug
 from vaeaug.albumentations import VAEAugment as AlbAugment
-from vaeaug.augment import Augmenter
+from vaeaug.augment import Augmenter, class_members, same_class_partners, sample_keys
 from vaeaug.backends.factory import as_generator
-from vaeaug.rng import derive_keys
+from vaeaug.rng import Stream, derive_keys, uniform
+from vaeaug.settings import PARTNER_MODES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _helpers import digits_conditional_model, digits_model, digits_uint8  # noqa: E402
@@ -133,6 +134,110 @@ def test_conditional_consumers_agree_and_keep_the_label(backend: str, models: An
     alb = AlbAugment(src, p=1.0)
     assert same(alb.apply(u8[0], key=5, label=y), ref(u8[0], y, key=5))
     assert not same(alb.apply(u8[0], key=5, label=(y + 1) % 10), alb.apply(u8[0], key=5, label=y))
+
+
+# --------------------------------------------------------------------------- the partner modes
+
+N_PARTNERED = 30  # the first 30 digits: three of each class, so the key picks one of two partners
+
+
+def partner_picks(keys: np.ndarray, sources: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The same-class partner of each source (an index into the set labelled ``y``), picked by its key."""
+    return same_class_partners(sources, y, class_members(y), uniform(keys, Stream.PARTNER)[:, 0])
+
+
+def to_u8(xm: np.ndarray) -> np.ndarray:
+    """Model space to uint8 0..255, as the consumers round it."""
+    return np.rint(xm * np.float32(255.0)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", PARTNER_MODES)
+def test_partner_modes_make_the_generators_variant_for_the_same_key_in_every_consumer(
+        backend: str, mode: str, models: Any, u8: np.ndarray, labels: np.ndarray, tmp_path: Path) -> None:
+    src, n = models["uncond"][backend], N_PARTNERED
+    x8, y = u8[:n], labels[:n].astype(np.int64)
+    xm = x8[:, None].astype(np.float32) / np.float32(255.0)
+    gen = as_generator(src)
+
+    def want(sources: np.ndarray, keys: np.ndarray, invariant: bool = False) -> np.ndarray:
+        """The generator called directly, with each source's partner picked by its key from the set."""
+        picks = partner_picks(keys, sources, y)
+        assert (y[picks] == y[sources]).all() and (picks != sources).all()
+        return gen.variants(xm[sources], mode=mode, strength=2.0, keys=keys, partner=xm[picks],
+                            invariant=invariant)
+
+    # the core on model space (the evaluation and tuning path): partners from the batch, by key
+    ref = core(src, mode=mode, strength=2.0)
+    keys = derive_keys(11, np.arange(n))
+    made = ref(xm, y, keys=keys, codec=ref.codec("model"))
+    np.testing.assert_array_equal(made, want(np.arange(n), keys))
+    assert np.abs(made - xm).max() > 0.01  # a real move, not the input back
+    # the torchvision transform on a labelled batch: sample i of a call keyed k uses derive_keys(k, i)
+    batch = torch.from_numpy(x8)[:, None].clone()
+    aug = vaeaug.VAEAugment(src, p=1.0, mode=mode, strength=2.0)
+    k = call_key(8)
+    torch.manual_seed(8)
+    out, out_y = aug(batch, torch.from_numpy(y))
+    assert torch.equal(out_y, torch.from_numpy(y))
+    assert same(out, torch.from_numpy(to_u8(want(np.arange(n), sample_keys(k, n)))))
+    assert same(out, ref(batch, y, key=k))
+    # the dataset: variant j of sample i keyed (seed, epoch, index), its partner picked from the whole dataset
+    base = [(torch.from_numpy(x8[i])[None].clone(), int(y[i])) for i in range(n)]
+    ds = vaeaug.VAEAugmentedDataset(base, src, variants_per_sample=2, seed=4, mode=mode, strength=2.0)
+    idx = np.arange(n, 3 * n)
+    items = ds.__getitems__(idx.tolist())
+    got = torch.stack([item[0] for item in items])
+    assert [item[1] for item in items] == y[(idx - n) // 2].tolist()
+    assert same(got, torch.from_numpy(to_u8(want((idx - n) // 2, derive_keys(4, 0, idx), invariant=True))))
+    assert same(ds[int(idx[7])][0], got[7])  # alone or in a batch: the same partner, the same variant
+    # pre-generation: variant j of source i keyed (seed, i, j), its partner picked from the whole set
+    out_dir = tmp_path / "gen"
+    vaeaug.pregenerate(x8, src, out_dir, y=y, variants_per_sample=2, seed=9, mode=mode, strength=2.0,
+                       progress=False)
+    sources, variant = np.repeat(np.arange(n), 2), np.tile(np.arange(2), n)
+    stored = vaeaug.GeneratedDataset(out_dir)
+    got = torch.stack([stored[int(3 * i + 1 + j)][0] for i, j in zip(sources, variant, strict=True)])
+    assert same(got, torch.from_numpy(to_u8(want(sources, derive_keys(9, sources, variant), invariant=True))))
+    # albumentations (one image per call) has no partner: refused when built, naming the mode
+    with pytest.raises(ValueError, match=f"mode '{mode}' needs a partner image of the same class"):
+        AlbAugment(src, p=1.0, mode=mode)
+    # nor does a single image, nor a batch without labels: the fix is named
+    with pytest.raises(ValueError, match=f"mode '{mode}' needs a partner image.*got a single image.*on a batch"):
+        aug(batch[0], int(y[0]))
+    with pytest.raises(ValueError, match=f"mode '{mode}' moves each image relative to a partner.*needs the labels"):
+        aug(batch)
+
+
+@pytest.mark.parametrize("mode", PARTNER_MODES)
+def test_partner_modes_agree_across_backends(mode: str, models: Any, u8: np.ndarray, labels: np.ndarray) -> None:
+    n = N_PARTNERED
+    x8, y = u8[:n], labels[:n].astype(np.int64)
+    xm = x8[:, None].astype(np.float32) / np.float32(255.0)
+    keys = derive_keys(21, np.arange(n))
+    for name in ("uncond", "cond"):
+        for invariant in (False, True):
+            a, b = (core(models[name][backend], invariant=invariant, mode=mode, strength=2.0) for backend in BACKENDS)
+            za, zb = a(xm, y, keys=keys, codec=a.codec("model")), b(xm, y, keys=keys, codec=b.codec("model"))
+            assert np.abs(za - zb).max() <= 1e-4, (name, invariant)
+            assert np.abs(za - xm).max() > 0.01  # a real move
+        batch = torch.from_numpy(x8)[:, None].clone()
+        ua, ub = (core(models[name][backend], mode=mode, strength=2.0)(batch, y, key=3).numpy().astype(int)
+                  for backend in BACKENDS)
+        assert np.abs(ua - ub).max() <= 1 and (ua != ub).mean() < 0.01, name  # uint8: at most one level, rarely
+
+
+def test_extrapolate_mirrors_interpolate_for_the_same_keys(models: Any, u8: np.ndarray, labels: np.ndarray) -> None:
+    """The same keys pick the same partner and t: the two latent points mirror each other through mu."""
+    src, n = models["uncond"]["torch"], N_PARTNERED
+    xm = u8[:n, None].astype(np.float32) / np.float32(255.0)
+    y = labels[:n].astype(np.int64)
+    keys = derive_keys(5, np.arange(n))
+    inter, extra, rec = (core(src, mode=mode, strength=2.0, form="decode")(xm, y, keys=keys, codec=core(src).codec(
+        "model")) for mode in ("interpolate", "extrapolate", "reconstruct"))
+    assert not np.array_equal(inter, extra)
+    # decoded, the two land on either side of the reconstruction: their mean is close to it, their gap is not
+    assert np.abs((inter + extra) / 2 - rec).mean() < 0.5 * np.abs(extra - inter).mean()
 
 
 # --------------------------------------------------------------------------- types, dtypes, layouts, ranges

@@ -205,6 +205,9 @@ def _hand(mode: str, L: dict[str, torch.Tensor], s: np.ndarray) -> np.ndarray:
             elif mode == "interpolate":
                 w = s[i] * t[i] / 2
                 out[i, j] = (1 - w) * mu[i, j] + w * mb[i, j]
+            elif mode == "extrapolate":
+                w = s[i] * t[i] / 2
+                out[i, j] = mu[i, j] + w * (mu[i, j] - mb[i, j])
             elif mode == "reconstruct":
                 out[i, j] = mu[i, j]
             elif mode == "prior":
@@ -212,7 +215,7 @@ def _hand(mode: str, L: dict[str, torch.Tensor], s: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("mode", ["posterior", "isotropic", "interpolate", "reconstruct", "prior"])
+@pytest.mark.parametrize("mode", ["posterior", "isotropic", "interpolate", "extrapolate", "reconstruct", "prior"])
 def test_latent_move_formulas(mode: str, latents: dict[str, torch.Tensor]) -> None:
     L = latents
     for strength in (0.0, 0.5, 1.0, 2.0):
@@ -242,10 +245,50 @@ def test_latent_move_edge_cases(latents: dict[str, torch.Tensor]) -> None:
     z = F.latent_move("posterior", m1, lv1, torch.randn(20000, 2, generator=g), 1.0)
     np.testing.assert_allclose(z.mean(0).numpy(), [3.0, 3.0], atol=0.05)
     np.testing.assert_allclose(z.std(0).numpy(), [0.5, 2.0], rtol=0.03)
-    with pytest.raises(ValueError, match="mu_b"):
-        F.latent_move("interpolate", mu, lv, eps, 1.0)
+    for mode in F.PARTNER_MODES:
+        with pytest.raises(ValueError, match=f"mode '{mode}' needs the uniforms t and the partners' means mu_b"):
+            F.latent_move(mode, mu, lv, eps, 1.0)
     with pytest.raises(ValueError, match="mode must be one of"):
         F.latent_move("sideways", mu, lv, eps, 1.0)
+
+
+def test_extrapolate_is_the_mirror_of_interpolate(latents: dict[str, torch.Tensor]) -> None:
+    L = latents
+    mu, lv, eps, t, mu_b = L["mu"], L["logvar"], L["eps"], L["t"], L["mu_b"]
+    # no move at t = 0 or strength 0: mu itself, bit for bit
+    zeros = torch.zeros(5, dtype=torch.float64)
+    assert torch.equal(F.latent_move("extrapolate", mu, lv, eps, 4.0, zeros, mu_b), mu)
+    assert torch.equal(F.latent_move("extrapolate", mu, lv, eps, 0.0, t, mu_b), mu)
+    # away from the partner, along the line through it: z - mu = t (mu - mu_b), so |z - mu_b| = (1 + t) |mu - mu_b|
+    for s in (0.5, 1.0, 2.0, 4.0):
+        z = F.latent_move("extrapolate", mu, lv, eps, s, t, mu_b)
+        w = (s * t / 2)[:, None]
+        torch.testing.assert_close(z - mu, w * (mu - mu_b), atol=1e-12, rtol=0)
+        torch.testing.assert_close((z - mu_b).norm(dim=1), (1 + w[:, 0]) * (mu - mu_b).norm(dim=1), atol=1e-12,
+                                   rtol=0)
+        assert bool(((z - mu) * (mu_b - mu)).sum(dim=1).lt(0).all()), "the move must point away from the partner"
+        # the mirror image of interpolate's point through mu
+        zi = F.latent_move("interpolate", mu, lv, eps, min(s, 2.0), t, mu_b)
+        ze = F.latent_move("extrapolate", mu, lv, eps, min(s, 2.0), t, mu_b)
+        torch.testing.assert_close(zi + ze, 2 * mu, atol=1e-12, rtol=0)
+    # strength 1 keeps t in [0, 0.5): at most half the partner distance beyond mu
+    z = F.latent_move("extrapolate", mu, lv, eps, 1.0, torch.full((5,), 1 - 2**-23, dtype=torch.float64), mu_b)
+    assert bool(((z - mu).norm(dim=1) < 0.5 * (mu - mu_b).norm(dim=1)).all())
+
+
+@pytest.mark.parametrize("mode", ["interpolate", "extrapolate"])
+def test_partner_moves_agree_on_numpy_and_torch(mode: str) -> None:
+    """The ONNX backend runs the partner moves in numpy, the torch backend in torch: the same numbers."""
+    nz = _noise(64, seed=5)  # t from the keys, as every consumer draws it
+    rng = np.random.default_rng(2)
+    mu, lv, mu_b = (rng.standard_normal((64, 16), dtype=np.float32) for _ in range(3))
+    for s in (0.0, 1.0, 2.0, np.linspace(0.0, 2.0, 64, dtype=np.float32)):
+        a = F.latent_move(mode, mu, lv, nz.eps, s, nz.t, mu_b)
+        s_t = torch.from_numpy(s) if isinstance(s, np.ndarray) else s
+        mu_t, lv_t, eps_t, t_t, mu_b_t = map(torch.from_numpy, (mu, lv, nz.eps, nz.t, mu_b))
+        b = F.latent_move(mode, mu_t, lv_t, eps_t, s_t, t_t, mu_b_t)
+        assert isinstance(a, np.ndarray) and a.dtype == np.float32 and isinstance(b, torch.Tensor)
+        np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-6)
 
 
 def test_check_mode() -> None:
@@ -257,6 +300,7 @@ def test_check_mode() -> None:
             if mode != "prior":
                 F.check_mode(mode, form, 1.0, conditional=False)
     F.check_mode("interpolate", "decode", 2, conditional=False)  # the largest allowed
+    F.check_mode("extrapolate", "delta", 4, conditional=False)  # the largest allowed
     F.check_mode("posterior", "decode", 0, conditional=False)
     with pytest.raises(ValueError, match="mode must be one of"):
         F.check_mode("sideways", "decode", 1.0, conditional=False)
@@ -267,6 +311,8 @@ def test_check_mode() -> None:
             F.check_mode("posterior", "decode", bad, conditional=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
         F.check_mode("interpolate", "decode", 2.5, conditional=False)
+    with pytest.raises(ValueError, match=r"extrapolate needs strength in \[0, 4\].*got 4\.5 - pass a strength"):
+        F.check_mode("extrapolate", "delta", 4.5, conditional=False)
     with pytest.raises(ValueError, match="conditional=True"):
         F.check_mode("prior", "decode", 1.0, conditional=False)
     with pytest.raises(ValueError, match="form='decode'"):
@@ -318,7 +364,7 @@ def test_delta_form_formula_and_range(model, digits_x) -> None:
     assert bool((out == 0).any()) and bool((out == 1).any())
 
 
-@pytest.mark.parametrize("mode", ["posterior", "isotropic", "reconstruct", "interpolate"])
+@pytest.mark.parametrize("mode", ["posterior", "isotropic", "reconstruct", "interpolate", "extrapolate"])
 def test_delta_form_with_zero_move_returns_x_exactly(model, digits_x, mode: str) -> None:
     # x + D(z) - D(mu) with z == mu must be x itself, bit for bit (not (x + a) - a, which rounds)
     x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -360,6 +406,26 @@ def test_interpolate_moves_towards_the_partner(model, digits_x) -> None:
     torch.testing.assert_close(at_b, rec_b, atol=1e-6, rtol=0)
     torch.testing.assert_close(at_a, rec_a, atol=1e-6, rtol=0)
     torch.testing.assert_close(mid, model.decode(0.5 * mu_a + 0.5 * mu_b), atol=1e-6, rtol=0)
+
+
+def test_extrapolate_moves_away_from_the_partner(model, digits_x) -> None:
+    x, xb = digits_x[0][:8], digits_x[0][8:16]
+    eps = torch.from_numpy(_noise(8).eps)
+    ones = torch.ones(8)
+    with torch.no_grad():
+        mu_a, mu_b = model.encode(x)[0], model.encode(xb)[0]
+        at_a = F.perturb(model, x, mode="extrapolate", strength=4.0, eps=eps, t=torch.zeros(8), x_b=xb)
+        far = F.perturb(model, x, mode="extrapolate", strength=2.0, eps=eps, t=ones, x_b=xb)
+        half = F.perturb(model, x, mode="extrapolate", strength=1.0, eps=eps, t=ones, x_b=xb)
+        delta = F.perturb(model, x, mode="extrapolate", strength=2.0, eps=eps, t=ones, x_b=xb, form="delta")
+        torch.testing.assert_close(at_a, model.decode(mu_a), atol=1e-6, rtol=0)
+        torch.testing.assert_close(far, model.decode(2 * mu_a - mu_b), atol=1e-6, rtol=0)
+        torch.testing.assert_close(half, model.decode(1.5 * mu_a - 0.5 * mu_b), atol=1e-6, rtol=0)
+        want = (x + model.decode(2 * mu_a - mu_b) - model.decode(mu_a)).clamp(0, 1)
+        torch.testing.assert_close(delta, want, atol=1e-6, rtol=0)
+        # in image space too it moves away from the partner's reconstruction
+        rec_b = model.decode(mu_b)
+        assert (far - rec_b).norm() > (model.decode(mu_a) - rec_b).norm()
 
 
 def test_perturb_rejects_unknown_form(model) -> None:
@@ -417,23 +483,28 @@ def test_variants_errors(model, cmodel, digits_x) -> None:
         gen.variants(x, noise=_noise(3))
     with pytest.raises(ValueError, match="pass the labels y"):
         cgen.variants(x, noise=_noise(4))
-    with pytest.raises(ValueError, match="partner"):
-        gen.variants(x, mode="interpolate", noise=_noise(4))
+    for mode in F.PARTNER_MODES:
+        with pytest.raises(ValueError, match=f"mode '{mode}' needs partner samples of the same class: pass partner="):
+            gen.variants(x, mode=mode, noise=_noise(4))
     with pytest.raises(ValueError, match="class-conditional"):
         gen.variants(x, mode="prior", noise=_noise(4))
     with pytest.raises(ValueError, match="form='decode'"):
         cgen.variants(x, y, mode="prior", form="delta", noise=_noise(4))
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
         gen.variants(x, mode="interpolate", strength=2.5, noise=_noise(4), partner=x)
+    with pytest.raises(ValueError, match=r"\[0, 4\]"):
+        gen.variants(x, mode="extrapolate", strength=4.5, noise=_noise(4), partner=x)
     # the valid counterparts run
     assert cgen.variants(x, y, mode="prior", noise=_noise(4)).shape == x.shape
     assert gen.variants(x, mode="interpolate", strength=2.0, noise=_noise(4), partner=x.flip(0)).shape == x.shape
+    assert gen.variants(x, mode="extrapolate", strength=4.0, noise=_noise(4), partner=x.flip(0)).shape == x.shape
 
 
 @pytest.mark.parametrize(
     "conditional,mode,form",
     [(False, "posterior", "decode"), (False, "isotropic", "delta"), (False, "interpolate", "decode"),
-     (True, "posterior", "delta"), (True, "prior", "decode")],
+     (False, "extrapolate", "delta"), (True, "extrapolate", "decode"), (True, "posterior", "delta"),
+     (True, "prior", "decode")],
 )
 def test_invariant_output_does_not_depend_on_the_batch(model, cmodel, digits_x, conditional, mode, form) -> None:
     gen = TorchGenerator(cmodel if conditional else model)

@@ -26,6 +26,7 @@ from vaeaug import OnnxGenerator, VAEAugment, VAEAugmentedDataset, export_onnx, 
 from vaeaug.generator import Noise, TorchGenerator
 from vaeaug.onnx_backend import onnx_paths
 from vaeaug.rng import derive_keys
+from vaeaug.settings import PARTNER_MODES
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -108,10 +109,10 @@ def test_conditional_export_serves_every_mode(cmodel: vaeaug.VAE, c_onnx_path: P
     x = digits_uint8()[0][:7, None].astype(np.float32) / 255.0
     y = labels[:7].astype(np.int64)
     noise = _noise(7, cmodel.config.latent_dim)
-    for mode in ("posterior", "isotropic", "reconstruct", "interpolate"):
+    for mode in ("posterior", "isotropic", "reconstruct", *PARTNER_MODES):
         for form in ("delta", "decode"):
             kw: dict[str, Any] = {"mode": mode, "form": form, "noise": noise, "strength": 1.0}
-            if mode == "interpolate":
+            if mode in PARTNER_MODES:
                 kw["partner"] = x[::-1].copy()
             assert _both(gen, ref, x, y, **kw) <= ATOL, (mode, form)
     assert _both(gen, ref, x, y, mode="prior", form="decode", noise=noise) <= ATOL
@@ -358,8 +359,9 @@ def test_bad_input_to_the_onnx_generator(onnx_path: Path, c_onnx_path: Path) -> 
         gen.variants(x, np.array([0, 1]), noise=_noise(2, 16))
     with pytest.raises(ValueError, match="conditional"):
         gen.variants(x, mode="prior", noise=_noise(2, 16))
-    with pytest.raises(ValueError, match="partner"):
-        gen.variants(x, mode="interpolate", noise=_noise(2, 16))
+    for mode in PARTNER_MODES:
+        with pytest.raises(ValueError, match=f"mode '{mode}' needs partner samples"):
+            gen.variants(x, mode=mode, noise=_noise(2, 16))
     with pytest.raises(ValueError, match="threads"):
         OnnxGenerator(onnx_path, threads=0)
 
@@ -375,6 +377,27 @@ def test_export_errors_leave_no_file(model: vaeaug.VAE, tmp_path: Path, monkeypa
     with pytest.raises(RuntimeError, match="verification failed"):
         export_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == [], "a failed verification must leave nothing behind"
+
+
+@pytest.mark.parametrize("mode", PARTNER_MODES)
+def test_export_verification_covers_the_partner_modes(mode: str, model: vaeaug.VAE, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An onnxruntime path that gets one partner mode wrong (here: makes the other one's move) fails the
+    export's verification, which names the mode, at batch 1 already, and leaves no file behind."""
+    import vaeaug.backends.onnx_generator as onnx_generator
+
+    right = onnx_generator.perturb
+    other = {"interpolate": "extrapolate", "extrapolate": "interpolate"}[mode]
+
+    def wrong(gen: Any, x: Any, y: Any = None, **kw: Any) -> Any:
+        return right(gen, x, y, **{**kw, "mode": other if kw["mode"] == mode else kw["mode"]})
+
+    monkeypatch.setattr(onnx_generator, "perturb", wrong)
+    with pytest.raises(RuntimeError, match=f"verification failed: mode '{mode}', form 'delta', batch 1"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == [], "a failed verification must leave nothing behind"
+    monkeypatch.setattr(onnx_generator, "perturb", right)
+    assert export_onnx(model, tmp_path / "m.onnx")["augmenter"].exists()  # the real path passes
 
 
 class _DataDependent(nn.Module):
