@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,13 +16,16 @@ import vaeaug
 from vaeaug import evaluation as ev
 from vaeaug.classifier import classic_augment
 from vaeaug.evaluation import AugmentSetting, evaluate, reduce_per_class, report_markdown
+from vaeaug.tuning import stratified_split
+
+TINY = vaeaug.Budget(max_steps=60, eval_every=10, patience=2)
 
 
 @pytest.fixture(scope="module")
 def tiny_report(monkeypatch_module: pytest.MonkeyPatch) -> tuple[dict, list, list]:
-    """A 2-seed run on digits that records what the VAE was fit on and the steps per arm."""
+    """A 2-seed converged run on digits that records what the VAE was fit on and each arm's budget."""
     fitted_on: list[torch.Tensor] = []
-    steps_seen: list[tuple[int, bool, bool]] = []
+    budgets: list[tuple[Any, bool, bool, Any]] = []
     real_fit, real_train = ev.fit, ev.train_classifier
 
     def spy_fit(x, y=None, **kw):
@@ -29,14 +33,14 @@ def tiny_report(monkeypatch_module: pytest.MonkeyPatch) -> tuple[dict, list, lis
         return real_fit(x, y, **kw)
 
     def spy_train(x, y, xt, yt, **kw):
-        steps_seen.append((kw["steps"], kw["classic"], kw.get("aug") is not None))
+        budgets.append((kw["budget"], kw["classic"], kw.get("aug") is not None, kw["val"]))
         return real_train(x, y, xt, yt, **kw)
 
     monkeypatch_module.setattr(ev, "fit", spy_fit)
     monkeypatch_module.setattr(ev, "train_classifier", spy_train)
-    report = evaluate("digits", per_class=12, seeds=2, steps=25, vae_epochs=3, progress=False,
+    report = evaluate("digits", per_class=12, seeds=2, budget=TINY, vae_epochs=3, progress=False,
                       extra_arms={"decode": AugmentSetting("posterior", 1.0, "decode", 0.5)})
-    return report, fitted_on, steps_seen
+    return report, fitted_on, budgets
 
 
 @pytest.fixture(scope="module")
@@ -55,32 +59,41 @@ def test_reduce_per_class_is_stratified_and_seeded() -> None:
         reduce_per_class(y, 1000, 0)
 
 
-def test_vae_is_fit_only_on_the_reduced_set(tiny_report) -> None:
-    report, fitted_on, _ = tiny_report
+def test_vae_is_fit_only_on_the_training_part(tiny_report) -> None:
+    report, fitted_on, budgets = tiny_report
     train = vaeaug.load_builtin("digits")
     assert len(fitted_on) == 2
     for seed, x in enumerate(fitted_on):
-        assert x.shape[0] == 12 * 10
-        assert torch.equal(x, train.x[reduce_per_class(train.y, 12, seed)])
+        idx = reduce_per_class(train.y, 12, seed)
+        tr, va = stratified_split(train.y[idx], 0.2, seed)
+        assert x.shape[0] == 12 * 10 - len(va) == report["config"]["n_train"]
+        assert torch.equal(x, train.x[idx[tr]])  # never the validation split that stops the classifiers
+        val = budgets[seed * len(report["arms"])][3]
+        assert torch.equal(val[0], train.x[idx[va]]) and torch.bincount(val[1]).tolist() == [2] * 10
     assert not torch.equal(fitted_on[0], fitted_on[1])
 
 
-def test_every_arm_gets_the_same_steps(tiny_report) -> None:
-    report, _, steps_seen = tiny_report
+def test_every_arm_gets_the_same_budget_and_reports_its_steps(tiny_report) -> None:
+    report, _, budgets = tiny_report
     arms = report["arms"]
     assert list(arms) == ["none", "classic", "vae", "vae+classic", "decode", "decode+classic"]
-    assert len(steps_seen) == 2 * len(arms)
-    assert {s for s, _, _ in steps_seen} == {25}
+    assert len(budgets) == 2 * len(arms)
+    assert {b for b, _, _, _ in budgets} == {TINY}
     # classic and VAE flags per arm, in order, for each seed
-    flags = [(c, g) for _, c, g in steps_seen[: len(arms)]]
+    flags = [(c, g) for _, c, g, _ in budgets[: len(arms)]]
     assert flags == [(False, False), (True, False), (False, True), (True, True), (False, True), (True, True)]
+    for st in arms.values():
+        assert len(st["steps"]) == 2 and all(10 <= s <= 60 and s % 10 == 0 for s in st["steps"])
+        assert all(b <= s for b, s in zip(st["best_step"], st["steps"], strict=True))
+    assert "steps used" in report_markdown(report)
 
 
 def test_report_fields_and_paired_gains(tiny_report) -> None:
     report, _, _ = tiny_report
     json.dumps(report)  # JSON-ready
     for name, st in report["arms"].items():
-        assert set(st) == {"mean", "std", "per_seed"} and len(st["per_seed"]) == 2
+        assert {"mean", "std", "per_seed", "steps", "best_step", "val_accuracy"} <= set(st)
+        assert len(st["per_seed"]) == 2
         assert all(0.0 <= a <= 100.0 for a in st["per_seed"])
         assert st["mean"] == pytest.approx(np.mean(st["per_seed"]))
         if name != "none":
@@ -88,16 +101,22 @@ def test_report_fields_and_paired_gains(tiny_report) -> None:
             expected = [a - b for a, b in zip(st["per_seed"], report["arms"]["none"]["per_seed"], strict=True)]
             assert gain["per_seed"] == pytest.approx(expected)
             assert gain["std"] == pytest.approx(np.std(expected, ddof=1))
-    assert "none" not in report["gains"]
+    assert "none" not in report["gains"] and "classic" not in report["gains_over_classic"]
+    over_classic = [a - b for a, b in zip(report["arms"]["vae"]["per_seed"], report["arms"]["classic"]["per_seed"],
+                                          strict=True)]
+    assert report["gains_over_classic"]["vae"]["per_seed"] == pytest.approx(over_classic)
     assert len(report["vae"]["fit_seconds"]) == 2 and all(np.isfinite(report["vae"]["best_val_loss"]))
     assert report["config"]["settings"]["vae"] == vars(ev.DEFAULT_AUGMENT)
     md = report_markdown(report)
-    assert "| vae | delta isotropic s=1 p=0.5 |" in md and "paired gain over none" in md
+    assert "| vae | delta isotropic s=1 p=0.5 |" in md and "paired gain over classic" in md
 
 
 def test_the_protocol_is_deterministic() -> None:
-    kw = dict(per_class=10, seeds=[3], steps=15, vae_epochs=2, progress=False, arms=("none", "vae"))
+    kw = dict(per_class=10, seeds=[3], budget=TINY, vae_epochs=2, progress=False, arms=("none", "vae"))
     a, b = evaluate("digits", **kw), evaluate("digits", **kw)
+    for r in (a, b):  # wall times differ; everything else is a function of the seed
+        for st in r["arms"].values():
+            del st["seconds"]
     assert a["arms"] == b["arms"]
 
 
@@ -113,12 +132,19 @@ def test_bad_arguments() -> None:
         evaluate("digits", arms=("none", "mixup"), progress=False)
     with pytest.raises(ValueError, match="test data"):
         evaluate(np.zeros((20, 8, 8), np.uint8), progress=False)
+    with pytest.raises(ValueError, match="pass base="):
+        evaluate("digits", arms=("none", "base"), progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        evaluate("digits", steps=10, budget=TINY, progress=False)
+    with pytest.raises(ValueError, match="imbalance must be"):
+        evaluate("digits", imbalance=0.5, progress=False)
 
 
 def test_cli_evaluate(tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, "-m", "vaeaug", "evaluate", "--data", "digits", "--per-class", "10",
-                           "--seeds", "2", "--steps", "10", "--vae-epochs", "2", "--arms", "none,vae",
+                           "--seeds", "2", "--max-steps", "40", "--eval-every", "10", "--patience", "1",
+                           "--vae-epochs", "2", "--arms", "none,vae",
                            "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
@@ -127,3 +153,58 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "vaeaug", "evaluate", "--data", "digits", "--arms", "none,foo",
                           "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown arms" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_converged_run_stops_early_and_tests_the_best_checkpoint() -> None:
+    from vaeaug.classifier import Budget, train_classifier
+
+    d = vaeaug.load_builtin("digits")
+    te = vaeaug.load_builtin("digits", split="test")
+    idx = reduce_per_class(d.y, 15, 0)
+    tr, va = stratified_split(d.y[idx], 0.2, 0)
+    x, y, val = d.x[idx[tr]], d.y[idx[tr]], (d.x[idx[va]], d.y[idx[va]])
+    run = train_classifier(x, y, te.x, te.y, num_classes=10, seed=0, val=val,
+                           budget=Budget(max_steps=3000, eval_every=20, patience=3))
+    assert run.steps < 3000  # early stopping fired
+    assert run.steps - run.best_step == 3 * 20  # it waited `patience` checks after the best
+    assert run.val_accuracy is not None and run.predictions is not None and len(run.predictions) == len(te.y)
+    # the tested weights are those of the best step: a fixed run of best_step steps is the same model
+    again = train_classifier(x, y, te.x, te.y, num_classes=10, seed=0, steps=run.best_step)
+    assert again.accuracy == run.accuracy and torch.equal(again.predictions, run.predictions)
+    assert again.steps == again.best_step == run.best_step and again.val_accuracy is None
+    with pytest.raises(ValueError, match="needs a validation split"):
+        train_classifier(x, y, te.x, te.y, num_classes=10, seed=0, budget=Budget())
+
+
+def test_imbalanced_protocol_counts_and_balanced_accuracy() -> None:
+    from vaeaug.evaluation import balanced_accuracy
+
+    y = vaeaug.load_builtin("digits").y
+    idx = reduce_per_class(y, 20, 3, imbalance=10)
+    counts = torch.bincount(y[idx]).tolist()
+    assert sorted(counts) == [2] * 5 + [20] * 5  # half of the classes at per_class / R
+    assert torch.equal(idx, reduce_per_class(y, 20, 3, imbalance=10))
+    assert sorted(torch.bincount(y[reduce_per_class(y, 20, 4, imbalance=10)]).tolist()) == sorted(counts)
+    pred, truth = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([0, 0, 1, 1, 1, 2])
+    bacc, rec = balanced_accuracy(pred, truth, 3)
+    assert rec == pytest.approx([100.0, 200 / 3, 100.0]) and bacc == pytest.approx((100 + 200 / 3 + 100) / 3)
+    report = evaluate("digits", per_class=20, imbalance=10, seeds=1, budget=TINY, vae_epochs=2, progress=False)
+    assert list(report["arms"]) == ["none", "oversample", "classic", "balance", "balance+vae", "vae"]
+    assert report["config"]["metric"] == "balanced accuracy"
+    for st in report["arms"].values():
+        assert len(st["recall"][0]) == 10 and st["balanced"]["mean"] == pytest.approx(np.mean(st["recall"][0]))
+    md = report_markdown(report)
+    assert "Per-class recall" in md and "balanced accuracy" in md
+
+
+def test_base_arms_run_a_user_transform() -> None:
+    calls = []
+
+    def flip(img: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(img.shape))
+        return img.flip(-1)
+
+    report = evaluate("digits", per_class=10, seeds=1, budget=TINY, vae_epochs=2, progress=False,
+                      arms=("none", "base", "base+vae"), base=flip)
+    assert set(report["arms"]) == {"none", "base", "base+vae"} and calls and set(calls) == {(1, 8, 8)}
+    assert report["config"]["base"] == repr(flip)

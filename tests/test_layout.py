@@ -1,5 +1,5 @@
 """The package's import graph, read from the source with ``ast`` (nothing is imported): no cycle, at
-most 8 levels, and no module importing from a layer above its own (function-level imports included,
+most 9 levels, and no module importing from a layer above its own (function-level imports included,
 imports under ``if TYPE_CHECKING:`` not)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "vaeaug"
 # The layers, bottom up: a module may import from its own layer and those below, never above.
 LAYERS: dict[int, set[str]] = {
     0: {"_version", "config", "settings", "rng", "labels", "codecs", "functional"},  # torch-free base
-    1: {"model", "io", "distributed", "classic", "data", "data.arrays", "data.readers", "data.builtin",
+    1: {"devices", "model", "io", "distributed", "classic", "data", "data.arrays", "data.readers", "data.builtin",
         "data.generated"},
     2: {"backends", "backends.base", "backends.onnx_metadata", "backends.onnx_generator",
         "backends.torch_generator", "backends.export", "backends.factory", "streaming", "training"},
@@ -77,7 +77,7 @@ def test_no_module_imports_from_a_layer_above() -> None:
     assert not up, f"imports from a layer above: {up}"
 
 
-def test_no_cycle_and_at_most_8_levels() -> None:
+def test_no_cycle_and_at_most_9_levels() -> None:
     graph = _graph()
     depth: dict[str, int] = {}
 
@@ -88,7 +88,8 @@ def test_no_cycle_and_at_most_8_levels() -> None:
         return depth[u]
 
     levels = max(visit(m, ()) for m in graph if m != "__init__")
-    assert levels <= 8, f"{levels} levels of imports"
+    # 9 since the protocol's `tuned` arm runs tune: __main__ -> cli -> evaluation -> tuning -> training -> data
+    assert levels <= 9, f"{levels} levels of imports"
 
 
 def test_the_core_and_the_onnx_backend_import_without_torch() -> None:

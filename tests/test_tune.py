@@ -14,6 +14,7 @@ from vaeaug import AugmentSetting, VAEAugment, VAEAugmentedDataset
 from vaeaug.settings import DEFAULT_AUGMENT, resolve_setting
 
 GRID = (AugmentSetting("isotropic", 1.0, "delta", 0.5), AugmentSetting("posterior", 1.0, "decode", 0.5))
+QUICK = vaeaug.Budget(max_steps=150, eval_every=25, patience=2)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def shuffled_tuned(digits):
     """A model tuned on digits whose labels are shuffled: no augmentation can help there."""
     y = digits.y[torch.randperm(len(digits.y), generator=torch.Generator().manual_seed(0))]
     model = vaeaug.fit(digits.x, y, epochs=3, progress=False)
-    result = vaeaug.tune(model, digits.x, y, grid=GRID, steps=40, repeats=2, progress=False)
+    result = vaeaug.tune(model, digits.x, y, grid=GRID, budget=QUICK, folds=3, repeats=2, progress=False)
     return model, result
 
 
@@ -34,13 +35,37 @@ def test_shuffled_labels_fall_back_to_p0(shuffled_tuned) -> None:
     model, result = shuffled_tuned
     assert result["chosen"] is None
     assert "augmentation is off (p = 0)" in result["reason"]
+    assert result["p_value"] >= result["alpha"] or result["gain"] <= 0
     assert model.augment["p"] == 0.0
     labels = [r["label"] for r in result["scores"]]
     assert labels == ["none", *(s.label() for s in GRID)]
     for r in result["scores"]:
-        assert len(r["val_accuracy"]) == 2 and all(0 <= a <= 100 for a in r["val_accuracy"])
-    # validation is a stratified 30% of the training data, never the test split
-    assert result["n_val"] + result["n_train"] == 1437 and 0.28 < result["n_val"] / 1437 < 0.32
+        assert all(0 <= a <= 100 for a in r["val_accuracy"]) and len(r["val_accuracy"]) == len(r["steps"])
+    assert result["n"] == 1437 and result["folds"] == 3
+
+
+def test_successive_halving_and_the_paired_test(shuffled_tuned) -> None:
+    _, result = shuffled_tuned
+    by = {r["label"]: r for r in result["scores"]}
+    # none runs on every fold and repeat; every candidate on fold 0; the finalist on every fold and repeat
+    assert sorted(map(tuple, by["none"]["runs"])) == [(f, r) for f in range(3) for r in range(2)]
+    assert all([0, 0] in r["runs"] for r in result["scores"])
+    fin = by[result["finalist"]]
+    assert sorted(map(tuple, fin["runs"])) == [(f, r) for f in range(3) for r in range(2)]
+    others = [r for r in result["scores"] if r["label"] not in ("none", result["finalist"])]
+    assert all(len(r["runs"]) == 1 for r in others)  # the grid of two halves to one after fold 0
+    assert result["runs"] == 6 + 6 + 1
+    # the verdict's gain is the mean paired difference over the finalist's runs
+    gains = [a - b for a, b in zip(fin["val_accuracy"], by["none"]["val_accuracy"], strict=True)]
+    assert result["gain"] == pytest.approx(sum(gains) / len(gains))
+
+
+def test_t_test_p_values() -> None:
+    from vaeaug.tuning import t_sf
+
+    # reference values of Student's t (one-sided upper tail)
+    for t, df, p in [(2.015, 5, 0.05), (1.476, 5, 0.10), (6.965, 2, 0.01), (0.0, 7, 0.5), (-1.533, 4, 0.90)]:
+        assert t_sf(t, df) == pytest.approx(p, abs=2e-4)
 
 
 def test_the_choice_is_stored_and_reused_after_save_and_load(shuffled_tuned, tmp_path: Path) -> None:
@@ -91,26 +116,33 @@ def test_tampered_augment_entry_is_refused(digits, tmp_path: Path) -> None:
         vaeaug.load(path)
 
 
-def test_tune_needs_labels_and_repeats(digits) -> None:
+def test_tune_refuses_bad_arguments(digits) -> None:
     model = vaeaug.fit(digits.x[:100], epochs=1, progress=False)
     with pytest.raises(ValueError, match="needs labels"):
         vaeaug.tune(model, digits.x[:100], progress=False)
-    with pytest.raises(ValueError, match="repeats"):
-        vaeaug.tune(model, digits.x[:100], digits.y[:100], repeats=1, progress=False)
+    for kw, msg in [({"folds": 1}, "folds must be an int >= 2"), ({"repeats": 0}, "repeats must be"),
+                    ({"alpha": 1.5}, "alpha must be"), ({"grid": []}, "grid is empty"),
+                    ({"budget": vaeaug.Budget.fixed(10)}, "converged"), ({"folds": 40}, "at least folds=40")]:
+        with pytest.raises(ValueError, match=msg):
+            vaeaug.tune(model, digits.x[:100], digits.y[:100], progress=False, **kw)
+    with pytest.raises(TypeError, match="base must be a callable"):
+        vaeaug.tune(model, digits.x[:100], digits.y[:100], base="flip", progress=False)
 
 
 def test_cli_fit_with_tune(tmp_path: Path) -> None:
     out = tmp_path / "d.vae"
     proc = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", "digits", "--epochs", "2", "--tune",
-                           "--tune-steps", "30", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--tune-steps", "30", "--tune-folds", "2",
+                           "--tune-repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "tune: " in proc.stdout
     model = vaeaug.load(out)
     assert model.tuning is not None and model.augment is not None
 
 
-def test_the_judging_vae_never_sees_the_validation_split(digits, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_judging_vaes_never_see_their_fold(digits, monkeypatch: pytest.MonkeyPatch) -> None:
     import vaeaug.training as training
+    from vaeaug.tuning import stratified_folds
 
     seen: list[torch.Tensor] = []
     real_fit = training.fit
@@ -120,19 +152,32 @@ def test_the_judging_vae_never_sees_the_validation_split(digits, monkeypatch: py
         return real_fit(x, y, **kw)
 
     monkeypatch.setattr(training, "fit", spy)
-    model = vaeaug.fit(digits.x[:300], digits.y[:300], epochs=2, progress=False)
+    x, y = digits.x[:300], digits.y[:300]
+    model = vaeaug.fit(x, y, epochs=2, progress=False)
     seen.clear()
-    result = vaeaug.tune(model, digits.x[:300], digits.y[:300], grid=GRID[:1], steps=10, repeats=2, progress=False)
-    assert result["refit"] is True and len(seen) == 1
-    assert len(seen[0]) == result["n_train"] < 300
-    # the refit saw exactly the training part of tune's split, and no validation image
-    from vaeaug.tuning import _stratified_split
-
-    tr, va = _stratified_split(digits.y[:300], 0.3, 0)
-    assert torch.equal(seen[0], digits.x[:300][tr])
-    fitted = {v.numpy().tobytes() for v in seen[0]}
-    assert not any(digits.x[:300][i].numpy().tobytes() in fitted for i in va.tolist())
+    result = vaeaug.tune(model, x, y, grid=GRID[:1], budget=QUICK, folds=3, repeats=1, progress=False)
+    assert result["refit"] is True and len(seen) == 3  # one VAE per fold
+    folds = stratified_folds(y, 3, 0)
+    assert sorted(torch.cat(folds).tolist()) == list(range(300))
+    for f, fitted in zip(folds, seen, strict=True):
+        held = {x[i].numpy().tobytes() for i in f.tolist()}
+        assert not any(v.numpy().tobytes() in held for v in fitted)  # no image of its own fold
+        assert len(fitted) < 200  # the other folds minus the inner stopping slice
     seen.clear()
-    vaeaug.tune(model, digits.x[:300], digits.y[:300], grid=GRID[:1], steps=10, repeats=2, refit=False,
-                progress=False)
+    vaeaug.tune(model, x, y, grid=GRID[:1], budget=QUICK, folds=2, repeats=1, refit=False, progress=False)
     assert seen == []
+
+
+def test_tune_with_a_base_transform_stores_it(digits) -> None:
+    calls = []
+
+    def shift(img: torch.Tensor) -> torch.Tensor:
+        calls.append(img.shape)
+        return torch.roll(img, 1, dims=-1)
+
+    x, y = digits.x[:200], digits.y[:200]
+    model = vaeaug.fit(x, y, epochs=1, conditional=True, progress=False)
+    result = vaeaug.tune(model, x, y, grid=GRID[:1], base=shift, budget=QUICK, folds=2, repeats=1, progress=False)
+    assert calls and set(calls) == {torch.Size([1, 8, 8])}  # per image, in every run (none included)
+    assert result["base"] == repr(shift) and model.tuning["base"] == repr(shift)
+    assert "on top of your base transform" in result["reason"]

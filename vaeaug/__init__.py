@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .backends.onnx_generator import OnnxGenerator
     from .backends.onnx_metadata import read_onnx_metadata
     from .backends.torch_generator import TorchGenerator
+    from .classifier import Budget
     from .data import TensorData, ValueRange, as_tensor_data
     from .data.builtin import load_builtin
     from .data.generated import GeneratedDataset, verify_generated
@@ -54,6 +55,7 @@ _LAZY = {
     "TorchGenerator": "backends.torch_generator",
     "Noise": "rng",
     "evaluate": "evaluation",
+    "Budget": "classifier",
     "tune": "tuning",
     "AugmentSetting": "settings",
     "export_onnx": "backends.export",
@@ -82,6 +84,7 @@ __all__ = [
     "TorchGenerator",
     "Noise",
     "evaluate",
+    "Budget",
     "tune",
     "AugmentSetting",
     "export_onnx",

@@ -7,6 +7,11 @@ of a seed, so that paired differences measure the augmentation and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,9 +19,12 @@ from torch import nn
 
 from .augment import Augmenter
 from .classic import classic_augment
+from .devices import resolve_precision
 from .rng import derive_keys
 
-__all__ = ["SmallCNN", "classic_augment", "train_classifier"]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = ["Budget", "ClassifierRun", "SmallCNN", "Transform", "classic_augment", "fast_precision", "train_classifier"]
 
 
 class SmallCNN(nn.Module):
@@ -35,36 +43,179 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How long a classifier trains: to convergence on a validation split, or a fixed number of steps.
+
+    Converged (the default): check validation accuracy every ``eval_every`` steps, stop after
+    ``patience`` checks without improvement or at ``max_steps``, and test the best checkpoint.
+    Fixed (``Budget.fixed(n)``): train ``n`` steps and test the last weights.
+
+    Example:
+        >>> Budget().max_steps, Budget.fixed(500).converged
+        (4000, False)
+    """
+
+    max_steps: int = 4000
+    eval_every: int = 100
+    patience: int = 6
+    converged: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "eval_every", "patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+
+    @classmethod
+    def fixed(cls, steps: int) -> Budget:
+        """A fixed budget of ``steps`` optimizer steps (the protocol's earlier mode)."""
+        return cls(max_steps=steps, eval_every=steps, patience=1, converged=False)
+
+    def describe(self) -> str:
+        """A short description for reports."""
+        if not self.converged:
+            return f"{self.max_steps} steps"
+        return (f"to convergence (validation every {self.eval_every} steps, patience {self.patience}, "
+                f"at most {self.max_steps} steps)")
+
+
+@dataclass(frozen=True)
+class ClassifierRun:
+    """The outcome of one classifier run.
+
+    Attributes:
+        accuracy: test accuracy (%) of the tested weights (the best checkpoint when converged).
+        steps: optimizer steps taken.
+        best_step: the step of the tested weights.
+        val_accuracy: validation accuracy (%) of the tested weights (``None`` without validation).
+        seconds: wall time of the run.
+        predictions: the predicted class of every test image (for per-class metrics).
+    """
+
+    accuracy: float
+    steps: int
+    best_step: int
+    val_accuracy: float | None
+    seconds: float
+    predictions: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+def _predict(model: nn.Module, x: torch.Tensor, amp: bool, mem: torch.memory_format) -> torch.Tensor:
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        for lo in range(0, len(x), 2000):
+            out.append(model(x[lo:lo + 2000].contiguous(memory_format=mem)).argmax(1))
+    model.train()
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool, mem: torch.memory_format) -> float:
+    return 100.0 * int((_predict(model, x, amp, mem) == y).sum()) / max(1, len(x))
+
+
+def fast_precision() -> bool:
+    """True where the classifier runs in bf16 autocast: CPUs with native bf16 (AVX-512 BF16 or AMX).
+
+    Measured on the 2-core machine (BENCHMARKS.md): a training step of the protocol's CNN at batch
+    64 takes 38 ms in fp32, 14 ms in bf16 with channels_last.
+    """
+    return resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
 def train_classifier(
     x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *, num_classes: int,
-    steps: int, batch_size: int, seed: int, classic: bool, flip: bool, aug: Augmenter | None = None,
-    lr: float = 1e-3,
-) -> float:
-    """Train :class:`SmallCNN` for ``steps`` steps under one arm (``aug``: VAE variants in every batch,
-    keyed by the seed and the step); return test accuracy in %."""
+    seed: int, budget: Budget | None = None, steps: int | None = None, batch_size: int = 64,
+    classic: bool = False, flip: bool = False, aug: Augmenter | None = None, base: Transform | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None, weights: torch.Tensor | None = None,
+    lr: float = 1e-3, precision: str = "auto",
+) -> ClassifierRun:
+    """Train :class:`SmallCNN` under one arm; return its test accuracy and the steps it took.
+
+    In each step: a batch is drawn (uniformly, or by ``weights``), ``aug`` replaces a share of it
+    by VAE variants (keyed by the seed and the step), then ``base`` (a user's per-image transform)
+    or the built-in ``classic`` transform is applied. Every arm of a seed uses the same
+    initialisation, batches, keys and dropout seeds, so that paired differences measure the arm.
+
+    Args:
+        x, y: training images (model space, ``(N, C, H, W)`` in ``[0, 1]``) and labels.
+        x_test, y_test: where the tested accuracy is measured.
+        num_classes: number of classes.
+        seed: seeds the initialisation, batches, augmentation and dropout.
+        budget: how long to train (default: converged when ``val`` is given, else 1,500 steps).
+        steps: shorthand for ``Budget.fixed(steps)``.
+        batch_size: images per step.
+        classic: apply the built-in affine transform (and flips if ``flip``) to every batch.
+        aug: VAE variants for a share of every batch.
+        base: a user transform applied per image (after ``aug``): ``(C, H, W)`` float in ``[0, 1]``
+            in, the same out; it draws from torch's global generator, which is seeded per step.
+        val: the validation split that decides when a converged run stops.
+        weights: per-sample draw weights (oversampling); default uniform.
+        lr: Adam's learning rate.
+        precision: ``"auto"`` (bf16 autocast where the CPU computes it natively), ``"bf16"`` or ``"fp32"``.
+
+    Returns:
+        A :class:`ClassifierRun`.
+    """
+    if budget is None:
+        budget = Budget.fixed(steps if steps is not None else 1500) if val is None or steps is not None else Budget()
+    elif steps is not None:
+        raise ValueError("pass budget= or steps=, not both")
+    if budget.converged and val is None:
+        raise ValueError("a converged budget needs a validation split: pass val=(x_val, y_val)")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32'; got {precision!r}")
+    amp = fast_precision() if precision == "auto" else precision == "bf16"
+    t0 = time.perf_counter()
+    mem = torch.channels_last
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SmallCNN(tuple(x.shape[1:]), num_classes)  # type: ignore[arg-type]
+    model = model.to(memory_format=mem)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 10_000)
     g_aug = torch.Generator().manual_seed(seed + 20_000)
     model.train()
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+    best_acc, best_step, best_state, since_best = -1.0, 0, None, 0
+    step = 0
+    while step < budget.max_steps:
+        if weights is None:
+            idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        else:
+            idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
         xb, yb = x[idx], y[idx]
         if aug is not None:
             xb = aug(xb, yb, key=int(derive_keys(seed, step)[0] >> np.uint64(1)), codec=aug.codec("model"))
-        if classic:
-            xb = classic_augment(xb, g_aug, flip)
         with torch.random.fork_rng(devices=[]):
+            if base is not None:
+                torch.manual_seed(seed * 100_019 + step)
+                xb = torch.stack([base(img) for img in xb])
+            elif classic:
+                xb = classic_augment(xb, g_aug, flip)
             torch.manual_seed(seed * 100_003 + step)  # dropout
-            loss = F.cross_entropy(model(xb), yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(xb.contiguous(memory_format=mem)), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for lo in range(0, len(x_test), 2000):
-            correct += int((model(x_test[lo:lo + 2000]).argmax(1) == y_test[lo:lo + 2000]).sum())
-    return 100.0 * correct / len(x_test)
+        step += 1
+        if budget.converged and (step % budget.eval_every == 0 or step == budget.max_steps):
+            assert val is not None
+            acc = _accuracy(model, val[0], val[1], amp, mem)
+            if acc > best_acc:
+                best_acc, best_step, since_best = acc, step, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+                if since_best >= budget.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_step = step
+    val_acc = best_acc if budget.converged else (None if val is None else _accuracy(model, val[0], val[1], amp, mem))
+    pred = _predict(model, x_test, amp, mem)
+    return ClassifierRun(accuracy=100.0 * int((pred == y_test).sum()) / max(1, len(y_test)), steps=step,
+                         best_step=best_step, val_accuracy=val_acc, seconds=time.perf_counter() - t0,
+                         predictions=pred)

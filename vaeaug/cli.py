@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -90,26 +91,46 @@ def _build_parser() -> _Parser:
     f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
     f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
     f.add_argument("--tune", action="store_true",
-                   help="after fitting, choose the augmentation setting on a validation split (vaeaug.tune) "
-                        "and store it in the model file")
+                   help="after fitting, choose the augmentation setting by cross-validation on the data "
+                        "(vaeaug.tune: k folds, successive halving, a paired test) and store it in the model file")
     f.add_argument("--curves", default=None, help="also write the training curves to this PNG file")
-    f.add_argument("--tune-steps", type=_positive_int, default=400, help="classifier steps per tuning run")
+    f.add_argument("--tune-steps", type=_positive_int, default=2000,
+                   help="at most this many classifier steps per tuning run (each stops at convergence)")
+    f.add_argument("--tune-folds", type=_positive_int, default=3, help="cross-validation folds of --tune (>= 2)")
+    f.add_argument("--tune-repeats", type=_positive_int, default=2, help="classifier seeds of tune's finalist")
+    f.add_argument("--tune-alpha", type=float, default=0.1,
+                   help="false-positive rate of tune's paired test (default 0.1)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar or summary line")
 
     e = sub.add_parser("evaluate", help="measure downstream accuracy with and without vaeaug",
-                       description="The protocol: per seed, draw --per-class images per class, fit a VAE on "
-                       "them only, train the same CNN with the same steps under each arm, test on the full "
-                       "test split; report accuracy and paired gains over 'none'.")
+                       description="The protocol: per seed, draw --per-class images per class, carve a "
+                       "stratified validation split from them, fit a VAE on the rest only, train the same CNN under "
+                       "each arm until its validation accuracy stops improving (or --steps), test the best "
+                       "checkpoint on the full test split; report accuracy, steps used and paired gains over "
+                       "'none' and 'classic'.")
     e.add_argument("--data", required=True, help="'digits', 'fashion-mnist' or a .npz with x and y")
     e.add_argument("--test", default=None, help="a .npz with x and y (default: the built-in's test split)")
     e.add_argument("--out", required=True, help="folder for report.json and report.md")
     e.add_argument("--root", default=None, help="folder holding a built-in dataset's files")
     e.add_argument("--per-class", type=_positive_int, default=50)
     e.add_argument("--seeds", type=_positive_int, default=3)
-    e.add_argument("--steps", type=_positive_int, default=1500, help="optimizer steps per arm")
+    e.add_argument("--steps", type=_positive_int, default=None,
+                   help="a fixed budget of optimizer steps per arm (default: each arm trains to convergence)")
+    e.add_argument("--max-steps", type=_positive_int, default=4000, help="converged mode: the step cap")
+    e.add_argument("--eval-every", type=_positive_int, default=100, help="converged mode: steps between checks")
+    e.add_argument("--patience", type=_positive_int, default=6,
+                   help="converged mode: checks without improvement before an arm stops")
+    e.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for stopping")
+    e.add_argument("--imbalance", type=float, default=None, metavar="R",
+                   help="half of the classes keep --per-class / R images; reports balanced accuracy and "
+                        "per-class recall (default arms: none,oversample,classic,balance,balance+vae,vae)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
-    e.add_argument("--arms", default="none,classic,vae,vae+classic", help="comma-separated subset")
+    e.add_argument("--arms", default=None,
+                   help="comma-separated, from none,classic,vae,vae+classic,tuned,oversample,balance,balance+vae "
+                        "(default: none,classic,vae,vae+classic; 'tuned' runs vaeaug.tune per seed: minutes more)")
     e.add_argument("--vae-epochs", type=_positive_int, default=300)
+    e.add_argument("--vae-augment", default=None, choices=["classic", "classic+flip"],
+                   help="fit each seed's VAE on classic-augmented batches (vaeaug.fit(augment=...))")
     e.add_argument("--mode", default=None, choices=MODES, help="VAE arms' mode (default: vaeaug's)")
     e.add_argument("--strength", type=float, default=None)
     e.add_argument("--form", default=None, choices=["decode", "delta"])
@@ -271,7 +292,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             raise UsageError("--tune trains classifiers on the data's labels, and this data has none")
         if not data.is_image:
             raise UsageError("--tune trains a CNN and needs images; this data is vectors")
-        tune(model, data, steps=args.tune_steps, seed=args.seed, progress=not args.no_progress)
+        if args.tune_folds < 2:
+            raise UsageError(f"--tune-folds must be >= 2; got {args.tune_folds}")
+        if not 0.0 < args.tune_alpha < 1.0:
+            raise UsageError(f"--tune-alpha must be in (0, 1); got {args.tune_alpha}")
+        from .classifier import Budget
+        from .tuning import TUNE_BUDGET
+
+        budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience)
+        try:
+            tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
+                 alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress)
+        except ValueError as e:
+            raise UsageError(f"--tune: {e}") from None
     model.save(out)
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
@@ -286,12 +319,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
+    from .classifier import Budget
     from .evaluation import ARMS, evaluate, report_markdown
 
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    bad = [a for a in arms if a not in ARMS]
+    arms = None if args.arms is None else [a.strip() for a in args.arms.split(",") if a.strip()]
+    allowed = [a for a in ARMS if not a.startswith("base")]  # base arms take a Python transform
+    bad = [a for a in arms or [] if a not in allowed]
     if bad:
-        raise UsageError(f"unknown arms {bad}; choose from {', '.join(ARMS)}")
+        raise UsageError(f"unknown arms {bad}; choose from {', '.join(allowed)}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must be in (0, 1); got {args.val_fraction}")
+    if args.imbalance is not None and not (math.isfinite(args.imbalance) and args.imbalance >= 1):
+        raise UsageError(f"--imbalance must be a number >= 1; got {args.imbalance}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; give a folder")
@@ -300,8 +339,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     changes = {k: getattr(args, k) for k in ("mode", "strength", "form", "p")}
     setting = resolve_setting(None, **changes)
     flip = {"auto": None, "on": True, "off": False}[args.flip]
+    budget = None if args.steps else Budget(max_steps=args.max_steps, eval_every=args.eval_every,
+                                            patience=args.patience)
     report = evaluate(args.data, args.test, per_class=args.per_class, seeds=args.seeds, steps=args.steps,
+                      budget=budget, val_fraction=float(args.val_fraction), imbalance=args.imbalance,
                       batch_size=args.batch_size, arms=arms, setting=setting, vae_epochs=args.vae_epochs,
+                      vae_kwargs={"augment": args.vae_augment} if args.vae_augment else None,
                       flip=flip, root=args.root, progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -1,63 +1,168 @@
 """Does it help? The downstream-accuracy protocol, with paired gains over seeds.
 
-For each seed: draw ``per_class`` images per class from the training split; fit a
-class-conditional VAE on that reduced set only; train the same small CNN with the same number
-of optimizer steps under each arm; measure accuracy on the full test split. Arms:
+For each seed: draw ``per_class`` images per class from the training split (with ``imbalance=R``,
+half of the classes keep ``per_class`` and the other half ``per_class / R``); carve a stratified
+validation split from that reduced set (the same for every arm of the seed); fit a
+class-conditional VAE on the rest only; train the same small CNN under each arm, each until its
+own validation accuracy stops improving (or for a fixed number of steps, ``steps=``); test the
+best checkpoint on the full test split. Arms:
 
 * ``none``: the reduced set as is;
 * ``classic``: per-sample random affine (rotation 10 deg, translation 10%, scale 0.9-1.1), plus
   horizontal flips where the data allows them;
-* ``vae``: a share ``p`` of each batch replaced by VAE variants (vaeaug's defaults, or ``aug``);
+* ``vae``: a share ``p`` of each batch replaced by VAE variants (vaeaug's defaults, or ``setting``);
 * ``vae+classic``: the VAE move first (a VAE should see images like those it was fit on), then
-  the classic transforms.
+  the classic transforms;
+* ``tuned``: what :func:`vaeaug.tune` chooses on the training part (the validation split unseen);
+* ``base`` and ``base+vae``: a user's own per-image transform, without and with VAE variants first;
+* for imbalanced data: ``oversample`` (class-balanced draws), ``balance`` (class-balanced draws,
+  the extra draws of the small classes replaced by ``prior`` samples of their class, as
+  ``VAEAugmentedDataset(balance_classes=True)`` does) and ``balance+vae`` (the extra draws
+  replaced by variants of the drawn image).
 
-Every arm of a seed uses the same subset, the same VAE and the same classifier initialisation;
-gains are paired differences to ``none`` per seed, reported as mean and standard deviation.
+Every arm of a seed uses the same subset, validation split, VAE and classifier initialisation;
+gains are paired differences per seed, reported as mean and standard deviation. Arms that
+would train the same thing (``tuned`` choosing ``p = 0`` or an arm already run) reuse its run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .augment import Augmenter
 from .backends.torch_generator import TorchGenerator
-from .classifier import train_classifier
+from .classifier import Budget, ClassifierRun, Transform, train_classifier
 from .data import as_tensor_data
 from .settings import DEFAULT_AUGMENT, AugmentSetting
 from .training import fit
+from .tuning import stratified_split, tune
 
-__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "evaluate", "report_markdown", "reduce_per_class"]
+__all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
+           "report_markdown", "reduce_per_class"]
 
-ARMS = ("none", "classic", "vae", "vae+classic")
+ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "base", "base+vae", "oversample", "balance",
+        "balance+vae")
+DEFAULT_ARMS = ("none", "classic", "vae", "vae+classic")
+IMBALANCE_ARMS = ("none", "oversample", "classic", "balance", "balance+vae", "vae")
+PRIOR = AugmentSetting("prior", 1.0, "decode", 1.0)
 
 
-def reduce_per_class(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+def reduce_per_class(y: torch.Tensor, per_class: int, seed: int, imbalance: float | None = None) -> torch.Tensor:
     """Indices of ``per_class`` samples of every class, drawn with ``seed`` (sorted).
+
+    With ``imbalance=R``, a seeded half of the classes (rounded down) keeps only
+    ``max(1, round(per_class / R))`` samples.
 
     Example:
         >>> reduce_per_class(torch.tensor([0, 0, 1, 1, 1]), 1, seed=0).shape
         torch.Size([2])
+        >>> torch.bincount(torch.tensor([0] * 9 + [1] * 9)[reduce_per_class(
+        ...     torch.tensor([0] * 9 + [1] * 9), 8, seed=0, imbalance=4)]).tolist() in ([8, 2], [2, 8])
+        True
     """
+    if imbalance is not None and not (isinstance(imbalance, (int, float)) and math.isfinite(imbalance)
+                                      and imbalance >= 1):
+        raise ValueError(f"imbalance must be a number >= 1 (the ratio of large to small classes); got {imbalance!r}")
     g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y).tolist()
+    small: set[int] = set()
+    if imbalance is not None:
+        order = torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+        small = {classes[i] for i in order[: len(classes) // 2]}
     out = []
-    for c in torch.unique(y).tolist():
+    for c in classes:
+        k = max(1, round(per_class / imbalance)) if c in small and imbalance is not None else per_class
         members = torch.nonzero(y == c).flatten()
-        if len(members) < per_class:
+        if len(members) < k:
             raise ValueError(f"class {c} has {len(members)} training samples, fewer than per_class={per_class}")
-        out.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+        out.append(members[torch.randperm(len(members), generator=g)[:k]])
     return torch.cat(out).sort().values
+
+
+def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[float, list[float]]:
+    """Mean per-class recall (%) over the classes present in ``y``, and the recalls.
+
+    Example:
+        >>> balanced_accuracy(torch.tensor([0, 0, 1, 0]), torch.tensor([0, 0, 1, 1]), 2)[0]
+        75.0
+    """
+    recalls = []
+    for c in range(num_classes):
+        m = y == c
+        if bool(m.any()):
+            recalls.append(100.0 * float((pred[m] == c).float().mean()))
+    return statistics.fmean(recalls), recalls
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "per_seed": values}
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """What one arm trains with; two arms with equal fields train the same thing."""
+
+    classic: bool = False
+    base: bool = False
+    setting: AugmentSetting | None = None
+    oversample: bool = False
+    extra: AugmentSetting | None = None  # replaces the extra (oversampled) draws of small classes
+
+
+def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, AugmentSetting]) -> dict[str, _Arm]:
+    plan: dict[str, _Arm] = {}
+    fixed = {"none": _Arm(), "classic": _Arm(classic=True), "base": _Arm(base=True),
+             "oversample": _Arm(oversample=True), "balance": _Arm(oversample=True, extra=PRIOR),
+             "balance+vae": _Arm(oversample=True, extra=dataclasses.replace(setting, p=1.0))}
+    for a in arms:
+        if a in fixed:
+            plan[a] = fixed[a]
+        elif a == "vae":
+            plan[a] = _Arm(setting=setting)
+        elif a == "vae+classic":
+            plan[a] = _Arm(classic=True, setting=setting)
+        elif a == "base+vae":
+            plan[a] = _Arm(base=True, setting=setting)
+        elif a == "tuned":
+            plan[a] = _Arm()  # decided per seed
+    for n, s in extra_arms.items():
+        plan[n] = _Arm(setting=s)
+        if "vae+classic" in arms:
+            plan[f"{n}+classic"] = _Arm(classic=True, setting=s)
+        if "base+vae" in arms:
+            plan[f"{n}+base"] = _Arm(base=True, setting=s)
+    return plan
+
+
+class _ExtraDraws:
+    """Replaces the extra draws of small classes (beyond their natural share) by variants."""
+
+    def __init__(self, aug: Augmenter, counts: torch.Tensor) -> None:
+        self.aug = aug
+        self.replace_share = 1.0 - counts.float() / counts.max().float()  # per class
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, *, key: int, codec: Any) -> torch.Tensor:
+        g = torch.Generator().manual_seed(key)
+        rows = torch.nonzero(torch.rand(len(yb), generator=g) < self.replace_share[yb]).flatten()
+        if len(rows) == 0:
+            return xb
+        out = xb.clone()
+        out[rows] = self.aug(xb[rows], yb[rows], key=key, codec=codec)
+        return out
+
+    def codec(self, kind: str) -> Any:
+        return self.aug.codec(kind)
 
 
 def evaluate(
@@ -66,11 +171,16 @@ def evaluate(
     *,
     per_class: int = 50,
     seeds: int | Sequence[int] = 3,
-    steps: int = 1500,
+    steps: int | None = None,
+    budget: Budget | None = None,
+    val_fraction: float = 0.2,
     batch_size: int = 64,
-    arms: Sequence[str] = ARMS,
+    arms: Sequence[str] | None = None,
     setting: AugmentSetting = DEFAULT_AUGMENT,
     extra_arms: dict[str, AugmentSetting] | None = None,
+    base: Transform | None = None,
+    imbalance: float | None = None,
+    tune_kwargs: dict[str, Any] | None = None,
     vae_epochs: int = 300,
     vae_kwargs: dict[str, Any] | None = None,
     flip: bool | None = None,
@@ -84,12 +194,21 @@ def evaluate(
         test: test data; ``None`` takes the built-in's test split.
         per_class: images per class drawn from the training split for each seed.
         seeds: number of seeds (0, 1, ...) or the seeds themselves.
-        steps: optimizer steps per classifier, the same for every arm.
+        steps: a fixed budget of optimizer steps for every arm instead of training to convergence.
+        budget: the classifier's :class:`~vaeaug.classifier.Budget` (default: converged,
+            ``Budget()``); ``steps=n`` is ``Budget.fixed(n)``.
+        val_fraction: share of each class of the reduced set held out to decide when to stop.
         batch_size: classifier batch size.
-        arms: a subset of :data:`ARMS`.
+        arms: names from :data:`ARMS` (default: :data:`DEFAULT_ARMS`, or :data:`IMBALANCE_ARMS`
+            with ``imbalance``); ``base`` arms need ``base``.
         setting: the VAE arms' augmentation (vaeaug's defaults unless given).
         extra_arms: more VAE arms, name -> setting (each also gets a ``+classic`` twin if
-            ``"vae+classic"`` is in ``arms``).
+            ``"vae+classic"`` is in ``arms``, and a ``+base`` twin if ``"base+vae"`` is).
+        base: the user's per-image transform for ``base`` and ``base+vae``: a ``(C, H, W)`` float
+            tensor in ``[0, 1]`` in, the same out (e.g. a ``torchvision.transforms.v2`` pipeline).
+        imbalance: ``R``: half of the classes keep ``per_class / R`` images; the report adds
+            balanced accuracy and per-class recall.
+        tune_kwargs: keyword arguments for :func:`vaeaug.tune` in the ``tuned`` arm.
         vae_epochs: epochs of the VAE fit on the reduced set.
         vae_kwargs: more keyword arguments for :func:`vaeaug.fit`.
         flip: allow horizontal flips in ``classic``; default: only for Fashion-MNIST.
@@ -97,11 +216,24 @@ def evaluate(
         progress: progress bar per arm and seed.
 
     Returns:
-        ``{"arms": {name: {"mean", "std", "per_seed"}}, "gains": {...}, "vae": {...}, "config": {...}}``.
+        ``{"arms": {name: {"mean", "std", "per_seed", "steps", ...}}, "gains": {...},
+        "gains_over_classic": {...}, "vae": {...}, "config": {...}}``.
     """
+    arms = tuple(arms if arms is not None else (IMBALANCE_ARMS if imbalance else DEFAULT_ARMS))
     unknown = set(arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; expected a subset of {ARMS}")
+    if not arms:
+        raise ValueError(f"arms is empty; choose from {ARMS}")
+    if {"base", "base+vae"} & set(arms) and base is None:
+        raise ValueError("arms 'base' and 'base+vae' train with your own transform: pass base=<callable>")
+    if base is not None and not callable(base):
+        raise TypeError(f"base must be a callable transform of one (C, H, W) image; got {type(base).__name__}")
+    if steps is not None and budget is not None:
+        raise ValueError("pass steps= (a fixed budget) or budget=, not both")
+    if not (isinstance(val_fraction, float) and 0.0 < val_fraction < 1.0):
+        raise ValueError(f"val_fraction must be a float in (0, 1); got {val_fraction!r}")
+    budget = Budget.fixed(steps) if steps is not None else (budget or Budget())
     for s in [setting, *(extra_arms or {}).values()]:  # fail before minutes of fitting, not after
         if not isinstance(s, AugmentSetting):
             raise TypeError(f"VAE arms take AugmentSetting values; got {type(s).__name__}")
@@ -129,79 +261,137 @@ def evaluate(
     num_classes = int(max(int(train.y.max()), int(test_d.y.max())) + 1)
     if flip is None:
         flip = bool(name and name.lower().replace("_", "-") in ("fashion-mnist", "fashionmnist"))
-    vae_arms: dict[str, AugmentSetting] = {}
-    if "vae" in arms or "vae+classic" in arms:
-        vae_arms["vae"] = setting
-    vae_arms.update(extra_arms or {})
-    plan: list[tuple[str, bool, AugmentSetting | None]] = []
-    if "none" in arms:
-        plan.append(("none", False, None))
-    if "classic" in arms:
-        plan.append(("classic", True, None))
-    for arm_name, vs in vae_arms.items():
-        if "vae" in arms or arm_name != "vae":
-            plan.append((arm_name, False, vs))
-        if "vae+classic" in arms:
-            plan.append((f"{arm_name}+classic", True, vs))
+    plan = _plan(arms, setting, dict(extra_arms or {}))
 
-    results: dict[str, list[float]] = {a: [] for a, _, _ in plan}
-    fit_seconds, val_losses = [], []
-    # fp32 and one process: a measuring instrument, comparable across machines and with recorded results
+    runs: dict[str, list[ClassifierRun]] = {a: [] for a in plan}
+    balanced: dict[str, list[float]] = {a: [] for a in plan}
+    recalls: dict[str, list[list[float]]] = {a: [] for a in plan}
+    tuned_choice: list[Any] = []
+    fit_seconds, val_losses, tune_seconds = [], [], []
     fit_kw = {"epochs": vae_epochs, "batch_size": 64, "kl_warmup": min(50, vae_epochs // 4), "conditional": True,
-              "patience": None, "precision": "fp32", "distributed": False, **(vae_kwargs or {})}
+              "patience": None, "precision": "auto", "distributed": False, **(vae_kwargs or {})}
+    t_start = time.perf_counter()
     bar = tqdm(total=len(seed_list) * (len(plan) + 1), desc="evaluate", disable=not progress, unit="run")
     for seed in seed_list:
-        idx = reduce_per_class(train.y, per_class, seed)
-        xr, yr = train.x[idx], train.y[idx]
-        bar.set_postfix_str(f"seed {seed}: fitting the VAE on {len(idx)} images")
+        idx = reduce_per_class(train.y, per_class, seed, imbalance)
+        tr, va = stratified_split(train.y[idx], val_fraction, seed)
+        xr, yr = train.x[idx[tr]], train.y[idx[tr]]
+        val = (train.x[idx[va]], train.y[idx[va]])
+        counts = torch.bincount(yr, minlength=num_classes)
+        weights = (1.0 / counts.clamp(min=1).float())[yr]
+        bar.set_postfix_str(f"seed {seed}: fitting the VAE on {len(xr)} images")
         t0 = time.perf_counter()
         vae = fit(xr, yr, seed=seed, progress=False, device="cpu", **fit_kw)
         fit_seconds.append(time.perf_counter() - t0)
         val_losses.append(min((h["val_loss"] for h in vae.history if "val_loss" in h), default=math.nan))
         gen = TorchGenerator(vae)
         bar.update()
-        for arm_name, classic, arm_setting in plan:
+        done: dict[_Arm, tuple[ClassifierRun, float, list[float]]] = {}
+        for arm_name, arm in plan.items():
+            if arm_name == "tuned":
+                bar.set_postfix_str(f"seed {seed}: tuning")
+                t1 = time.perf_counter()
+                res = tune(vae, xr, yr, seed=seed, progress=False, **(tune_kwargs or {}))
+                tune_seconds.append(time.perf_counter() - t1)
+                chosen = res["chosen"]
+                tuned_choice.append({"chosen": chosen, "reason": res["reason"]})
+                arm = _Arm(setting=AugmentSetting.from_dict(chosen)) if chosen else _Arm()
             bar.set_postfix_str(f"seed {seed}: {arm_name}")
-            acc = train_classifier(xr, yr, test_d.x, test_d.y, num_classes=num_classes, steps=steps,
-                                   batch_size=batch_size, seed=seed, classic=classic, flip=flip,
-                                   aug=None if arm_setting is None else Augmenter(gen, arm_setting))
-            results[arm_name].append(acc)
+            if arm not in done:
+                aug: Any = None
+                if arm.setting is not None:
+                    aug = Augmenter(gen, arm.setting)
+                elif arm.extra is not None:
+                    aug = _ExtraDraws(Augmenter(gen, arm.extra), counts)
+                run = train_classifier(xr, yr, test_d.x, test_d.y, num_classes=num_classes, budget=budget,
+                                       batch_size=batch_size, seed=seed, classic=arm.classic, flip=flip, aug=aug,
+                                       base=base if arm.base else None, val=val,
+                                       weights=weights if arm.oversample else None)
+                bacc, rec = math.nan, list[float]()
+                if imbalance is not None:
+                    assert run.predictions is not None
+                    bacc, rec = balanced_accuracy(run.predictions, test_d.y, num_classes)
+                done[arm] = (run, bacc, rec)
+            run, bacc, rec = done[arm]
+            runs[arm_name].append(run)
+            balanced[arm_name].append(bacc)
+            recalls[arm_name].append(rec)
             bar.update()
     bar.close()
-    report: dict[str, Any] = {
-        "arms": {a: _stats(v) for a, v in results.items()},
-        "gains": {},
-        "vae": {"fit_seconds": fit_seconds, "best_val_loss": val_losses},
-        "config": {"data": name or train.source, "per_class": per_class, "seeds": seed_list, "steps": steps,
-                   "batch_size": batch_size, "flip": flip, "vae_epochs": vae_epochs,
-                   "settings": {a: (s.__dict__ if s else None) for a, _, s in plan}},
+    acc = {a: [r.accuracy for r in rs] for a, rs in runs.items()}
+    report: dict[str, Any] = {"arms": {}, "gains": {}, "gains_over_classic": {}}
+    for a, rs in runs.items():
+        st = _stats(acc[a])
+        st.update(steps=[r.steps for r in rs], best_step=[r.best_step for r in rs],
+                  val_accuracy=[r.val_accuracy for r in rs], seconds=[r.seconds for r in rs])
+        if imbalance is not None:
+            st["balanced"] = _stats(balanced[a])
+            st["recall"] = recalls[a]
+        report["arms"][a] = st
+    metric = balanced if imbalance is not None else acc
+    for ref, key in (("none", "gains"), ("classic", "gains_over_classic")):
+        if ref in metric:
+            for a, v in metric.items():
+                if a != ref:
+                    report[key][a] = _stats([vi - bi for vi, bi in zip(v, metric[ref], strict=True)])
+    report["vae"] = {"fit_seconds": fit_seconds, "best_val_loss": val_losses}
+    if tuned_choice:
+        report["tuned"] = {"per_seed": tuned_choice, "seconds": tune_seconds}
+    report["config"] = {
+        "data": name or train.source, "per_class": per_class, "imbalance": imbalance, "seeds": seed_list,
+        "budget": dataclasses.asdict(budget), "budget_text": budget.describe(), "val_fraction": val_fraction,
+        "n_train": len(xr), "n_val": len(val[1]), "batch_size": batch_size, "flip": flip, "vae_epochs": vae_epochs,
+        "base": None if base is None else repr(base), "metric": "balanced accuracy" if imbalance else "accuracy",
+        "settings": {a: (dataclasses.asdict(arm.setting) if arm.setting else None) for a, arm in plan.items()},
+        "seconds": time.perf_counter() - t_start,
     }
-    if "none" in results:
-        base = results["none"]
-        for a, v in results.items():
-            if a != "none":
-                report["gains"][a] = _stats([vi - bi for vi, bi in zip(v, base, strict=True)])
     return report
 
 
+def _cell(st: dict[str, Any] | None) -> str:
+    return f"{st['mean']:+.2f} ± {st['std']:.2f}" if st else ""
+
+
 def report_markdown(report: dict[str, Any]) -> str:
-    """The report as a markdown table: accuracy per arm and paired gain over ``none``."""
+    """The report as a markdown table: the metric per arm, steps used, paired gains over ``none`` and ``classic``."""
     cfg = report["config"]
+    imb = cfg.get("imbalance")
+    budget_text = cfg.get("budget_text") or f"{cfg.get('steps')} steps"
+    metric = cfg.get("metric", "accuracy")
     lines = [
-        f"Data {cfg['data']}, {cfg['per_class']} per class, seeds {cfg['seeds']}, {cfg['steps']} steps of "
-        f"batch {cfg['batch_size']} per arm, flips {'on' if cfg['flip'] else 'off'}.",
+        f"Data {cfg['data']}, {cfg['per_class']} per class"
+        + (f" (half of the classes at 1/{imb:g} of that)" if imb else "")
+        + f", seeds {cfg['seeds']}; classifier trained {budget_text}, batch {cfg['batch_size']}; "
+        f"flips {'on' if cfg['flip'] else 'off'}. Metric: test {metric}.",
         "",
-        "| arm | setting | accuracy (mean ± std) | per seed | paired gain over none |",
-        "|---|---|---|---|---|",
+        f"| arm | setting | {metric} (mean ± std) | per seed | steps used (per seed) | "
+        "paired gain over none | paired gain over classic |",
+        "|---|---|---|---|---|---|---|",
     ]
+    tuned = report.get("tuned", {}).get("per_seed", [])
     for a, st in report["arms"].items():
         s = cfg["settings"].get(a)
         setting = AugmentSetting(**s).label() if s else ""
-        gain = report["gains"].get(a)
-        g = f"{gain['mean']:+.2f} ± {gain['std']:.2f}" if gain else ""
-        per = ", ".join(f"{v:.2f}" for v in st["per_seed"])
-        lines.append(f"| {a} | {setting} | {st['mean']:.2f} ± {st['std']:.2f} | {per} | {g} |")
+        if a == "tuned":
+            setting = "; ".join(AugmentSetting(**t["chosen"]).label() if t["chosen"] else "off" for t in tuned)
+        m = st["balanced"] if imb else st
+        per = ", ".join(f"{v:.2f}" for v in m["per_seed"])
+        used = ", ".join(str(v) for v in st.get("steps", []))
+        lines.append(f"| {a} | {setting} | {m['mean']:.2f} ± {m['std']:.2f} | {per} | {used} | "
+                     f"{_cell(report['gains'].get(a))} | {_cell(report.get('gains_over_classic', {}).get(a))} |")
+    if imb:
+        lines += ["", "Per-class recall (%, mean over seeds):", "",
+                  "| arm | " + " | ".join(str(c) for c in range(len(next(iter(report['arms'].values()))['recall'][0])))
+                  + " |", "|---|" + "---|" * len(next(iter(report['arms'].values()))['recall'][0])]
+        for a, st in report["arms"].items():
+            mean_rec = np.mean(np.array(st["recall"]), axis=0)
+            lines.append(f"| {a} | " + " | ".join(f"{r:.1f}" for r in mean_rec) + " |")
     v = report["vae"]
     lines += ["", f"VAE fit: {statistics.fmean(v['fit_seconds']):.1f} s per seed, best val loss "
                   f"{', '.join(f'{x:.2f}' for x in v['best_val_loss'])} nats/image."]
+    if "tuned" in report:
+        lines.append(f"tune: {statistics.fmean(report['tuned']['seconds']):.0f} s per seed; "
+                     + " | ".join(t["reason"] for t in tuned))
+    if "seconds" in cfg:
+        lines.append(f"Wall time: {cfg['seconds']:.0f} s.")
     return "\n".join(lines)
