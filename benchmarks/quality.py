@@ -26,6 +26,8 @@ PRESETS = {
     "delta-iso-0.5": AugmentSetting("isotropic", 0.5, "delta", 0.5),
     "delta-iso-1-p0.25": AugmentSetting("isotropic", 1.0, "delta", 0.25),
     "delta-interp-1": AugmentSetting("interpolate", 1.0, "delta", 0.5),
+    "delta-extra-1": AugmentSetting("extrapolate", 1.0, "delta", 0.5),
+    "delta-extra-2": AugmentSetting("extrapolate", 2.0, "delta", 0.5),
 }
 
 
@@ -34,7 +36,10 @@ def main() -> None:
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=None, help="a fixed budget (default: converged)")
+    ap.add_argument("--arms", default="none,classic,vae", help="base arms (vae+classic is added by --classic-twins)")
+    ap.add_argument("--imbalance", type=float, default=None)
+    ap.add_argument("--vae-augment", default=None, choices=["classic", "classic+flip"])
     ap.add_argument("--vae-epochs", type=int, default=300)
     ap.add_argument("--settings", default="delta-iso-1,decode-post-1", help=f"from {', '.join(PRESETS)}")
     ap.add_argument("--classic-twins", action="store_true", help="also run each setting followed by classic")
@@ -42,11 +47,12 @@ def main() -> None:
     args = ap.parse_args()
     names = args.settings.split(",")
     first, rest = names[0], names[1:]
-    arms = ["none", "classic", "vae"] + (["vae+classic"] if args.classic_twins else [])
+    arms = args.arms.split(",") + (["vae+classic"] if args.classic_twins else [])
     t = time.perf_counter()
     report = evaluate(args.data, per_class=args.per_class, seeds=args.seeds, steps=args.steps, arms=arms,
-                      setting=PRESETS[first], extra_arms={n: PRESETS[n] for n in rest},
-                      vae_epochs=args.vae_epochs)
+                      setting=PRESETS[first], extra_arms={n: PRESETS[n] for n in rest}, imbalance=args.imbalance,
+                      vae_epochs=args.vae_epochs,
+                      vae_kwargs={"augment": args.vae_augment} if args.vae_augment else None)
     report["config"]["command"] = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     report["config"]["seconds"] = time.perf_counter() - t
     report["config"]["torch"] = torch.__version__
