@@ -181,3 +181,20 @@ def test_tune_with_a_base_transform_stores_it(digits) -> None:
     assert calls and set(calls) == {torch.Size([1, 8, 8])}  # per image, in every run (none included)
     assert result["base"] == repr(shift) and model.tuning["base"] == repr(shift)
     assert "on top of your base transform" in result["reason"]
+
+
+def test_tune_says_yes_where_variants_obviously_help(digits) -> None:
+    """A planted nuisance the VAE learns from every class: each image's contrast is scaled by a random
+    factor in [0.2, 1]. With 30 images per class the classifier sees each class at few contrasts; the
+    class-conditional VAE learns contrast from all 300, and its variants vary it within a class."""
+    from vaeaug.evaluation import reduce_per_class
+
+    idx = reduce_per_class(digits.y, 30, 0)
+    g = torch.Generator().manual_seed(1)
+    x = digits.x[idx] * (0.2 + 0.8 * torch.rand(len(idx), 1, 1, 1, generator=g))
+    y = digits.y[idx]
+    model = vaeaug.fit(x, y, epochs=60, conditional=True, patience=None, progress=False)
+    result = vaeaug.tune(model, x, y, grid=GRID[:1], folds=3, repeats=2, progress=False)
+    assert result["chosen"] == vars(GRID[0]) and model.augment == vars(GRID[0])
+    assert result["p_value"] < result["alpha"] and result["gain"] > 1.0
+    assert "paired one-sided t-test" in result["reason"]
