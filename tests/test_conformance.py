@@ -37,10 +37,12 @@ NAN_MSG = r"strength must be a finite number >= 0; got nan"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    """``{"uncond"|"cond": {"torch": .vae path, "onnx": .onnx path}}``."""
+    """``{"uncond"|"cond"|"cond-fitaug": {"torch": .vae path, "onnx": .onnx path}}``; ``cond-fitaug`` is
+    fit on classic-augmented batches (``fit(augment="classic")``)."""
     out = tmp_path_factory.mktemp("conformance")
     paths: dict[str, dict[str, str]] = {}
-    for name, model in (("uncond", digits_model()), ("cond", digits_conditional_model())):
+    fitaug = vaeaug.fit("digits", epochs=2, conditional=True, augment="classic", progress=False)
+    for name, model in (("uncond", digits_model()), ("cond", digits_conditional_model()), ("cond-fitaug", fitaug)):
         model.save(out / f"{name}.vae")
         onnx = vaeaug.export_onnx(model, out / f"{name}.onnx")["augmenter"]
         paths[name] = {"torch": str(out / f"{name}.vae"), "onnx": str(onnx)}
@@ -119,9 +121,10 @@ def test_every_consumer_makes_the_cores_variant_for_the_same_key(backend: str, m
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_conditional_consumers_agree_and_keep_the_label(backend: str, models: Any, u8: np.ndarray,
+@pytest.mark.parametrize("name", ["cond", "cond-fitaug"])
+def test_conditional_consumers_agree_and_keep_the_label(backend: str, name: str, models: Any, u8: np.ndarray,
                                                         labels: np.ndarray) -> None:
-    src = models["cond"][backend]
+    src = models[name][backend]
     ref = core(src)
     img, y = torch.from_numpy(u8[0])[None].clone(), int(labels[0])
     aug = vaeaug.VAEAugment(src, p=1.0)
@@ -215,7 +218,7 @@ def test_partner_modes_agree_across_backends(mode: str, models: Any, u8: np.ndar
     x8, y = u8[:n], labels[:n].astype(np.int64)
     xm = x8[:, None].astype(np.float32) / np.float32(255.0)
     keys = derive_keys(21, np.arange(n))
-    for name in ("uncond", "cond"):
+    for name in ("uncond", "cond", "cond-fitaug"):
         for invariant in (False, True):
             a, b = (core(models[name][backend], invariant=invariant, mode=mode, strength=2.0) for backend in BACKENDS)
             za, zb = a(xm, y, keys=keys, codec=a.codec("model")), b(xm, y, keys=keys, codec=b.codec("model"))

@@ -118,9 +118,10 @@ class _Arm:
     setting: AugmentSetting | None = None
     oversample: bool = False
     extra: AugmentSetting | None = None  # replaces the extra (oversampled) draws of small classes
+    factory: Any = None  # an experimental augmenter: generator -> callable like Augmenter
 
 
-def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, AugmentSetting]) -> dict[str, _Arm]:
+def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, Any]) -> dict[str, _Arm]:
     plan: dict[str, _Arm] = {}
     fixed = {"none": _Arm(), "classic": _Arm(classic=True), "base": _Arm(base=True),
              "oversample": _Arm(oversample=True), "balance": _Arm(oversample=True, extra=PRIOR),
@@ -137,11 +138,12 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, Au
         elif a == "tuned":
             plan[a] = _Arm()  # decided per seed
     for n, s in extra_arms.items():
-        plan[n] = _Arm(setting=s)
+        kw: dict[str, Any] = {"setting": s} if isinstance(s, AugmentSetting) else {"factory": s}
+        plan[n] = _Arm(**kw)
         if "vae+classic" in arms:
-            plan[f"{n}+classic"] = _Arm(classic=True, setting=s)
+            plan[f"{n}+classic"] = _Arm(classic=True, **kw)
         if "base+vae" in arms:
-            plan[f"{n}+base"] = _Arm(base=True, setting=s)
+            plan[f"{n}+base"] = _Arm(base=True, **kw)
     return plan
 
 
@@ -177,7 +179,7 @@ def evaluate(
     batch_size: int = 64,
     arms: Sequence[str] | None = None,
     setting: AugmentSetting = DEFAULT_AUGMENT,
-    extra_arms: dict[str, AugmentSetting] | None = None,
+    extra_arms: dict[str, Any] | None = None,
     base: Transform | None = None,
     imbalance: float | None = None,
     tune_kwargs: dict[str, Any] | None = None,
@@ -203,7 +205,9 @@ def evaluate(
             with ``imbalance``); ``base`` arms need ``base``.
         setting: the VAE arms' augmentation (vaeaug's defaults unless given).
         extra_arms: more VAE arms, name -> setting (each also gets a ``+classic`` twin if
-            ``"vae+classic"`` is in ``arms``, and a ``+base`` twin if ``"base+vae"`` is).
+            ``"vae+classic"`` is in ``arms``, and a ``+base`` twin if ``"base+vae"`` is); a value
+            may also be a function ``generator -> augmenter`` (called like :class:`Augmenter`,
+            with a ``codec(kind)`` method) for experimental levers (``benchmarks/levers.py``).
         base: the user's per-image transform for ``base`` and ``base+vae``: a ``(C, H, W)`` float
             tensor in ``[0, 1]`` in, the same out (e.g. a ``torchvision.transforms.v2`` pipeline).
         imbalance: ``R``: half of the classes keep ``per_class / R`` images; the report adds
@@ -234,7 +238,7 @@ def evaluate(
     if not (isinstance(val_fraction, float) and 0.0 < val_fraction < 1.0):
         raise ValueError(f"val_fraction must be a float in (0, 1); got {val_fraction!r}")
     budget = Budget.fixed(steps) if steps is not None else (budget or Budget())
-    for s in [setting, *(extra_arms or {}).values()]:  # fail before minutes of fitting, not after
+    for s in [setting, *(v for v in (extra_arms or {}).values() if not callable(v))]:  # fail before fitting
         if not isinstance(s, AugmentSetting):
             raise TypeError(f"VAE arms take AugmentSetting values; got {type(s).__name__}")
         if s.mode == "prior":
@@ -301,6 +305,8 @@ def evaluate(
                 aug: Any = None
                 if arm.setting is not None:
                     aug = Augmenter(gen, arm.setting)
+                elif arm.factory is not None:
+                    aug = arm.factory(gen)
                 elif arm.extra is not None:
                     aug = _ExtraDraws(Augmenter(gen, arm.extra), counts)
                 run = train_classifier(xr, yr, test_d.x, test_d.y, num_classes=num_classes, budget=budget,
