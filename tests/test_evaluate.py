@@ -208,3 +208,28 @@ def test_base_arms_run_a_user_transform() -> None:
                       arms=("none", "base", "base+vae"), base=flip)
     assert set(report["arms"]) == {"none", "base", "base+vae"} and calls and set(calls) == {(1, 8, 8)}
     assert report["config"]["base"] == repr(flip)
+
+
+def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaeaug.classic import ClassicTransform
+
+    calls: list[tuple[int, Any]] = []
+    real_tune = ev.tune
+
+    def spy(model, x, y, **kw):
+        calls.append((len(x), kw.get("base")))
+        return real_tune(model, x, y, **kw)
+
+    monkeypatch.setattr(ev, "tune", spy)
+    quick = {"grid": [AugmentSetting()], "folds": 2, "repeats": 1, "budget": TINY}
+    report = evaluate("digits", per_class=12, seeds=1, budget=TINY, vae_epochs=2, progress=False,
+                      arms=("none", "classic", "tuned", "tuned+classic"), tune_kwargs=quick)
+    n_train = report["config"]["n_train"]
+    assert [n for n, _ in calls] == [n_train, n_train]  # tuned on the training part, never the validation split
+    assert calls[0][1] is None and isinstance(calls[1][1], ClassicTransform)
+    for arm, same_as in (("tuned", "none"), ("tuned+classic", "classic")):
+        choice = report[arm]["per_seed"][0]
+        assert choice["reason"]
+        if choice["chosen"] is None:  # off: the run is the reference arm's own
+            assert report["arms"][arm]["per_seed"] == report["arms"][same_as]["per_seed"]
+    assert "tuned+classic: tune" in report_markdown(report)

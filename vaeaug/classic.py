@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classic_augment", "CLASSIC_AUGMENTS"]
+__all__ = ["classic_augment", "ClassicTransform", "CLASSIC_AUGMENTS"]
 
 # The fit-time names: whether each includes horizontal flips. "classic" has none, because a flip
 # changes what many images mean (a mirrored 2, 3, 4, 5, 7 or 9 is not that digit, mirrored text
@@ -58,3 +58,29 @@ def classic_augment(x: torch.Tensor, g: torch.Generator, flip: bool = False) -> 
         theta[:, :, 0] *= sign[:, None]
     grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+class ClassicTransform:
+    """:func:`classic_augment` as a per-image transform, drawing from torch's global generator.
+
+    The form a user's torchvision pipeline has (one ``(C, H, W)`` image in, one out), so that the
+    classic transform can be the ``base`` of :func:`vaeaug.tune` and :func:`vaeaug.evaluate`.
+
+    Args:
+        flip: add random horizontal flips.
+
+    Example:
+        >>> t = ClassicTransform()
+        >>> _ = torch.manual_seed(0)
+        >>> t(torch.rand(1, 8, 8)).shape
+        torch.Size([1, 8, 8])
+    """
+
+    def __init__(self, flip: bool = False) -> None:
+        self.flip = bool(flip)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return classic_augment(img[None], torch.default_generator, self.flip)[0]
+
+    def __repr__(self) -> str:
+        return f"ClassicTransform(flip={self.flip})"

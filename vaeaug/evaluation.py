@@ -14,6 +14,8 @@ best checkpoint on the full test split. Arms:
 * ``vae+classic``: the VAE move first (a VAE should see images like those it was fit on), then
   the classic transforms;
 * ``tuned``: what :func:`vaeaug.tune` chooses on the training part (the validation split unseen);
+* ``tuned+classic``: what ``tune(..., base=ClassicTransform())`` chooses (vaeaug on top of the
+  classic transforms), trained as ``vae+classic`` with that choice (``classic`` if it says no);
 * ``base`` and ``base+vae``: a user's own per-image transform, without and with VAE variants first;
 * for imbalanced data: ``oversample`` (class-balanced draws), ``balance`` (class-balanced draws,
   the extra draws of the small classes replaced by ``prior`` samples of their class, as
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm
 
 from .augment import Augmenter
 from .backends.torch_generator import TorchGenerator
+from .classic import ClassicTransform
 from .classifier import Budget, ClassifierRun, Transform, train_classifier
 from .data import as_tensor_data
 from .settings import DEFAULT_AUGMENT, AugmentSetting
@@ -50,8 +53,8 @@ from .tuning import stratified_split, tune
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
            "report_markdown", "reduce_per_class"]
 
-ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "base", "base+vae", "oversample", "balance",
-        "balance+vae")
+ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "tuned+classic", "base", "base+vae", "oversample",
+        "balance", "balance+vae")
 DEFAULT_ARMS = ("none", "classic", "vae", "vae+classic")
 IMBALANCE_ARMS = ("none", "oversample", "classic", "balance", "balance+vae", "vae")
 PRIOR = AugmentSetting("prior", 1.0, "decode", 1.0)
@@ -135,7 +138,7 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
             plan[a] = _Arm(classic=True, setting=setting)
         elif a == "base+vae":
             plan[a] = _Arm(base=True, setting=setting)
-        elif a == "tuned":
+        elif a in ("tuned", "tuned+classic"):
             plan[a] = _Arm()  # decided per seed
     for n, s in extra_arms.items():
         kw: dict[str, Any] = {"setting": s} if isinstance(s, AugmentSetting) else {"factory": s}
@@ -270,8 +273,9 @@ def evaluate(
     runs: dict[str, list[ClassifierRun]] = {a: [] for a in plan}
     balanced: dict[str, list[float]] = {a: [] for a in plan}
     recalls: dict[str, list[list[float]]] = {a: [] for a in plan}
-    tuned_choice: list[Any] = []
-    fit_seconds, val_losses, tune_seconds = [], [], []
+    tuned_choice: dict[str, list[Any]] = {}
+    tune_seconds: dict[str, list[float]] = {}
+    fit_seconds, val_losses = [], []
     fit_kw = {"epochs": vae_epochs, "batch_size": 64, "kl_warmup": min(50, vae_epochs // 4), "conditional": True,
               "patience": None, "precision": "auto", "distributed": False, **(vae_kwargs or {})}
     t_start = time.perf_counter()
@@ -292,14 +296,16 @@ def evaluate(
         bar.update()
         done: dict[_Arm, tuple[ClassifierRun, float, list[float]]] = {}
         for arm_name, arm in plan.items():
-            if arm_name == "tuned":
-                bar.set_postfix_str(f"seed {seed}: tuning")
+            if arm_name in ("tuned", "tuned+classic"):
+                bar.set_postfix_str(f"seed {seed}: {arm_name}: tuning")
+                on_classic = arm_name == "tuned+classic"
                 t1 = time.perf_counter()
-                res = tune(vae, xr, yr, seed=seed, progress=False, **(tune_kwargs or {}))
-                tune_seconds.append(time.perf_counter() - t1)
+                res = tune(vae, xr, yr, seed=seed, progress=False, base=ClassicTransform(flip) if on_classic else None,
+                           **(tune_kwargs or {}))
+                tune_seconds.setdefault(arm_name, []).append(time.perf_counter() - t1)
                 chosen = res["chosen"]
-                tuned_choice.append({"chosen": chosen, "reason": res["reason"]})
-                arm = _Arm(setting=AugmentSetting.from_dict(chosen)) if chosen else _Arm()
+                tuned_choice.setdefault(arm_name, []).append({"chosen": chosen, "reason": res["reason"]})
+                arm = _Arm(classic=on_classic, setting=AugmentSetting.from_dict(chosen) if chosen else None)
             bar.set_postfix_str(f"seed {seed}: {arm_name}")
             if arm not in done:
                 aug: Any = None
@@ -341,8 +347,8 @@ def evaluate(
                 if a != ref:
                     report[key][a] = _stats([vi - bi for vi, bi in zip(v, metric[ref], strict=True)])
     report["vae"] = {"fit_seconds": fit_seconds, "best_val_loss": val_losses}
-    if tuned_choice:
-        report["tuned"] = {"per_seed": tuned_choice, "seconds": tune_seconds}
+    for a, choices in tuned_choice.items():
+        report[a] = {"per_seed": choices, "seconds": tune_seconds[a]}
     report["config"] = {
         "data": name or train.source, "per_class": per_class, "imbalance": imbalance, "seeds": seed_list,
         "budget": dataclasses.asdict(budget), "budget_text": budget.describe(), "val_fraction": val_fraction,
@@ -374,12 +380,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         "paired gain over none | paired gain over classic |",
         "|---|---|---|---|---|---|---|",
     ]
-    tuned = report.get("tuned", {}).get("per_seed", [])
     for a, st in report["arms"].items():
         s = cfg["settings"].get(a)
         setting = AugmentSetting(**s).label() if s else ""
-        if a == "tuned":
-            setting = "; ".join(AugmentSetting(**t["chosen"]).label() if t["chosen"] else "off" for t in tuned)
+        if a in ("tuned", "tuned+classic") and a in report:
+            setting = "; ".join(AugmentSetting(**t["chosen"]).label() if t["chosen"] else "off"
+                                for t in report[a]["per_seed"])
         m = st["balanced"] if imb else st
         per = ", ".join(f"{v:.2f}" for v in m["per_seed"])
         used = ", ".join(str(v) for v in st.get("steps", []))
@@ -395,9 +401,10 @@ def report_markdown(report: dict[str, Any]) -> str:
     v = report["vae"]
     lines += ["", f"VAE fit: {statistics.fmean(v['fit_seconds']):.1f} s per seed, best val loss "
                   f"{', '.join(f'{x:.2f}' for x in v['best_val_loss'])} nats/image."]
-    if "tuned" in report:
-        lines.append(f"tune: {statistics.fmean(report['tuned']['seconds']):.0f} s per seed; "
-                     + " | ".join(t["reason"] for t in tuned))
+    for a in ("tuned", "tuned+classic"):
+        if a in report:
+            lines.append(f"{a}: tune {statistics.fmean(report[a]['seconds']):.0f} s per seed; "
+                         + " | ".join(t["reason"] for t in report[a]["per_seed"]))
     if "seconds" in cfg:
         lines.append(f"Wall time: {cfg['seconds']:.0f} s.")
     return "\n".join(lines)

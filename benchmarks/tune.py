@@ -1,0 +1,48 @@
+"""How long ``vaeaug.tune`` takes on 500 images of 28x28 (the issue's budget: 5 minutes on 2 cores),
+and what it decides on the real labels and on shuffled labels (where it must say no).
+
+Usage:
+    python benchmarks/tune.py --per-class 50 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+import vaeaug
+from vaeaug.data import as_tensor_data
+from vaeaug.evaluation import reduce_per_class
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--per-class", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=300, help="epochs of the user's fit (and of tune's refits)")
+    ap.add_argument("--shuffled", action="store_true", help="also tune on shuffled labels")
+    args = ap.parse_args()
+    train = as_tensor_data(args.data, split="train")
+    idx = reduce_per_class(train.y, args.per_class, args.seed)
+    x, y = train.x[idx], train.y[idx]
+    print(f"{args.data}: {len(x)} images {tuple(x.shape[1:])}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    cases = [("real labels", y)]
+    if args.shuffled:
+        cases.append(("shuffled labels", y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]))
+    for name, labels in cases:
+        t0 = time.perf_counter()
+        model = vaeaug.fit(x, labels, epochs=args.epochs, conditional=True, patience=None, kl_warmup=50,
+                           batch_size=64, seed=args.seed, progress=False)
+        t1 = time.perf_counter()
+        r = vaeaug.tune(model, x, labels, seed=args.seed, progress=False)
+        t2 = time.perf_counter()
+        print(f"{name}: fit {t1 - t0:.0f} s, tune {t2 - t1:.0f} s ({r['runs']} classifier runs); {r['reason']}")
+
+
+if __name__ == "__main__":
+    main()
