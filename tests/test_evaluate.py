@@ -18,7 +18,7 @@ from vaeaug.classifier import classic_augment
 from vaeaug.evaluation import AugmentSetting, evaluate, reduce_per_class, report_markdown
 from vaeaug.tuning import stratified_split
 
-TINY = vaeaug.Budget(max_steps=60, eval_every=10, patience=2)
+TINY = vaeaug.Budget(max_steps=60, eval_every=10, patience=2, min_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +164,9 @@ def test_the_converged_run_stops_early_and_tests_the_best_checkpoint() -> None:
     tr, va = stratified_split(d.y[idx], 0.2, 0)
     x, y, val = d.x[idx[tr]], d.y[idx[tr]], (d.x[idx[va]], d.y[idx[va]])
     run = train_classifier(x, y, te.x, te.y, num_classes=10, seed=0, val=val,
-                           budget=Budget(max_steps=3000, eval_every=20, patience=3))
+                           budget=Budget(max_steps=3000, eval_every=20, patience=3, min_steps=200))
     assert run.steps < 3000  # early stopping fired
-    assert run.steps - run.best_step == 3 * 20  # it waited `patience` checks after the best
+    assert run.steps == max(run.best_step + 3 * 20, 200)  # `patience` checks after the best, not before min_steps
     assert run.val_accuracy is not None and run.predictions is not None and len(run.predictions) == len(te.y)
     # the tested weights are those of the best step: a fixed run of best_step steps is the same model
     again = train_classifier(x, y, te.x, te.y, num_classes=10, seed=0, steps=run.best_step)

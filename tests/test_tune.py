@@ -14,7 +14,7 @@ from vaeaug import AugmentSetting, VAEAugment, VAEAugmentedDataset
 from vaeaug.settings import DEFAULT_AUGMENT, resolve_setting
 
 GRID = (AugmentSetting("isotropic", 1.0, "delta", 0.5), AugmentSetting("posterior", 1.0, "decode", 0.5))
-QUICK = vaeaug.Budget(max_steps=150, eval_every=25, patience=2)
+QUICK = vaeaug.Budget(max_steps=150, eval_every=25, patience=2, min_steps=0)
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,10 @@ class Budget:
     """How long a classifier trains: to convergence on a validation split, or a fixed number of steps.
 
     Converged (the default): check validation accuracy every ``eval_every`` steps, stop after
-    ``patience`` checks without improvement or at ``max_steps``, and test the best checkpoint.
-    Fixed (``Budget.fixed(n)``): train ``n`` steps and test the last weights.
+    ``patience`` checks without improvement (not before ``min_steps``: an augmented arm's early
+    checks are noisy, and a small validation split can peak by chance in them) or at
+    ``max_steps``, and test the best checkpoint. Fixed (``Budget.fixed(n)``): train ``n`` steps
+    and test the last weights.
 
     Example:
         >>> Budget().max_steps, Budget.fixed(500).converged
@@ -59,6 +61,7 @@ class Budget:
     max_steps: int = 4000
     eval_every: int = 100
     patience: int = 6
+    min_steps: int = 1000
     converged: bool = True
 
     def __post_init__(self) -> None:
@@ -66,18 +69,20 @@ class Budget:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be an int >= 0; got {self.min_steps!r}")
 
     @classmethod
     def fixed(cls, steps: int) -> Budget:
         """A fixed budget of ``steps`` optimizer steps (the protocol's earlier mode)."""
-        return cls(max_steps=steps, eval_every=steps, patience=1, converged=False)
+        return cls(max_steps=steps, eval_every=steps, patience=1, min_steps=0, converged=False)
 
     def describe(self) -> str:
         """A short description for reports."""
         if not self.converged:
             return f"{self.max_steps} steps"
         return (f"to convergence (validation every {self.eval_every} steps, patience {self.patience}, "
-                f"at most {self.max_steps} steps)")
+                f"at least {self.min_steps} and at most {self.max_steps} steps)")
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,7 @@ def train_classifier(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 since_best += 1
-                if since_best >= budget.patience:
+                if since_best >= budget.patience and step >= budget.min_steps:
                     break
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -120,6 +120,7 @@ def _build_parser() -> _Parser:
     e.add_argument("--eval-every", type=_positive_int, default=100, help="converged mode: steps between checks")
     e.add_argument("--patience", type=_positive_int, default=6,
                    help="converged mode: checks without improvement before an arm stops")
+    e.add_argument("--min-steps", type=int, default=1000, help="converged mode: no stop before this step")
     e.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for stopping")
     e.add_argument("--imbalance", type=float, default=None, metavar="R",
                    help="half of the classes keep --per-class / R images; reports balanced accuracy and "
@@ -299,7 +300,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         from .classifier import Budget
         from .tuning import TUNE_BUDGET
 
-        budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience)
+        budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience,
+                        min_steps=min(TUNE_BUDGET.min_steps, args.tune_steps))
         try:
             tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
                  alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress)
@@ -340,7 +342,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     setting = resolve_setting(None, **changes)
     flip = {"auto": None, "on": True, "off": False}[args.flip]
     budget = None if args.steps else Budget(max_steps=args.max_steps, eval_every=args.eval_every,
-                                            patience=args.patience)
+                                            patience=args.patience, min_steps=args.min_steps)
     report = evaluate(args.data, args.test, per_class=args.per_class, seeds=args.seeds, steps=args.steps,
                       budget=budget, val_fraction=float(args.val_fraction), imbalance=args.imbalance,
                       batch_size=args.batch_size, arms=arms, setting=setting, vae_epochs=args.vae_epochs,

@@ -52,7 +52,7 @@ DEFAULT_GRID: tuple[AugmentSetting, ...] = (
     AugmentSetting("extrapolate", 1.0, "delta", 0.5),
 )
 
-TUNE_BUDGET = Budget(max_steps=2000, eval_every=50, patience=4)
+TUNE_BUDGET = Budget(max_steps=2000, eval_every=50, patience=4, min_steps=400)
 """The classifier budget of every tuning run: converged on the inner slice, checked often."""
 
 
