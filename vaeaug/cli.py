@@ -561,7 +561,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         lines.append(f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)")
     if model.tuning is not None:
         lines.append(f"tuning      {model.tuning['reason']}")
+        if model.tuning.get("base"):
+            lines.append(f"            chosen on top of the base transform {model.tuning['base']}")
         for r in model.tuning["scores"]:
-            lines.append(f"            {r['label']:<32} val acc {r['mean']:.2f}  gain {r['gain']:+.2f}")
+            runs = f" ({len(r['runs'])} runs)" if "runs" in r else ""  # files tuned by the earlier split rule lack runs
+            lines.append(f"            {r['label']:<32} val acc {r['mean']:.2f}  gain {r['gain']:+.2f}{runs}")
     print("\n".join(lines))
     return 0
