@@ -43,7 +43,8 @@ def main() -> None:
     print("| layout | precision | ms per step (best of 3) | speed-up over fp32 NCHW |")
     print("|---|---|---|---|")
     for (cl, bf), ms in best.items():
-        print(f"| {'channels_last' if cl else 'NCHW'} | {'bf16 autocast' if bf else 'fp32'} | {ms:.1f} | {ref / ms:.2f} |")
+        layout, precision = "channels_last" if cl else "NCHW", "bf16 autocast" if bf else "fp32"
+        print(f"| {layout} | {precision} | {ms:.1f} | {ref / ms:.2f} |")
 
 
 if __name__ == "__main__":
