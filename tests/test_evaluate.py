@@ -193,8 +193,12 @@ def test_imbalanced_protocol_counts_and_balanced_accuracy() -> None:
     assert report["config"]["metric"] == "balanced accuracy"
     for st in report["arms"].values():
         assert len(st["recall"][0]) == 10 and st["balanced"]["mean"] == pytest.approx(np.mean(st["recall"][0]))
+    over = [a - b for a, b in zip(report["arms"]["balance+vae"]["balanced"]["per_seed"],
+                                  report["arms"]["oversample"]["balanced"]["per_seed"], strict=True)]
+    assert report["gains_over_oversample"]["balance+vae"]["per_seed"] == pytest.approx(over)
+    assert report["config"]["threads"] == torch.get_num_threads()
     md = report_markdown(report)
-    assert "Per-class recall" in md and "balanced accuracy" in md
+    assert "Per-class recall" in md and "balanced accuracy" in md and "paired gain over oversample" in md
 
 
 def test_base_arms_run_a_user_transform() -> None:

@@ -127,7 +127,8 @@ def _build_parser() -> _Parser:
                         "per-class recall (default arms: none,oversample,classic,balance,balance+vae,vae)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--arms", default=None,
-                   help="comma-separated, from none,classic,vae,vae+classic,tuned,oversample,balance,balance+vae "
+                   help="comma-separated, from none,classic,vae,vae+classic,tuned,tuned+classic,oversample,balance,"
+                        "balance+vae "
                         "(default: none,classic,vae,vae+classic; 'tuned' runs vaeaug.tune per seed: minutes more)")
     e.add_argument("--vae-epochs", type=_positive_int, default=300)
     e.add_argument("--vae-augment", default=None, choices=["classic", "classic+flip"],

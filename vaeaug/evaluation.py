@@ -332,6 +332,8 @@ def evaluate(
     bar.close()
     acc = {a: [r.accuracy for r in rs] for a, rs in runs.items()}
     report: dict[str, Any] = {"arms": {}, "gains": {}, "gains_over_classic": {}}
+    if imbalance is not None:
+        report["gains_over_oversample"] = {}
     for a, rs in runs.items():
         st = _stats(acc[a])
         st.update(steps=[r.steps for r in rs], best_step=[r.best_step for r in rs],
@@ -341,7 +343,9 @@ def evaluate(
             st["recall"] = recalls[a]
         report["arms"][a] = st
     metric = balanced if imbalance is not None else acc
-    for ref, key in (("none", "gains"), ("classic", "gains_over_classic")):
+    for ref, key in (("none", "gains"), ("classic", "gains_over_classic"), ("oversample", "gains_over_oversample")):
+        if key not in report:
+            continue
         if ref in metric:
             for a, v in metric.items():
                 if a != ref:
@@ -356,6 +360,7 @@ def evaluate(
         "base": None if base is None else repr(base), "metric": "balanced accuracy" if imbalance else "accuracy",
         "settings": {a: (dataclasses.asdict(arm.setting) if arm.setting else None) for a, arm in plan.items()},
         "seconds": time.perf_counter() - t_start,
+        "threads": torch.get_num_threads(),  # float rounding, so results, depend on it
     }
     return report
 
@@ -377,8 +382,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"flips {'on' if cfg['flip'] else 'off'}. Metric: test {metric}.",
         "",
         f"| arm | setting | {metric} (mean ± std) | per seed | steps used (per seed) | "
-        "paired gain over none | paired gain over classic |",
-        "|---|---|---|---|---|---|---|",
+        "paired gain over none | paired gain over classic |" + (" paired gain over oversample |" if imb else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if imb else ""),
     ]
     for a, st in report["arms"].items():
         s = cfg["settings"].get(a)
@@ -390,7 +395,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         per = ", ".join(f"{v:.2f}" for v in m["per_seed"])
         used = ", ".join(str(v) for v in st.get("steps", []))
         lines.append(f"| {a} | {setting} | {m['mean']:.2f} ± {m['std']:.2f} | {per} | {used} | "
-                     f"{_cell(report['gains'].get(a))} | {_cell(report.get('gains_over_classic', {}).get(a))} |")
+                     f"{_cell(report['gains'].get(a))} | {_cell(report.get('gains_over_classic', {}).get(a))} |"
+                     + (f" {_cell(report.get('gains_over_oversample', {}).get(a))} |" if imb else ""))
     if imb:
         lines += ["", "Per-class recall (%, mean over seeds):", "",
                   "| arm | " + " | ".join(str(c) for c in range(len(next(iter(report['arms'].values()))['recall'][0])))
@@ -406,5 +412,6 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines.append(f"{a}: tune {statistics.fmean(report[a]['seconds']):.0f} s per seed; "
                          + " | ".join(t["reason"] for t in report[a]["per_seed"]))
     if "seconds" in cfg:
-        lines.append(f"Wall time: {cfg['seconds']:.0f} s.")
+        threads = f", {cfg['threads']} threads" if "threads" in cfg else ""
+        lines.append(f"Wall time: {cfg['seconds']:.0f} s{threads}.")
     return "\n".join(lines)
