@@ -1,8 +1,10 @@
-"""The protocol's classifier: a small CNN trained for a fixed number of steps under one arm.
+"""The protocol's classifier: a small CNN trained under one arm, to convergence or for a fixed budget.
 
-Shared by :func:`vaeaug.evaluate` (test accuracy per arm) and :func:`vaeaug.tune` (validation
+Shared by :func:`vaeaug.evaluate` (test accuracy per arm) and :func:`vaeaug.tune` (held-out fold
 accuracy per setting): the same network, batches, augmentation keys and dropout seeds for every arm
-of a seed, so that paired differences measure the augmentation and nothing else.
+of a seed, so that paired differences measure the augmentation and nothing else. A
+:class:`Budget` says how long: until the validation accuracy stops improving (the best
+checkpoint is tested), or a fixed number of steps.
 """
 
 from __future__ import annotations
