@@ -18,16 +18,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from quality import write_report  # a sibling script: benchmarks/ is on sys.path when run
 
 from vaeaug.augment import Augmenter
-from vaeaug.evaluation import evaluate, report_markdown
+from vaeaug.evaluation import evaluate
 from vaeaug.settings import DEFAULT_AUGMENT, AugmentSetting
 
 
@@ -91,15 +90,7 @@ def main() -> None:
     t = time.perf_counter()
     report = evaluate(args.data, per_class=args.per_class, seeds=args.seeds, arms=args.arms.split(","),
                       extra_arms={n: LEVERS[n] for n in args.levers.split(",")}, vae_epochs=args.vae_epochs)
-    report["config"]["command"] = "python benchmarks/levers.py " + " ".join(sys.argv[1:])
-    report["config"]["torch"] = torch.__version__
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = report_markdown(report) + f"\n\nCommand: `{report['config']['command']}`, {time.perf_counter() - t:.0f} s."
-    (out / "report.md").write_text(md + "\n")
-    print(md)
-
+    write_report(report, Path(args.out), "levers.py", time.perf_counter() - t)
 
 if __name__ == "__main__":
     main()

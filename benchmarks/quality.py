@@ -53,16 +53,19 @@ def main() -> None:
                       setting=PRESETS[first], extra_arms={n: PRESETS[n] for n in rest}, imbalance=args.imbalance,
                       vae_epochs=args.vae_epochs,
                       vae_kwargs={"augment": args.vae_augment} if args.vae_augment else None)
-    report["config"]["command"] = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
-    report["config"]["seconds"] = time.perf_counter() - t
+    write_report(report, Path(args.out), "quality.py", time.perf_counter() - t)
+
+
+def write_report(report: dict, out: Path, script: str, seconds: float) -> None:
+    """Record the command, time and torch version in ``report``; write report.json and report.md to ``out``."""
+    report["config"]["command"] = f"python benchmarks/{script} " + " ".join(sys.argv[1:])
+    report["config"]["seconds"] = seconds
     report["config"]["torch"] = torch.__version__
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = report_markdown(report) + f"\n\nCommand: `{report['config']['command']}`, {report['config']['seconds']:.0f} s."
+    md = report_markdown(report) + f"\n\nCommand: `{report['config']['command']}`, {seconds:.0f} s."
     (out / "report.md").write_text(md + "\n")
     print(md)
-
 
 if __name__ == "__main__":
     main()

@@ -225,7 +225,8 @@ def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: py
         return real_tune(model, x, y, **kw)
 
     monkeypatch.setattr(ev, "tune", spy)
-    quick = {"grid": [AugmentSetting()], "folds": 2, "repeats": 1, "budget": TINY}
+    # alpha near 0: tune says no, so each tuned arm must be its reference arm's own run
+    quick = {"grid": [AugmentSetting()], "folds": 2, "repeats": 1, "budget": TINY, "alpha": 1e-12}
     report = evaluate("digits", per_class=12, seeds=1, budget=TINY, vae_epochs=2, progress=False,
                       arms=("none", "classic", "tuned", "tuned+classic"), tune_kwargs=quick)
     n_train = report["config"]["n_train"]
@@ -233,7 +234,7 @@ def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: py
     assert calls[0][1] is None and isinstance(calls[1][1], ClassicTransform)
     for arm, same_as in (("tuned", "none"), ("tuned+classic", "classic")):
         choice = report[arm]["per_seed"][0]
-        assert choice["reason"]
-        if choice["chosen"] is None:  # off: the run is the reference arm's own
-            assert report["arms"][arm]["per_seed"] == report["arms"][same_as]["per_seed"]
+        assert choice["chosen"] is None and "augmentation is off" in choice["reason"]
+        assert report["arms"][arm]["per_seed"] == report["arms"][same_as]["per_seed"]
+        assert report["arms"][arm]["steps"] == report["arms"][same_as]["steps"]
     assert "tuned+classic: tune" in report_markdown(report)
