@@ -10,6 +10,15 @@ Levers here:
 * ``filter``: label-consistency filter. The class-conditional VAE scores each variant under every
   label (negative ELBO at the posterior mean); a variant is kept if its own label scores within
   ``margin`` nats of the best label, else the original image is kept.
+* ``pool10``/``pool5``: the published regime of a pre-generated set, K variants per real image
+  (made once, with the default setting at p=1) mixed with the real images, so a draw is a variant
+  with probability K/(K+1); ``fresh-p0.9`` is the control (fresh variants, the same share).
+* ``gauss-balance``/``aggpost-balance`` (imbalanced runs): class balancing whose extra draws of
+  the small classes are decoded from a fitted latent density instead of the prior N(0, I): a
+  per-class diagonal Gaussian over the posterior means (``gauss``), or the per-class aggregate
+  posterior, a mixture of the class's posteriors (``aggpost``).
+
+Factories get ``(generator, x, y)``: the seed's VAE and training part.
 
 Usage:
     python benchmarks/levers.py --data fashion-mnist --per-class 50 --seeds 3 --levers filter --out reports/levers
@@ -18,15 +27,19 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from quality import write_report  # a sibling script: benchmarks/ is on sys.path when run
 
 from vaeaug.augment import Augmenter
-from vaeaug.evaluation import evaluate
+from vaeaug.evaluation import _ExtraDraws, evaluate
+from vaeaug.rng import derive_keys
 from vaeaug.settings import DEFAULT_AUGMENT, AugmentSetting
 
 
@@ -70,10 +83,94 @@ class LabelFilter:
         return out
 
 
+class Pool:
+    """A pre-generated set in memory: ``k`` variants per real image, drawn instead of it with probability k/(k+1).
+
+    The variants of an image are made on its first draw, keyed by a hash of its bytes, so the pool
+    is fixed for the whole run (what pre-generation to disk gives), whatever the batch order.
+    """
+
+    def __init__(self, gen: Any, setting: AugmentSetting, k: int) -> None:
+        self.aug = Augmenter(gen, dataclasses.replace(setting, p=1.0), invariant=True)
+        self.k = k
+        self.pool: dict[bytes, torch.Tensor] = {}
+
+    def codec(self, kind: str) -> Any:
+        return self.aug.codec(kind)
+
+    def _variants(self, x: torch.Tensor, y: torch.Tensor, codec: Any) -> torch.Tensor:
+        h = hashlib.blake2b(x.numpy().tobytes(), digest_size=8).digest()
+        if h not in self.pool:
+            keys = derive_keys(int.from_bytes(h, "little") >> 1, np.arange(self.k))
+            self.pool[h] = self.aug(x.expand(self.k, *x.shape).contiguous(), y.expand(self.k), keys=keys, codec=codec)
+        return self.pool[h]
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, *, key: int, codec: Any) -> torch.Tensor:
+        g = torch.Generator().manual_seed(key)
+        pick = torch.randint(0, self.k + 1, (len(yb),), generator=g)  # k: the real image
+        out = xb.clone()
+        for i in torch.nonzero(pick < self.k).flatten().tolist():
+            out[i] = self._variants(xb[i], yb[i], codec)[pick[i]]
+        return out
+
+
+class LatentDensity:
+    """New samples of a class decoded from a latent density fitted to that class's training images."""
+
+    def __init__(self, gen: Any, x: torch.Tensor, y: torch.Tensor, kind: str) -> None:
+        if not gen.conditional:
+            raise ValueError("class densities need a class-conditional VAE")
+        self.vae = gen.model
+        self.kind = kind
+        self.codec_of = Augmenter(gen, AugmentSetting("prior", 1.0, "decode", 1.0))
+        with torch.no_grad():
+            mu, logvar = self.vae.encode(x, y)
+        self.mu, self.std, self.y = mu, torch.exp(0.5 * logvar), y
+        self.classes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for c in y.unique().tolist():
+            m, s = mu[y == c], self.std[y == c]
+            # total variance of the class's aggregate posterior: spread of the means + mean posterior variance
+            var = (m.var(0, unbiased=False) if len(m) > 1 else torch.zeros_like(m[0])) + s.pow(2).mean(0)
+            self.classes[c] = (m.mean(0), var.sqrt())
+
+    def codec(self, kind: str) -> Any:
+        return self.codec_of.codec(kind)
+
+    @torch.no_grad()
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, *, key: int, codec: Any) -> torch.Tensor:
+        g = torch.Generator().manual_seed(key)
+        eps = torch.randn(len(yb), self.mu.shape[1], generator=g)
+        if self.kind == "gauss":
+            z = torch.stack([self.classes[c][0] for c in yb.tolist()]) + \
+                eps * torch.stack([self.classes[c][1] for c in yb.tolist()])
+        else:  # aggpost: a random training posterior of the class
+            u = torch.rand(len(yb), generator=g)
+            rows = []
+            for c, ui in zip(yb.tolist(), u.tolist(), strict=True):
+                members = torch.nonzero(self.y == c).flatten()
+                rows.append(int(members[min(int(ui * len(members)), len(members) - 1)]))
+            r = torch.tensor(rows)
+            z = self.mu[r] + eps * self.std[r]
+        return self.vae.decode(z, yb)
+
+
+def _balanced(kind: str) -> Any:
+    def make(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+        counts = torch.bincount(y, minlength=int(gen.config.num_classes))
+        return _ExtraDraws(LatentDensity(gen, x, y, kind), counts)  # type: ignore[arg-type]
+    make.oversample = True  # type: ignore[attr-defined]
+    return make
+
+
 LEVERS = {
-    "filter": lambda gen: LabelFilter(gen, DEFAULT_AUGMENT, 0.0),
-    "filter-m5": lambda gen: LabelFilter(gen, DEFAULT_AUGMENT, 5.0),
-    "filter-s2": lambda gen: LabelFilter(gen, AugmentSetting("isotropic", 2.0, "delta", 0.5), 0.0),
+    "filter": lambda gen, x, y: LabelFilter(gen, DEFAULT_AUGMENT, 0.0),
+    "filter-m5": lambda gen, x, y: LabelFilter(gen, DEFAULT_AUGMENT, 5.0),
+    "filter-s2": lambda gen, x, y: LabelFilter(gen, AugmentSetting("isotropic", 2.0, "delta", 0.5), 0.0),
+    "pool5": lambda gen, x, y: Pool(gen, DEFAULT_AUGMENT, 5),
+    "pool10": lambda gen, x, y: Pool(gen, DEFAULT_AUGMENT, 10),
+    "fresh-p0.9": lambda gen, x, y: Augmenter(gen, dataclasses.replace(DEFAULT_AUGMENT, p=10 / 11)),
+    "gauss-balance": _balanced("gauss"),
+    "aggpost-balance": _balanced("aggpost"),
 }
 
 
@@ -85,11 +182,13 @@ def main() -> None:
     ap.add_argument("--vae-epochs", type=int, default=300)
     ap.add_argument("--levers", default="filter", help=f"from {', '.join(LEVERS)}")
     ap.add_argument("--arms", default="none,vae")
+    ap.add_argument("--imbalance", type=float, default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     t = time.perf_counter()
     report = evaluate(args.data, per_class=args.per_class, seeds=args.seeds, arms=args.arms.split(","),
-                      extra_arms={n: LEVERS[n] for n in args.levers.split(",")}, vae_epochs=args.vae_epochs)
+                      extra_arms={n: LEVERS[n] for n in args.levers.split(",")}, vae_epochs=args.vae_epochs,
+                      imbalance=args.imbalance)
     write_report(report, Path(args.out), "levers.py", time.perf_counter() - t)
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ class _Arm:
     setting: AugmentSetting | None = None
     oversample: bool = False
     extra: AugmentSetting | None = None  # replaces the extra (oversampled) draws of small classes
-    factory: Any = None  # an experimental augmenter: generator -> callable like Augmenter
+    factory: Any = None  # an experimental augmenter: (generator, x, y) -> callable like Augmenter
 
 
 def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, Any]) -> dict[str, _Arm]:
@@ -141,7 +141,8 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
         elif a in ("tuned", "tuned+classic"):
             plan[a] = _Arm()  # decided per seed
     for n, s in extra_arms.items():
-        kw: dict[str, Any] = {"setting": s} if isinstance(s, AugmentSetting) else {"factory": s}
+        kw: dict[str, Any] = {"setting": s} if isinstance(s, AugmentSetting) else \
+            {"factory": s, "oversample": bool(getattr(s, "oversample", False))}
         plan[n] = _Arm(**kw)
         if "vae+classic" in arms:
             plan[f"{n}+classic"] = _Arm(classic=True, **kw)
@@ -209,8 +210,10 @@ def evaluate(
         setting: the VAE arms' augmentation (vaeaug's defaults unless given).
         extra_arms: more VAE arms, name -> setting (each also gets a ``+classic`` twin if
             ``"vae+classic"`` is in ``arms``, and a ``+base`` twin if ``"base+vae"`` is); a value
-            may also be a function ``generator -> augmenter`` (called like :class:`Augmenter`,
-            with a ``codec(kind)`` method) for experimental levers (``benchmarks/levers.py``).
+            may also be a function ``(generator, x, y) -> augmenter`` of the seed's training part
+            (the augmenter is called like :class:`Augmenter` and has a ``codec(kind)`` method)
+            for experimental levers (``benchmarks/levers.py``); a function with an attribute
+            ``oversample = True`` trains with the small classes oversampled.
         base: the user's per-image transform for ``base`` and ``base+vae``: a ``(C, H, W)`` float
             tensor in ``[0, 1]`` in, the same out (e.g. a ``torchvision.transforms.v2`` pipeline).
         imbalance: ``R``: half of the classes keep ``per_class / R`` images; the report adds
@@ -312,7 +315,7 @@ def evaluate(
                 if arm.setting is not None:
                     aug = Augmenter(gen, arm.setting)
                 elif arm.factory is not None:
-                    aug = arm.factory(gen)
+                    aug = arm.factory(gen, xr, yr)
                 elif arm.extra is not None:
                     aug = _ExtraDraws(Augmenter(gen, arm.extra), counts)
                 run = train_classifier(xr, yr, test_d.x, test_d.y, num_classes=num_classes, budget=budget,
