@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "vaeaug"
 
 # The layers, bottom up: a module may import from its own layer and those below, never above.
 LAYERS: dict[int, set[str]] = {
-    0: {"_version", "config", "settings", "rng", "labels", "codecs", "functional"},  # torch-free base
+    0: {"_version", "files", "config", "settings", "rng", "labels", "codecs", "functional"},  # torch-free base
     1: {"devices", "model", "io", "distributed", "classic", "data", "data.arrays", "data.readers", "data.builtin",
         "data.generated"},
     2: {"backends", "backends.base", "backends.onnx_metadata", "backends.onnx_generator",
