@@ -13,11 +13,50 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["VAEConfig", "ValueRange", "Likelihood", "default_widths", "conv_sizes", "DTYPES"]
+__all__ = ["VAEConfig", "ValueRange", "Likelihood", "default_widths", "conv_sizes", "DTYPES",
+           "parameter_count", "activation_count", "check_class_names", "LIMITS"]
 
 # the dtypes a user's data can have (names of torch and numpy dtypes alike, bfloat16 torch only)
 DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "int64",
           "float16", "bfloat16", "float32", "float64")
+
+# Bounds within which a model works (numbers stay finite in float32, memory stays reasonable).
+# Every config and value range is checked against them, whether it comes from a user or a file,
+# so a file whose checksum was recomputed by hand cannot make NaN or exhaust memory.
+MAX_PARAMETERS = 1 << 28  # 268M weights: 1 GiB in float32, far above any VAE vaeaug fits
+MAX_INPUT_ELEMENTS = 1 << 24  # C*H*W or D of one sample: 16.7M (e.g. 3 x 2364 x 2364)
+MAX_ACTIVATIONS = 1 << 28  # activations of one sample through encoder and decoder
+MAX_LATENT_DIM = 1 << 16
+MAX_WIDTH = 1 << 16  # channels of a conv stage, units of a hidden layer
+MAX_MLP_LAYERS = 64
+MAX_CLASSES = 1 << 16
+MAX_CLASS_NAME = 1024  # characters of one class name
+MAX_KL_WARMUP = 1_000_000  # epochs
+MAX_BETA = 1e6
+GAUSSIAN_STD_RANGE = (1e-6, 1e3)  # exp(-log std) and its square stay finite in float32
+MAX_ABS_VALUE = 1e30  # |low|, |high| of a value range: their difference is finite in float32
+MIN_SPAN = 1e-30  # high - low: a normal float32 (min normal 1.2e-38), so the division is exact enough
+MIN_RELATIVE_SPAN = 1e-5  # high - low relative to max(|low|, |high|): >= ~80 distinct float32 values
+
+LIMITS = {"parameters": MAX_PARAMETERS, "input elements": MAX_INPUT_ELEMENTS,
+          "activations per sample": MAX_ACTIVATIONS, "latent_dim": MAX_LATENT_DIM, "width": MAX_WIDTH,
+          "hidden layers": MAX_MLP_LAYERS, "num_classes": MAX_CLASSES, "kl_warmup": MAX_KL_WARMUP,
+          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE, "value range |low|, |high|": MAX_ABS_VALUE}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _show(v: Any) -> str:
+    """``repr(v)``, cut to 60 characters (a value from a file can be huge)."""
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _in_range(v: Any, lo: float, hi: float) -> bool:
+    """``lo <= v <= hi`` for an int or float, false for NaN; exact for huge ints (no float overflow)."""
+    return _is_number(v) and lo <= v <= hi
 
 
 @dataclass(frozen=True)
@@ -41,14 +80,24 @@ class ValueRange:
     dtype: str
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.high <= self.low:
+        lo, hi = self.low, self.high
+        if not (_in_range(lo, -MAX_ABS_VALUE, MAX_ABS_VALUE) and _in_range(hi, -MAX_ABS_VALUE, MAX_ABS_VALUE)):
             raise ValueError(
-                f"value_range must be two finite numbers (low, high) with low < high; "
-                f"got ({self.low}, {self.high})"
+                f"value_range must be two finite numbers (low, high) with |low|, |high| <= {MAX_ABS_VALUE:g} "
+                f"(beyond, float32 model space overflows); got ({_show(lo)}, {_show(hi)}) - rescale the data first"
             )
-        if self.dtype not in DTYPES:
+        if hi <= lo:
+            raise ValueError(f"value_range must have low < high; got ({lo!r}, {hi!r})")
+        span = float(hi) - float(lo)
+        if span < MIN_SPAN or span < MIN_RELATIVE_SPAN * max(abs(lo), abs(hi)):
             raise ValueError(
-                f"value_range dtype must be one of {sorted(DTYPES)}; got {self.dtype!r}"
+                f"value_range ({lo!r}, {hi!r}) is too narrow to work in float32: high - low = {span:g}, "
+                f"expected at least {MIN_SPAN:g} and at least {MIN_RELATIVE_SPAN:g} x max(|low|, |high|) - "
+                "subtract an offset from the data or rescale it first"
+            )
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
+            raise ValueError(
+                f"value_range dtype must be one of {sorted(DTYPES)}; got {_show(self.dtype)}"
             )
 
     def to_model(self, x: Any) -> Any:
@@ -78,11 +127,15 @@ class ValueRange:
     def from_dict(cls, d: Any) -> ValueRange:
         """Inverse of :meth:`to_dict`, validating types."""
         if not isinstance(d, dict) or set(d) != {"low", "high", "dtype"}:
-            raise ValueError(f"value_range must be a dict with keys low, high, dtype; got {d!r}")
-        if not all(isinstance(d[k], (int, float)) and not isinstance(d[k], bool) for k in ("low", "high")):
-            raise ValueError(f"value_range low/high must be numbers; got {d!r}")
+            raise ValueError(f"value_range must be a dict with keys low, high, dtype; got {_show(d)}")
+        if not all(_is_number(d[k]) for k in ("low", "high")):
+            raise ValueError(f"value_range low/high must be numbers; got {_show(d)}")
         if not isinstance(d["dtype"], str):
-            raise ValueError(f"value_range dtype must be a string; got {d['dtype']!r}")
+            raise ValueError(f"value_range dtype must be a string; got {_show(d['dtype'])}")
+        for k in ("low", "high"):  # float() of a huge int overflows: check before converting
+            if not _in_range(d[k], -MAX_ABS_VALUE, MAX_ABS_VALUE):
+                raise ValueError(f"value_range {k} must be a finite number with |{k}| <= {MAX_ABS_VALUE:g}; "
+                                 f"got {_show(d[k])}")
         return cls(float(d["low"]), float(d["high"]), d["dtype"])
 
 
@@ -154,9 +207,11 @@ class VAEConfig:
     kl_warmup: int = 10
 
     def __post_init__(self) -> None:
+        if not isinstance(self.input_shape, (tuple, list)):
+            raise ValueError(f"input_shape must be a tuple (C, H, W) or (D,); got {_show(self.input_shape)}")
         shape = tuple(self.input_shape)
         if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-            raise ValueError(f"input_shape must be positive integers; got {self.input_shape!r}")
+            raise ValueError(f"input_shape must be positive integers; got {_show(self.input_shape)}")
         if len(shape) == 3:
             c, h, w = shape
             if c not in (1, 3, 4):
@@ -165,13 +220,20 @@ class VAEConfig:
                 raise ValueError(f"images must be at least 8x8 pixels; input_shape is {shape}")
         elif len(shape) != 1:
             raise ValueError(f"input_shape must be (C, H, W) or (D,); got {shape}")
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"input_shape {shape} has {math.prod(shape)} values per sample, more than the "
+                             f"{MAX_INPUT_ELEMENTS} vaeaug supports; downscale the data first")
         object.__setattr__(self, "input_shape", shape)
-        check_int("latent_dim", self.latent_dim, 1)
+        check_int("latent_dim", self.latent_dim, 1, MAX_LATENT_DIM)
         if self.num_classes is not None:
-            check_int("num_classes", self.num_classes, 1)
+            check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        if self.widths is not None and not isinstance(self.widths, (tuple, list)):
+            raise ValueError(f"widths must be a tuple of positive integers; got {_show(self.widths)}")
         widths = default_widths(shape) if self.widths is None else tuple(self.widths)
         if not widths or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in widths):
-            raise ValueError(f"widths must be positive integers; got {self.widths!r}")
+            raise ValueError(f"widths must be positive integers; got {_show(self.widths)}")
+        if max(widths) > MAX_WIDTH:
+            raise ValueError(f"widths must be at most {MAX_WIDTH} each; got {_show(widths)}")
         if len(shape) == 3:
             stages = len(conv_sizes(shape[1], shape[2])) - 1
             if len(widths) != stages:
@@ -179,18 +241,32 @@ class VAEConfig:
                     f"a {shape[1]}x{shape[2]} image needs {stages} conv widths (one per stride-2 "
                     f"stage); got {len(widths)}: {widths}"
                 )
+        elif len(widths) > MAX_MLP_LAYERS:
+            raise ValueError(f"widths may list at most {MAX_MLP_LAYERS} hidden layers; got {len(widths)}")
         object.__setattr__(self, "widths", widths)
         if self.likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {self.likelihood!r}")
-        for name in ("gaussian_std", "beta"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
-        if self.gaussian_std <= 0:
-            raise ValueError(f"gaussian_std must be > 0; got {self.gaussian_std!r}")
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian'; got {_show(self.likelihood)}")
+        if not _in_range(self.beta, 0.0, MAX_BETA):
+            raise ValueError(f"beta must be a finite number in [0, {MAX_BETA:g}]; got {_show(self.beta)}")
+        lo, hi = GAUSSIAN_STD_RANGE
+        if not _in_range(self.gaussian_std, lo, hi):
+            raise ValueError(f"gaussian_std must be a number in [{lo:g}, {hi:g}] (model space is [0, 1]); "
+                             f"got {_show(self.gaussian_std)}")
         if not isinstance(self.learn_std, bool):
-            raise ValueError(f"learn_std must be a bool; got {self.learn_std!r}")
-        check_int("kl_warmup", self.kl_warmup, 0)
+            raise ValueError(f"learn_std must be a bool; got {_show(self.learn_std)}")
+        check_int("kl_warmup", self.kl_warmup, 0, MAX_KL_WARMUP)
+        params, acts = parameter_count(self), activation_count(self)
+        if params > MAX_PARAMETERS:
+            raise ValueError(
+                f"this config builds {params:,} parameters, more than the {MAX_PARAMETERS:,} vaeaug allows "
+                f"(input_shape {shape}, latent_dim {self.latent_dim}, widths {widths}); use smaller widths, "
+                "a smaller latent_dim or smaller inputs"
+            )
+        if acts > MAX_ACTIVATIONS:
+            raise ValueError(
+                f"this config computes {acts:,} activations per sample, more than the {MAX_ACTIVATIONS:,} "
+                f"vaeaug allows (input_shape {shape}, widths {widths}); use smaller widths or smaller inputs"
+            )
 
     @property
     def is_image(self) -> bool:
@@ -212,14 +288,14 @@ class VAEConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"config has unknown keys {sorted(unknown)}")
+            raise ValueError(f"config has unknown keys {_show(sorted(unknown))}")
         if "input_shape" not in d:
             raise ValueError("config lacks 'input_shape'")
         kw = dict(d)
         for k in ("input_shape", "widths"):
             if kw.get(k) is not None:
                 if not isinstance(kw[k], list):
-                    raise ValueError(f"config {k} must be a list; got {kw[k]!r}")
+                    raise ValueError(f"config {k} must be a list; got {_show(kw[k])}")
                 kw[k] = tuple(kw[k])
         try:
             return cls(**kw)
@@ -227,6 +303,78 @@ class VAEConfig:
             raise ValueError(f"invalid config: {e}") from None
 
 
-def check_int(name: str, v: Any, minimum: int) -> None:
+def check_int(name: str, v: Any, minimum: int, maximum: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``v`` is an int (not a bool) in ``[minimum, maximum]``."""
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {_show(v)}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}]; got {_show(v)}")
+
+
+def _stage_sizes(config: VAEConfig) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+    """The layer widths (input first) and, for images, the spatial size after each conv stage."""
+    widths = tuple(config.widths or ())
+    if config.is_image:
+        c, h, w = config.input_shape
+        return (c, *widths), conv_sizes(h, w)
+    return (config.input_shape[0], *widths), []
+
+
+def parameter_count(config: VAEConfig) -> int:
+    """The number of weights :class:`~vaeaug.model.VAE` builds for ``config``, computed without torch.
+
+    Example:
+        >>> parameter_count(VAEConfig(input_shape=(20,), latent_dim=4, widths=(8,)))
+        460
+    """
+    chans, sizes = _stage_sizes(config)
+    k, latent = config.num_classes or 0, config.latent_dim
+    pairs = list(zip(chans[:-1], chans[1:], strict=True))
+    if config.is_image:  # 3x3 convolutions down, 3x3 transposed convolutions up
+        body = sum(a * b * 9 + b for a, b in pairs) + sum(a * b * 9 + a for a, b in pairs)
+        feat = chans[-1] * sizes[-1][0] * sizes[-1][1]
+    else:
+        body = sum(a * b + b for a, b in pairs) + sum(a * b + a for a, b in pairs)
+        feat = chans[-1]
+    heads = (feat + k) * 2 * latent + 2 * latent + (latent + k) * feat + feat
+    learned_std = 1 if config.likelihood == "gaussian" and config.learn_std else 0
+    return body + heads + learned_std
+
+
+def activation_count(config: VAEConfig) -> int:
+    """Values one sample produces through the encoder and the decoder (a bound on working memory)."""
+    chans, sizes = _stage_sizes(config)
+    if config.is_image:
+        per_stage = [c * h * w for c, (h, w) in zip(chans, sizes, strict=True)]
+    else:
+        per_stage = list(chans)
+    return 2 * sum(per_stage) + 4 * config.latent_dim
+
+
+def check_class_names(names: Any, num_classes: int | None) -> list[str] | None:
+    """Validate class names: strings, at most :data:`MAX_CLASSES`, one per class of a conditional model.
+
+    Returns:
+        The names as a list, or ``None``.
+
+    Example:
+        >>> check_class_names(("cat", "dog"), 2)
+        ['cat', 'dog']
+    """
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__") or not hasattr(names, "__iter__"):
+        raise ValueError(f"class_names must be a list of strings; got {type(names).__name__}")
+    if len(names) > MAX_CLASSES:
+        raise ValueError(f"class_names lists {len(names)} classes, more than the {MAX_CLASSES} vaeaug supports")
+    out = list(names)
+    for s in out:
+        if not isinstance(s, str) or len(s) > MAX_CLASS_NAME:
+            shown = s if not isinstance(s, str) else f"a name of {len(s)} characters"
+            raise ValueError(f"class_names must be strings of at most {MAX_CLASS_NAME} characters; got {_show(shown)}")
+    if num_classes is not None and len(out) != num_classes:
+        raise ValueError(
+            f"class_names must name each of the {num_classes} classes of the model; got {len(out)} names - "
+            f"pass {num_classes} names (or none)"
+        )
+    return out

@@ -5,6 +5,8 @@ Shared by fitting and the protocol's classifier (one rule for "does this CPU com
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 __all__ = ["PRECISIONS", "resolve_device", "resolve_precision"]
@@ -35,19 +37,52 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index), 'mps', or a torch.device of those"
+_DEVICE_TEXT = re.compile(r"(auto|cpu|mps|cuda)(?::([0-9]{1,4}))?")
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` becomes ``cuda`` when available, else ``cpu``; anything else is checked.
+
+    Accepted: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device`` of
+    those types; a device that is not there (no CUDA, GPU index out of range) is a ``ValueError``
+    that says what is available, never torch's ``RuntimeError`` from a later ``.to(device)``.
 
     Example:
         >>> resolve_device("cpu")
         device(type='cpu')
+        >>> try:
+        ...     resolve_device("gpu")
+        ... except ValueError as e:
+        ...     print(str(e)[:40])
+        device must be 'auto', 'cpu', 'cuda', 'c
     """
-    if isinstance(device, str) and device == "auto":
+    index: int | None
+    if isinstance(device, torch.device):
+        kind, index = device.type, device.index
+    elif isinstance(device, str):
+        m = _DEVICE_TEXT.fullmatch(device)
+        if m is None or (m.group(1) == "auto" and m.group(2) is not None):
+            raise ValueError(f"device must be {_FORMS}; got {device[:50]!r}")
+        kind, index = m.group(1), None if m.group(2) is None else int(m.group(2))
+    else:
+        raise TypeError(f"device must be a string ({_FORMS}); got {type(device).__name__}")
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use device='cpu'")
-    return dev
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {str(device)!r} was asked for but MPS (Apple GPU) is not available; "
+                             "use device='cpu' or 'auto'")
+        return torch.device("mps")
+    if kind != "cuda":
+        raise ValueError(f"device must be {_FORMS}; got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available; use device='cpu'")
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise ValueError(f"device {str(device)!r} was asked for but this machine has {count} CUDA device(s) "
+                         f"(cuda:0 to cuda:{count - 1}); use one of those or 'cuda'")
+    return torch.device("cuda", index) if index is not None else torch.device("cuda")

@@ -6,24 +6,36 @@ bytes, config, value range, tensor names, shapes, dtypes (checked on a meta-devi
 before anything is allocated), and finiteness of the weights. Any problem is a ``ValueError``
 that names it. The checksum detects corruption and careless edits; it is not a signature (whoever
 edits the file can recompute it), which is why every field is validated as well.
+
+Reads are bounded and never hang: the file is opened through :func:`vaeaug.files.open_regular`
+(regular files only: a FIFO, a device such as ``/dev/zero`` or a directory is refused at once),
+at most :data:`MAX_MODEL_FILE` bytes; the 8-byte length and the header (at most 64 MiB, JSON
+nested at most 32 deep) are read first, and the tensor data only once the header's tensor table
+(contiguous, every size consistent with its dtype and shape) declares exactly the bytes the file
+holds and the float32 weights its config builds (a config itself bounded by
+:data:`vaeaug.config.MAX_PARAMETERS` and the other limits in :mod:`vaeaug.config`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import struct
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+import numpy as np
 import torch
 from safetensors.torch import load as st_load
 
 from ._version import __version__
-from .config import VAEConfig, ValueRange
+from .config import MAX_PARAMETERS, VAEConfig, ValueRange, check_class_names, parameter_count
+from .files import MiB, open_regular
 from .settings import AugmentSetting
 
 if TYPE_CHECKING:
@@ -155,89 +167,190 @@ def _serialize(state: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
 
 def _content_sha256(meta: dict[str, Any], entries: dict[str, Any], data: bytes) -> str:
     """SHA-256 over the metadata (without the checksum), the tensor table and the tensor bytes."""
-    described = {"metadata": {k: v for k, v in meta.items() if k != "sha256"}, "tensors": entries}
-    h = hashlib.sha256(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
+    h = _content_hash(meta, entries)
     h.update(data)
     return h.hexdigest()
 
 
-_MAX_HEADER = 64 * 1024 * 1024
+def _content_hash(meta: dict[str, Any], entries: dict[str, Any]) -> Any:
+    """The checksum's hash object, fed the description; the tensor bytes follow."""
+    described = {"metadata": {k: v for k, v in meta.items() if k != "sha256"}, "tensors": entries}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
 
 
-def _diagnose(blob: bytes, n: int, where: str) -> str:
-    """Say what a file that is not a safetensors file is."""
-    if blob[:4] == b"PK\x03\x04":
+_MAX_HEADER = 64 * MiB  # metadata (config, history, tuning) and the tensor table
+_MAX_DEPTH = 32  # JSON nesting of the header and of each metadata entry (vaeaug writes at most 5)
+_MAX_TENSORS = 1024  # a VAE has fewer than 40
+_MAX_DIMS = 8
+_MAX_VERSION_TEXT = 64
+# the largest file a valid model can be: its header, then float32 weights (double that for slack)
+MAX_MODEL_FILE = 8 + _MAX_HEADER + 8 * MAX_PARAMETERS
+_ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_VERSION_TEXT = re.compile(r"[0-9A-Za-z.+!_-]{1,64}")
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, strings skipped (vectorised: no recursion)."""
+    a = np.frombuffer(_STRING.sub(b"", raw), dtype=np.uint8)
+    if not len(a):
+        return 0
+    step = ((a == 0x5B) | (a == 0x7B)).astype(np.int64) - ((a == 0x5D) | (a == 0x7D))
+    return int(np.cumsum(step).max())
+
+
+def _loads(raw: str | bytes, where: str, what: str) -> Any:
+    """``json.loads`` refusing deep nesting before parsing (a RecursionError otherwise) and any error."""
+    text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = _json_depth(text)
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{where} has a tampered {what}: JSON nested {depth} levels deep, expected at most "
+                         f"{_MAX_DEPTH}")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise ValueError(f"{where} has a corrupt or tampered {what} (not valid JSON: {e})") from None
+
+
+def _diagnose(first: bytes, n: int, size: int, where: str) -> str:
+    """Say what a file that is not a safetensors file is, from its first bytes."""
+    if first[:4] == b"PK\x03\x04":
         return (f"{where} is a zip archive, such as a torch.save() checkpoint, not a vaeaug model "
                 "file; vaeaug never unpickles - load it in trusted code and save it with model.save()")
-    if blob[0] == 0x80 and 2 <= blob[1] <= 5:
+    if first[0] == 0x80 and 2 <= first[1] <= 5:
         return (f"{where} is a Python pickle, not a vaeaug model file; vaeaug never unpickles "
                 "files - save models with model.save()")
-    if n <= _MAX_HEADER and blob[8:9] == b"{":
-        return f"{where} is truncated: its header needs {n} bytes, the file has {len(blob) - 8}"
+    if n <= _MAX_HEADER and first[8:9] == b"{":
+        return f"{where} is truncated: its header needs {n} bytes, the file has {size - 8}"
     return f"{where} is not a vaeaug model file (no safetensors header)"
 
 
-def _parse(path: Path) -> tuple[bytes, dict[str, Any], dict[str, str]]:
-    """Read and validate the file's framing and header; return (blob, header, metadata)."""
-    if not path.exists():
-        raise FileNotFoundError(f"no such model file: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory, not a model file")
-    blob = path.read_bytes()
+def _read_exact(f: BinaryIO, n: int, where: str) -> bytes:
+    """Exactly ``n`` bytes, or a ValueError (the file shrank while it was read)."""
+    got = f.read(n)
+    if len(got) != n:
+        raise ValueError(f"{where} is truncated: {n} bytes expected at offset {f.tell() - len(got)}, "
+                         f"{len(got)} read (was it changed while it was read?)")
+    return got
+
+
+def _tensor_table(header: dict[str, Any], where: str) -> int:
+    """Validate every tensor entry (dtype, shape, offsets: contiguous from 0); return the data length."""
+    if len(header) > _MAX_TENSORS:
+        raise ValueError(f"{where} has a tampered header: {len(header)} tensors, expected at most {_MAX_TENSORS}")
+    spans = []
+    for name, info in header.items():
+        bad = f"{where} has a tampered header: bad entry for tensor {name[:100]!r}"
+        if not (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}):
+            raise ValueError(f"{bad} (expected the keys dtype, shape, data_offsets)")
+        offs, shape, dtype = info["data_offsets"], info["shape"], info["dtype"]
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_index(o) for o in offs) and offs[0] <= offs[1]):
+            raise ValueError(f"{bad} (data_offsets {str(offs)[:100]}: expected [begin, end] with 0 <= begin <= end)")
+        if not (isinstance(shape, list) and len(shape) <= _MAX_DIMS and all(_is_index(d) for d in shape)):
+            raise ValueError(f"{bad} (shape {str(shape)[:100]}: expected at most {_MAX_DIMS} sizes >= 0)")
+        if dtype not in _ITEM_SIZE:
+            raise ValueError(f"{bad} (dtype {str(dtype)[:20]!r}: expected one of {sorted(_ITEM_SIZE)})")
+        if math.prod(shape) * _ITEM_SIZE[dtype] != offs[1] - offs[0]:
+            raise ValueError(f"{bad} (shape {shape} of {dtype} takes {math.prod(shape) * _ITEM_SIZE[dtype]} bytes, "
+                             f"data_offsets span {offs[1] - offs[0]})")
+        spans.append((offs[0], offs[1]))
+    end = 0
+    for lo, hi in sorted(spans):
+        if lo != end:
+            raise ValueError(f"{where} has a tampered header: tensor data overlaps or has gaps (a tensor starts at "
+                             f"byte {lo}, expected {end})")
+        end = hi
+    return end
+
+
+def _is_index(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_MODEL_FILE
+
+
+def _parse(path: Path, *, keep_data: bool) -> tuple[bytes, dict[str, Any], dict[str, Any], int]:
+    """Read and validate a model file; return (the whole file if ``keep_data``, header, decoded meta, size).
+
+    Bounded: the file must be a regular file of at most :data:`MAX_MODEL_FILE` bytes; the header
+    (at most 64 MiB) is read and validated first, and the tensor data is read only when its size,
+    declared by the header, matches the config's weights and the file's size.
+    """
     where = repr(str(path))
-    if len(blob) < 8:
-        raise ValueError(f"{where} is not a vaeaug model file: only {len(blob)} bytes (empty or truncated)")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if not (n <= _MAX_HEADER and 8 + n <= len(blob) and blob[8:9] == b"{"):
-        raise ValueError(_diagnose(blob, n, where))
-    try:
-        header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where} has a corrupt or tampered header (not valid JSON: {e})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{where} has a corrupt or tampered header (not a JSON object)")
-    meta = header.pop("__metadata__", None)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    with open_regular(path, "model file", max_bytes=MAX_MODEL_FILE) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise ValueError(f"{where} is not a vaeaug model file: only {size} bytes (empty or truncated)")
+        first = _read_exact(f, min(size, 9), where)
+        (n,) = struct.unpack("<Q", first[:8])
+        if not (n <= _MAX_HEADER and 8 + n <= size and first[8:9] == b"{"):
+            raise ValueError(_diagnose(first, n, size, where))
+        raw = first[8:] + _read_exact(f, n - 1, where)
+        header = _loads(raw, where, "header")
+        if not isinstance(header, dict):
+            raise ValueError(f"{where} has a corrupt or tampered header (not a JSON object)")
+        meta = header.pop("__metadata__", None)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(
+                f"{where} is a safetensors file without vaeaug metadata; expected a file written by "
+                "vaeaug's model.save()"
+            )
+        if not all(isinstance(v, str) for v in meta.values()):
+            raise ValueError(f"{where} has a tampered header: metadata values must be strings")
+        _check_version(meta, where)
+        end = _tensor_table(header, where)
+        data_len = size - 8 - n
+        if end > data_len:
+            raise ValueError(
+                f"{where} is truncated: the header declares {end} bytes of tensor data, the file holds {data_len}"
+            )
+        if end < data_len:
+            raise ValueError(f"{where} has {data_len - end} unexpected trailing bytes after the tensor data")
+        info = _decode_meta(where, meta, size)
+        weights = 4 * parameter_count(info["config"])
+        if end != weights:
+            raise ValueError(f"{where} does not match its config: its tensors take {end} bytes, the config builds "
+                             f"{weights // 4} float32 weights ({weights} bytes)")
+        h = _content_hash(meta, header)
+        chunks = []
+        left = end
+        while left:  # the data, in pieces: hashed as it comes, kept only for read_model
+            piece = _read_exact(f, min(left, 16 * MiB), where)
+            h.update(piece)
+            if keep_data:
+                chunks.append(piece)
+            left -= len(piece)
+    if meta.get("sha256") != h.hexdigest():
         raise ValueError(
-            f"{where} is a safetensors file without vaeaug metadata; expected a file written by "
-            "vaeaug's model.save()"
+            f"{where} is corrupt or was edited: its content does not match the SHA-256 checksum "
+            "recorded in its header"
         )
-    if not all(isinstance(v, str) for v in meta.values()):
-        raise ValueError(f"{where} has a tampered header: metadata values must be strings")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError:
-        raise ValueError(f"{where} has an invalid format_version {meta.get('format_version')!r}") from None
+    blob = first[:8] + raw + b"".join(chunks) if keep_data else b""
+    return blob, header, info, size
+
+
+def _check_version(meta: dict[str, str], where: str) -> None:
+    """``format_version``: ASCII decimal digits only (``int()`` would also take ``"１"`` or ``" 1_0"``)."""
+    text = meta.get("format_version", "")
+    if not re.fullmatch(r"[0-9]{1,9}", text):
+        raise ValueError(f"{where} has an invalid format_version {text[:20]!r}; expected ASCII decimal digits "
+                         f"such as {str(FORMAT_VERSION)!r}")
+    version = int(text)
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{where} has format version {version}, newer than this vaeaug ({__version__}) reads "
             f"(up to {FORMAT_VERSION}); upgrade vaeaug"
         )
     if version < 1:
-        raise ValueError(f"{where} has an invalid format_version {version}")
-    data_len = len(blob) - 8 - n
-    end = 0
-    for name, info in header.items():
-        offs = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)):
-            raise ValueError(f"{where} has a tampered header: bad entry for tensor {name!r}")
-        end = max(end, offs[1])
-    if end > data_len:
-        raise ValueError(
-            f"{where} is truncated: the header declares {end} bytes of tensor data, the file holds {data_len}"
-        )
-    if end < data_len:
-        raise ValueError(f"{where} has {data_len - end} unexpected trailing bytes after the tensor data")
-    if meta.get("sha256") != _content_sha256(meta, header, blob[8 + n:]):
-        raise ValueError(
-            f"{where} is corrupt or was edited: its content does not match the SHA-256 checksum "
-            "recorded in its header"
-        )
-    return blob, header, meta
+        raise ValueError(f"{where} has an invalid format_version {version}; expected 1 to {FORMAT_VERSION}")
+    vv = meta.get("vaeaug_version", "?")
+    if vv != "?" and not _VERSION_TEXT.fullmatch(vv):
+        raise ValueError(f"{where} has an invalid vaeaug_version {vv[:_MAX_VERSION_TEXT]!r}; expected a version "
+                         "such as '1.2.0'")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Validated metadata of a model file, JSON fields decoded (no model is built).
+
+    The whole file is checked (its checksum covers the weights), but the weights are not kept.
 
     Args:
         path: the model file.
@@ -246,41 +359,36 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         A dict with ``format_version``, ``vaeaug_version``, ``config``, ``value_range``,
         ``class_names``, ``history``, ``augment``, ``tuning`` and ``file_size``.
     """
-    p = Path(path)
-    _, _, meta = _parse(p)
-    return _decode_meta(p, meta)
+    _, _, info, _ = _parse(Path(path), keep_data=False)
+    return info
 
 
-def _decode_meta(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+def _decode_meta(where: str, meta: dict[str, str], size: int) -> dict[str, Any]:
+    """Decode and validate the JSON metadata entries (config, value range, class names...)."""
     out: dict[str, Any] = {"format_version": int(meta["format_version"]),
                            "vaeaug_version": meta.get("vaeaug_version", "?"),
-                           "file_size": path.stat().st_size}
+                           "file_size": size}
     for key in ("config", "value_range", "class_names", "history"):
         if key not in meta:
-            raise ValueError(f"{str(path)!r} lacks the {key!r} metadata entry")
-        try:
-            out[key] = json.loads(meta[key])
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{str(path)!r} has a tampered {key!r} entry (not JSON: {e})") from None
-    names = out["class_names"]
-    if names is not None and not (isinstance(names, list) and all(isinstance(s, str) for s in names)):
-        raise ValueError(f"{str(path)!r} has invalid class_names {names!r}")
-    if not isinstance(out["history"], list):
-        raise ValueError(f"{str(path)!r} has an invalid history entry")
+            raise ValueError(f"{where} lacks the {key!r} metadata entry")
+        out[key] = _loads(meta[key], where, f"{key!r} entry")
+    if not isinstance(out["history"], list) or not all(isinstance(h, dict) for h in out["history"]):
+        raise ValueError(f"{where} has an invalid history entry; expected a list of objects (one per epoch)")
     for key in ("augment", "tuning"):  # optional: files written before tuning existed lack them
-        try:
-            out[key] = json.loads(meta[key]) if key in meta else None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{str(path)!r} has a tampered {key!r} entry (not JSON: {e})") from None
+        out[key] = _loads(meta[key], where, f"{key!r} entry") if key in meta else None
         if out[key] is not None and not isinstance(out[key], dict):
-            raise ValueError(f"{str(path)!r} has an invalid {key!r} entry")
+            raise ValueError(f"{where} has an invalid {key!r} entry")
     try:
         out["config"] = VAEConfig.from_dict(out["config"])
         out["value_range"] = ValueRange.from_dict(out["value_range"])
+        out["class_names"] = check_class_names(out["class_names"], out["config"].num_classes)
         if out["augment"] is not None:
             AugmentSetting.from_dict(out["augment"]).check_for(conditional=out["config"].num_classes is not None)
     except ValueError as e:
-        raise ValueError(f"{str(path)!r} has an invalid model description: {e}") from None
+        msg = str(e)
+        if msg.startswith("class_names"):
+            raise ValueError(f"{where} has invalid class_names: {msg}") from None
+        raise ValueError(f"{where} has an invalid model description: {msg}") from None
     return out
 
 
@@ -295,8 +403,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], d
         ``history``, ``augment``, ``tuning``.
     """
     p = Path(path)
-    blob, header, meta = _parse(p)
-    info = _decode_meta(p, meta)
+    blob, _, info, _ = _parse(p, keep_data=True)
     try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error type for malformed files

@@ -18,7 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Likelihood, VAEConfig, ValueRange, check_int, conv_sizes, default_widths
+from .config import (
+    GAUSSIAN_STD_RANGE,
+    Likelihood,
+    VAEConfig,
+    ValueRange,
+    check_class_names,
+    check_int,
+    conv_sizes,
+    default_widths,
+)
+from .devices import resolve_device
 from .io import read_model, save
 
 __all__ = ["load", "VAEConfig", "VAE", "VAEOutput", "Likelihood", "ValueRange", "default_widths", "conv_sizes"]
@@ -60,9 +70,13 @@ class VAE(nn.Module):
         class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig; got {type(config).__name__}")
+        if value_range is not None and not isinstance(value_range, ValueRange):
+            raise TypeError(f"value_range must be a ValueRange or None; got {type(value_range).__name__}")
         self.config = config
         self.value_range = value_range or ValueRange(0.0, 1.0, "float32")
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = check_class_names(class_names, config.num_classes)
         self.history: list[dict[str, Any]] = []
         self.augment: dict[str, Any] | None = None  # the setting chosen by vaeaug.tune, if any
         self.tuning: dict[str, Any] | None = None  # tune's grid and scores
@@ -311,12 +325,101 @@ class VAE(nn.Module):
         return (f"input_shape={cfg.input_shape}, latent_dim={cfg.latent_dim}, widths={cfg.widths}{cond}, "
                 f"likelihood={cfg.likelihood!r}")
 
+# Fitting moves a weight by about lr per Adam step; fitted VAEs stay within a few units (measured
+# on digits: max |w| 0.35 after 2 epochs, 0.84 after 40, 3.0 at lr=0.05; 1.6 Gaussian with a learned
+# std). 1e4 is far beyond any fit; check_activation_bound then proves the layers' products finite.
+MAX_WEIGHT = 1e4
+# |activation| anywhere in encode/decode, for inputs in [0, 1]: float32 overflows at 3.4e38.
+MAX_ACTIVATION = 1e30
+# decoder inputs covered by that bound: prior draws (|z| <= Z_PRIOR, beyond 100 sigma) and
+# latent moves up to Z_MOVE times the largest posterior mean the encoder can produce.
+Z_PRIOR = 100.0
+Z_MOVE = 5.0
+
+
+def check_weight(name: str, t: torch.Tensor, where: str) -> None:
+    """Refuse a non-finite weight, or one beyond :data:`MAX_WEIGHT` (or a ``log_std`` out of range)."""
+    if not t.is_floating_point():
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{where!r} holds non-finite values in tensor {name!r}; expected finite weights "
+                         "(the file is corrupt or was not written by a successful fit)")
+    if name == "log_std":
+        lo, hi = (math.log(v) for v in GAUSSIAN_STD_RANGE)
+        v = float(t.reshape(-1)[0]) if t.numel() else 0.0
+        if not lo - 1e-6 <= v <= hi + 1e-6:
+            raise ValueError(f"{where!r} holds log_std {v:g}; expected a value in [{lo:.3g}, {hi:.3g}] "
+                             f"(std in {GAUSSIAN_STD_RANGE})")
+        return
+    big = float(t.abs().max()) if t.numel() else 0.0
+    if big > MAX_WEIGHT:
+        raise ValueError(f"{where!r} holds a weight of magnitude {big:g} in tensor {name!r}; expected |w| <= "
+                         f"{MAX_WEIGHT:g}, far beyond what fitting produces (the file was edited or is corrupt)")
+
+
+def _bound_layers(layers: nn.Sequential, b: torch.Tensor, worst: float,
+                  spatial: tuple[int, ...] | None) -> tuple[torch.Tensor, float]:
+    """Propagate per-channel (or per-feature) bounds on |activation| through ``layers``."""
+    for m in layers:
+        bias = getattr(m, "bias", None)
+        bias_bound = bias.detach().abs().double() if isinstance(bias, torch.Tensor) else 0.0
+        if isinstance(m, nn.Conv2d):
+            b = m.weight.abs().sum((2, 3)).double() @ b + bias_bound
+        elif isinstance(m, nn.ConvTranspose2d):  # weight (in, out, kh, kw): an output pixel sums a subset
+            b = m.weight.abs().sum((2, 3)).double().T @ b + bias_bound
+        elif isinstance(m, nn.Linear):
+            b = m.weight.abs().double() @ b + bias_bound
+        elif isinstance(m, nn.Flatten):
+            assert spatial is not None
+            b = b.repeat_interleave(math.prod(spatial))  # channel-major, as Flatten orders them
+        elif not isinstance(m, nn.ReLU):  # pragma: no cover - the architecture has no other layers
+            raise TypeError(f"no activation bound for layer {type(m).__name__}")
+        worst = max(worst, float(b.max()))
+    return b, worst
+
+
+@torch.no_grad()
+def activation_bound(model: VAE) -> float:
+    """An upper bound on ``|value|`` anywhere in :meth:`VAE.encode` and :meth:`VAE.decode_logits`.
+
+    Interval arithmetic over the weights for any input in ``[0, 1]``, any one-hot label, and
+    decoder inputs ``|z| <= max(Z_PRIOR, Z_MOVE * bound on |mu|)``; a bound below
+    :data:`MAX_ACTIVATION` proves that reconstructions and prior samples are finite in float32.
+    """
+    cfg = model.config
+    k = cfg.num_classes or 0
+    bottom = model._bottom
+    b = torch.ones(cfg.input_shape[0], dtype=torch.float64)
+    b, worst = _bound_layers(model.encoder, b, 1.0, bottom[1:] if cfg.is_image else None)
+    b = torch.cat([b, torch.ones(k, dtype=torch.float64)])
+    b, worst = _bound_layers(nn.Sequential(model.to_latent), b, worst, None)
+    mu_bound = float(b[: cfg.latent_dim].max())
+    z = torch.full((cfg.latent_dim,), max(Z_PRIOR, Z_MOVE * mu_bound), dtype=torch.float64)
+    b = torch.cat([z, torch.ones(k, dtype=torch.float64)])
+    worst = max(worst, float(z[0]))
+    b, worst = _bound_layers(model.from_latent, b, worst, None)
+    if cfg.is_image:
+        b = b.reshape(bottom[0], -1).amax(1)  # per channel, for the transposed convolutions
+    _, worst = _bound_layers(model.decoder, b, worst, None)
+    return worst
+
+
+def check_activation_bound(model: VAE, where: str) -> None:
+    """Refuse weights whose activations could overflow float32 (see :func:`activation_bound`)."""
+    bound = activation_bound(model)
+    if not bound <= MAX_ACTIVATION:
+        raise ValueError(
+            f"{where!r} holds weights whose activations can reach {bound:.3g} for inputs in [0, 1]; expected at "
+            f"most {MAX_ACTIVATION:g} (beyond, float32 overflows to inf and NaN) - the file was edited or is corrupt"
+        )
+
+
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VAE:
     """Load a model written by :func:`vaeaug.save`; never unpickles (the file format: :mod:`vaeaug.io`).
 
     Args:
         path: the model file.
-        device: where to put the weights.
+        device: where to put the weights: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
 
     Returns:
         The VAE in eval mode, with ``value_range``, ``class_names`` and ``history`` restored.
@@ -328,6 +431,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VA
         >>> load(p).config.input_shape
         (1, 8, 8)
     """
+    dev = resolve_device(device)  # before reading: a bad device is said as such, not as torch's RuntimeError
     tensors, info = read_model(path)
     p = str(path)
     with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
@@ -345,11 +449,11 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VA
                 f"{p!r} does not match its config: tensor {k!r} is {tuple(t.shape)} {t.dtype}, "
                 f"expected {tuple(v.shape)} {v.dtype}"
             )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{p!r} holds non-finite values in tensor {k!r}")
+        check_weight(k, t, p)
     model = VAE(info["config"], info["value_range"], info["class_names"])
     model.load_state_dict(tensors, strict=True)
+    check_activation_bound(model, p)
     model.history = info["history"]
     model.augment = info["augment"]
     model.tuning = info["tuning"]
-    return model.to(device).eval()
+    return model.to(dev).eval()
