@@ -87,7 +87,7 @@ class ValueRange:
                 f"(beyond, float32 model space overflows); got ({_show(lo)}, {_show(hi)}) - rescale the data first"
             )
         if hi <= lo:
-            raise ValueError(f"value_range must have low < high; got ({lo!r}, {hi!r})")
+            raise ValueError(f"value_range must be two numbers (low, high) with low < high; got ({lo!r}, {hi!r})")
         span = float(hi) - float(lo)
         if span < MIN_SPAN or span < MIN_RELATIVE_SPAN * max(abs(lo), abs(hi)):
             raise ValueError(

@@ -103,9 +103,9 @@ def _from_name_or_path(
     if path.is_dir():
         return _from_image_folder(path)
     if path.suffix == ".npz":
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"no such .npz file: {str(path)!r}")
-        return _from_npz(path, layout=layout, value_range=value_range)
+        return _from_npz(path, layout=layout, value_range=value_range)  # a FIFO or device: a ValueError there
     name = str(data)
     if builtin.is_builtin(name):
         return builtin.load_builtin(name, root=root, split=split, download=download)

@@ -132,6 +132,11 @@ def from_arrays(
 def check_labels(data: TensorData, num_classes: int | None = None) -> int:
     """Check the labels a class-conditional model needs; return the number of classes.
 
+    The number of classes comes from ``num_classes``, else from the data's class names, else from
+    the labels, which must then be ``0..C-1`` with every class present: labels ``{0, 7}`` would
+    silently make an 8-class model with six classes never seen, so they are refused with a remap
+    hint (with names or an explicit ``num_classes``, classes without a sample are the caller's word).
+
     Args:
         data: the data whose labels to check.
         num_classes: expected number of classes, or ``None`` to infer it.
@@ -150,6 +155,17 @@ def check_labels(data: TensorData, num_classes: int | None = None) -> int:
             f"labels must be integers >= 0 for a class-conditional model; label of sample {i} "
             f"is {int(data.y[i])} - map labels to 0..K-1 or fit with conditional=False"
         )
+    if num_classes is None and data.class_names is None and len(data.y):
+        present = torch.unique(data.y)
+        if len(present) < int(present[-1]) + 1:  # classes without a sample: the labels are not 0..C-1
+            shown = present[:20].tolist()
+            more = f" and {len(present) - 20} more" if len(present) > 20 else ""
+            raise ValueError(
+                f"labels must be 0..C-1 with every class present; got classes {shown}{more}, which would make a "
+                f"{int(present[-1]) + 1}-class model with {int(present[-1]) + 1 - len(present)} classes never seen - "
+                "remap them, e.g. y = np.unique(y, return_inverse=True)[1], or name every class "
+                "(an .npz 'class_names' array, a Dataset's `classes`)"
+            )
     k = num_classes if num_classes is not None else data.num_classes
     assert k is not None
     if int(data.y.max()) >= k:
@@ -250,11 +266,12 @@ def _resolve_value_range(
 def _range_from_tuple(value_range: Any, dtype: str) -> ValueRange:
     try:
         low, high = value_range
-        return ValueRange(float(low), float(high), dtype)
-    except (TypeError, ValueError) as e:
+        low, high = float(low), float(high)
+    except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(
-            f"value_range must be (low, high) with low < high; got {value_range!r}"
+            f"value_range must be (low, high) with low < high; got {str(value_range)[:80]}"
         ) from e
+    return ValueRange(low, high, dtype)  # its own message: the bounds a model works within
 
 
 def _labels_tensor(y: Any, n: int) -> torch.Tensor | None:

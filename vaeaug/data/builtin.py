@@ -9,11 +9,15 @@ Fashion-MNIST is read from the original IDX files, looked up in this order: ``ro
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..files import GiB, open_regular
 from .arrays import TensorData, from_arrays
 
 __all__ = ["BUILTIN_NAMES", "is_builtin", "load_builtin", "read_idx", "find_fashion_mnist"]
@@ -24,6 +28,7 @@ _ALIASES = {"digits": "digits", "fashion-mnist": "fashion-mnist",
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+MAX_IDX_BYTES = 2 * GiB  # Fashion-MNIST's largest file is 47 MB decompressed
 # digits has no official split: the first 80% (1437) is "train", the rest (360) "test".
 DIGITS_TRAIN = 1437
 
@@ -90,26 +95,38 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         A uint8 array of the shape the header declares.
     """
     p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
-    try:
-        with opener(p, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"cannot read IDX file {str(p)!r}: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{str(p)!r} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"IDX file {str(p)!r} is truncated inside its header")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    count = int(np.prod(dims))
-    if len(raw) - header != count:
+    where = repr(str(p))
+    with open_regular(p, "IDX file", max_bytes=MAX_IDX_BYTES) as f:
+        try:
+            if p.suffix == ".gz":
+                with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                    return _read_idx_stream(g, where)
+            return _read_idx_stream(f, where)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"cannot read IDX file {where}: {e}") from None
+
+
+def _read_idx_stream(f: Any, where: str) -> np.ndarray:
+    """Header first; then exactly the bytes its dimensions declare (at most MAX_IDX_BYTES, even gzipped)."""
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+        raise ValueError(f"{where} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = head[3]
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise ValueError(f"IDX file {where} is truncated inside its header")
+    dims = [int.from_bytes(raw_dims[4 * i: 4 + 4 * i], "big") for i in range(ndim)]
+    count = math.prod(dims)
+    if count > MAX_IDX_BYTES:
+        raise ValueError(f"IDX file {where} declares shape {tuple(dims)} ({count} bytes), more than the "
+                         f"{MAX_IDX_BYTES} vaeaug reads; the file is corrupt or not (Fashion-)MNIST")
+    data = f.read(count + 1)
+    if len(data) != count:
         raise ValueError(
-            f"IDX file {str(p)!r} declares shape {tuple(dims)} ({count} bytes) but holds "
-            f"{len(raw) - header} bytes of data; the file is truncated or corrupt"
+            f"IDX file {where} declares shape {tuple(dims)} ({count} bytes) but holds "
+            f"{'more' if len(data) > count else len(data)} bytes of data; the file is truncated or corrupt"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:

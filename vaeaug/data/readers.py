@@ -6,16 +6,38 @@ was expected, what came and how to fix it.
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..config import MAX_INPUT_ELEMENTS
+from ..files import GiB, MiB, open_regular
 from .arrays import Layout, TensorData, from_arrays
 
-__all__: list[str] = []
+__all__ = ["MAX_NPZ_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FILE"]
+
+# .npz: the arrays' declared size once decompressed, in all (the float32 model-space copy is 4x a
+# uint8 array's size); np.savez writes x, y and class_names, so a handful of members
+MAX_NPZ_BYTES = 16 * GiB
+MAX_NPZ_MEMBERS = 64
+# deflate cannot exceed ~1030-fold; real image data compresses 2-10-fold: beyond 500-fold a large
+# member is (near) constant bytes, i.e. a decompression bomb rather than data
+MAX_COMPRESSION_RATIO = 500
+_BOMB_MIN_BYTES = 64 * MiB
+# images: pixels declared by the header, checked before decoding (PIL's own limit is 89M and
+# warns only); a sample of a VAE has at most MAX_INPUT_ELEMENTS values anyway
+MAX_IMAGE_PIXELS = MAX_INPUT_ELEMENTS
+MAX_IMAGE_FILE = 256 * MiB
+# the formats of torchvision's IMG_EXTENSIONS; never EPS & co. (PIL runs Ghostscript for those)
+_IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
+_KIND_NAMES = {"uifb": "integers or floats", "US": "strings"}
 
 
 def _item_to_array(x: Any, index: int) -> tuple[np.ndarray, str | None]:
@@ -106,51 +128,183 @@ def _label_to_int(label: Any, index: int) -> int:
 
 
 def _from_npz(path: Path, *, layout: Layout | None, value_range: Any) -> TensorData:
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"cannot read {str(path)!r} as a .npz file: it is not a zip archive (np.savez writes one)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.keys())
-            if "x" not in keys:
+    """Read arrays ``x`` (and ``y``, ``class_names``) from a ``.npz`` file, bounded and without unpickling."""
+    where = repr(str(path))
+    with open_regular(path, ".npz file", max_bytes=MAX_NPZ_BYTES) as f:
+        try:
+            zf = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise ValueError(f"cannot read {where} as a .npz file: it is not a zip archive (np.savez writes one): "
+                             f"{e}") from None
+        with zf:
+            members = _npz_members(zf, where)
+            keys = list(members)
+            if "x" not in members:
                 raise ValueError(
-                    f"{str(path)!r} holds arrays {keys}; expected an array named 'x' (and "
+                    f"{where} holds arrays {keys[:20]}; expected an array named 'x' (and "
                     "optionally 'y') - save with np.savez(path, x=images, y=labels)"
                 )
-            x = npz["x"]
-            y = npz["y"] if "y" in keys else None
-            names = [str(s) for s in npz["class_names"]] if "class_names" in keys else None
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise ValueError(
-                f"{str(path)!r} holds object arrays, which would need unpickling; vaeaug never "
-                "unpickles - save plain numeric arrays"
-            ) from None
-        raise
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {str(path)!r} as a .npz file (corrupt?): {e}") from None
+            x = _npz_array(zf, members["x"], where, "x", "uifb")
+            y = _npz_array(zf, members["y"], where, "y", "uifb") if "y" in members else None
+            names = None
+            if "class_names" in members:
+                arr = _npz_array(zf, members["class_names"], where, "class_names", "US")
+                names = [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in arr.reshape(-1)]
     return from_arrays(x, y, layout=layout, value_range=value_range,
                        class_names=names, source=path.name)
 
 
-def _from_image_folder(path: Path) -> TensorData:
-    from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+def _npz_members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
+    """The ``.npy`` members by key, each checked before a byte is decompressed: declared sizes within
+    :data:`MAX_NPZ_BYTES` in all, stored or deflated only (np.savez / np.savez_compressed), no bomb."""
+    infos = zf.infolist()
+    if len(infos) > MAX_NPZ_MEMBERS:
+        raise ValueError(f"{where} holds {len(infos)} members, more than the {MAX_NPZ_MEMBERS} a .npz of "
+                         "arrays x, y, class_names needs")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_NPZ_BYTES:
+        raise ValueError(f"{where} declares {total} bytes of arrays once decompressed, more than the "
+                         f"{MAX_NPZ_BYTES} vaeaug reads from a .npz (a decompression bomb, or data to split)")
+    out: dict[str, zipfile.ZipInfo] = {}
+    for i in infos:
+        name = i.filename[:-4] if i.filename.endswith(".npy") else i.filename
+        if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or i.flag_bits & 0x1:
+            raise ValueError(f"{where}: member {i.filename[:100]!r} is encrypted or compressed with method "
+                             f"{i.compress_type}; expected a .npz from np.savez or np.savez_compressed")
+        ratio = i.file_size / max(i.compress_size, 1)
+        if i.file_size > _BOMB_MIN_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            raise ValueError(f"{where}: member {i.filename[:100]!r} expands {ratio:.0f}-fold to {i.file_size} bytes "
+                             f"(more than {MAX_COMPRESSION_RATIO}-fold: a decompression bomb?); save the arrays "
+                             "with np.savez")
+        out[name] = i
+    return out
+
+
+def _npz_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, key: str, kinds: str) -> np.ndarray:
+    """One ``.npy`` member: its header must declare exactly the bytes the member holds, of a plain dtype."""
+    try:
+        with zf.open(info) as m:
+            version = np.lib.format.read_magic(m)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(m)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(m)
+            else:
+                raise ValueError(f"{where}: array {key!r} has .npy format version {version}; expected 1.0 or 2.0 "
+                                 "(np.savez writes those)")
+            if dtype.hasobject:
+                raise ValueError(
+                    f"{where} holds object arrays ({key!r}), which would need unpickling; vaeaug never "
+                    "unpickles - save plain numeric arrays"
+                )
+            if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+                raise ValueError(f"{where}: array {key!r} has dtype {dtype}; expected "
+                                 f"{_KIND_NAMES[kinds]} - save it as such")
+            need = math.prod(shape) * dtype.itemsize
+            if need != info.file_size - m.tell():
+                raise ValueError(f"{where}: array {key!r} declares shape {shape} of {dtype} ({need} bytes) but its "
+                                 f"member holds {info.file_size - m.tell()} bytes; the file is corrupt or was edited")
+        with zf.open(info) as m:  # sizes agree: reading allocates exactly what was checked
+            arr = np.lib.format.read_array(m, allow_pickle=False)
+    except ValueError as e:
+        if str(e).startswith(where):
+            raise
+        raise ValueError(f"cannot read {where} as a .npz file (corrupt?): array {key!r}: {e}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError, zlib.error) as e:
+        raise ValueError(f"cannot read {where} as a .npz file (corrupt?): array {key!r}: {e}") from None
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _scan_folder(top: str) -> list[str]:
+    """Every file under ``top`` (symlinks followed, each folder read once: no loop), in ImageFolder's order."""
+    found: list[tuple[str, list[str]]] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop, or a second link to a folder
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(d) as it:
+                entries = list(it)
+        except PermissionError:
+            raise ValueError(f"cannot list the folder {d!r}: permission denied; check its permissions") from None
+        except OSError as e:
+            raise ValueError(f"cannot list the folder {d!r}: {e.strerror or e}") from None
+        files = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(entry.path)
+            else:
+                files.append(entry.name)
+        found.append((d, files))
+    return [os.path.join(d, name) for d, files in sorted(found) for name in sorted(files)]
+
+
+def _image_files(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Classes and ``(file, class index)`` in torchvision ImageFolder's layout and order."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
-        classes, class_to_idx = find_classes(str(path))
-        samples = make_dataset(str(path), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as e:
-        raise ValueError(
-            f"{str(path)!r} is not an image folder: {e} - expected one sub-folder per class "
-            "holding image files (torchvision ImageFolder layout)"
-        ) from None
+        with os.scandir(path) as it:
+            classes = sorted(e.name for e in it if e.is_dir())
+    except PermissionError:
+        raise ValueError(f"cannot list the folder {str(path)!r}: permission denied; check its permissions") from None
+    layout = "expected one sub-folder per class holding image files (torchvision ImageFolder layout)"
+    if not classes:
+        raise ValueError(f"{str(path)!r} is not an image folder: it has no class sub-folders - {layout}")
+    samples: list[tuple[str, int]] = []
+    empty = []
+    for k, c in enumerate(classes):
+        files = [f for f in _scan_folder(os.path.join(str(path), c)) if f.lower().endswith(IMG_EXTENSIONS)]
+        if not files:
+            empty.append(c)
+        samples += [(f, k) for f in files]
+    if empty:
+        raise ValueError(f"{str(path)!r} is not an image folder: no image file ({', '.join(IMG_EXTENSIONS)}) in "
+                         f"the class folders {empty[:10]} - {layout}")
+    return classes, samples
+
+
+def _read_image(file: str) -> np.ndarray:
+    """One image file as an array: a regular file, a known format, a bounded size checked before decoding."""
+    from PIL import Image
+
+    what = f"image {file!r}"
+    with open_regular(file, "image file", max_bytes=MAX_IMAGE_FILE) as f, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(f, formats=_IMAGE_FORMATS)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            raise ValueError(f"{what} is too large to decode ({e}); vaeaug reads images of at most "
+                             f"{MAX_IMAGE_PIXELS} pixels - a decompression bomb, or downscale it first") from None
+        except Exception as e:  # PIL raises many types on hostile bytes; every one is "not an image"
+            raise ValueError(f"cannot read {what}: {e} (expected one of {', '.join(_IMAGE_FORMATS)})") from None
+        with img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{what} declares {w}x{h} pixels, more than the {MAX_IMAGE_PIXELS} vaeaug reads "
+                                 "(a decompression bomb, or an image far too large for a VAE) - downscale it first")
+            try:
+                img.load()
+            except Exception as e:
+                raise ValueError(f"cannot read {what}: {type(e).__name__}: {e} (is it truncated or corrupt?)") from None
+            return _pil_to_array(img, what)
+
+
+def _from_image_folder(path: Path) -> TensorData:
+    classes, samples = _image_files(path)
     xs: list[np.ndarray] = []
     for file, _ in samples:
-        try:
-            with Image.open(file) as img:
-                arr = _pil_to_array(img, f"image {file!r}")
-        except OSError as e:
-            raise ValueError(f"cannot read image {file!r}: {e}") from None
+        arr = _read_image(file)
         if xs and arr.shape != xs[0].shape:
             raise ValueError(
                 f"image {file!r} has shape {arr.shape} but {samples[0][0]!r} has {xs[0].shape}; "
