@@ -9,6 +9,7 @@ file's metadata in processes where torch is not installed. ``ValueRange.to_model
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -372,6 +373,9 @@ def check_class_names(names: Any, num_classes: int | None) -> list[str] | None:
         if not isinstance(s, str) or len(s) > MAX_CLASS_NAME:
             shown = s if not isinstance(s, str) else f"a name of {len(s)} characters"
             raise ValueError(f"class_names must be strings of at most {MAX_CLASS_NAME} characters; got {_show(shown)}")
+        if any(unicodedata.category(ch) == "Cc" for ch in s):  # they would reach terminals as escape sequences
+            raise ValueError(f"class_names must not hold control characters (newlines, escapes); got {_show(s)} - "
+                             "rename the class")
     if num_classes is not None and len(out) != num_classes:
         raise ValueError(
             f"class_names must name each of the {num_classes} classes of the model; got {len(out)} names - "

@@ -248,7 +248,7 @@ def _tensor_table(header: dict[str, Any], where: str) -> int:
             raise ValueError(f"{bad} (data_offsets {str(offs)[:100]}: expected [begin, end] with 0 <= begin <= end)")
         if not (isinstance(shape, list) and len(shape) <= _MAX_DIMS and all(_is_index(d) for d in shape)):
             raise ValueError(f"{bad} (shape {str(shape)[:100]}: expected at most {_MAX_DIMS} sizes >= 0)")
-        if dtype not in _ITEM_SIZE:
+        if not isinstance(dtype, str) or dtype not in _ITEM_SIZE:
             raise ValueError(f"{bad} (dtype {str(dtype)[:20]!r}: expected one of {sorted(_ITEM_SIZE)})")
         if math.prod(shape) * _ITEM_SIZE[dtype] != offs[1] - offs[0]:
             raise ValueError(f"{bad} (shape {shape} of {dtype} takes {math.prod(shape) * _ITEM_SIZE[dtype]} bytes, "

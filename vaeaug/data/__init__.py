@@ -93,6 +93,11 @@ def _from_name_or_path(
     root: Any, split: str, download: bool,
 ) -> TensorData:
     path = Path(data)
+    try:
+        path.exists()  # stat: a folder on the way that cannot be entered is said here, not as a PermissionError
+    except PermissionError:
+        raise ValueError(f"cannot read {str(path)!r}: permission denied; check the permissions of the file and "
+                         "of the folders above it") from None
     if path.is_dir() or builtin.is_builtin(str(data)):
         unused = [n for n, v in (("layout", layout), ("value_range", value_range)) if v is not None]
         if unused:

@@ -37,6 +37,8 @@ MAX_IMAGE_PIXELS = MAX_INPUT_ELEMENTS
 MAX_IMAGE_FILE = 256 * MiB
 # the formats of torchvision's IMG_EXTENSIONS; never EPS & co. (PIL runs Ghostscript for those)
 _IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
+# torchvision.datasets.folder.IMG_EXTENSIONS (importing torchvision for them takes seconds)
+_IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _KIND_NAMES = {"uifb": "integers or floats", "US": "strings"}
 
 
@@ -251,8 +253,6 @@ def _scan_folder(top: str) -> list[str]:
 
 def _image_files(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """Classes and ``(file, class index)`` in torchvision ImageFolder's layout and order."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     try:
         with os.scandir(path) as it:
             classes = sorted(e.name for e in it if e.is_dir())
@@ -264,12 +264,12 @@ def _image_files(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
     samples: list[tuple[str, int]] = []
     empty = []
     for k, c in enumerate(classes):
-        files = [f for f in _scan_folder(os.path.join(str(path), c)) if f.lower().endswith(IMG_EXTENSIONS)]
+        files = [f for f in _scan_folder(os.path.join(str(path), c)) if f.lower().endswith(_IMG_EXTENSIONS)]
         if not files:
             empty.append(c)
         samples += [(f, k) for f in files]
     if empty:
-        raise ValueError(f"{str(path)!r} is not an image folder: no image file ({', '.join(IMG_EXTENSIONS)}) in "
+        raise ValueError(f"{str(path)!r} is not an image folder: no image file ({', '.join(_IMG_EXTENSIONS)}) in "
                          f"the class folders {empty[:10]} - {layout}")
     return classes, samples
 
