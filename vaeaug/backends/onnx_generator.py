@@ -16,6 +16,12 @@ the torch backend, so both backends give the same variants for the same seed (wi
 Sessions are created lazily, in the process that uses them, never inherited across ``fork``
 and never pickled; by default one intra-op and one inter-op thread without spinning, the right
 setting inside DataLoader workers.
+
+Every file is verified before use (:mod:`.onnx_metadata`: a whole-file checksum, no external data,
+metadata in range and matching the graph's inputs and outputs), and a session is made from the
+verified bytes themselves, never from the path: the augmenter must still be the file that was
+opened, and the encoder and sampler must carry the augmenter's description (same model, config,
+value range, class names and setting).
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ from ..functional import ONE_CALL_ROWS, perturb
 from ..rng import Noise
 from ..settings import AugmentSetting
 from .base import Generator, run_chunked
-from .onnx_metadata import onnx_paths, read_onnx_metadata
+from .onnx_metadata import onnx_paths, read_onnx_file, read_onnx_metadata
 
 __all__ = ["OnnxGenerator"]
+
+# what the three files of one export share: a companion file must agree with the augmenter on all of it
+_SHARED = ("format_version", "model_sha256", "config", "value_range", "class_names", "augment")
 
 
 class OnnxGenerator(Generator):
@@ -82,6 +91,8 @@ class OnnxGenerator(Generator):
                 f"(the one without .{meta['graph']} in its name)"
             )
         self.source = str(self.paths["augmenter"])
+        self._file_sha256: str = meta["sha256"]
+        self._identity = {k: meta[k] for k in _SHARED}
         self.model_sha256: str = meta["model_sha256"]
         self.config = meta["config"]
         self.value_range = meta["value_range"]
@@ -116,13 +127,17 @@ class OnnxGenerator(Generator):
                     f"the ONNX backend needs onnxruntime: pip install 'vaeaug[onnx]' (import failed: {e})"
                 ) from e
             path = self.paths[graph]
-            if graph != "augmenter":
-                meta = read_onnx_metadata(path)
-                if meta["graph"] != graph or meta["model_sha256"] != self.model_sha256:
-                    raise ValueError(
-                        f"{path} does not belong to the export {self.paths['augmenter']} (another model or "
-                        "graph); export the model again so that the three files match"
-                    )
+            blob, meta = read_onnx_file(path)  # verified again: the file may have changed since __init__
+            if graph == "augmenter" and meta["sha256"] != self._file_sha256:
+                raise ValueError(
+                    f"{path} changed since this generator opened it (its SHA-256 is now {meta['sha256'][:16]}...); "
+                    "create the generator again to use the new file"
+                )
+            if meta["graph"] != graph or {k: meta[k] for k in _SHARED} != self._identity:
+                raise ValueError(
+                    f"{path} does not belong to the export {self.paths['augmenter']} (the {meta['graph']} graph of "
+                    "another model, or another description); export the model again so that the three files match"
+                )
             so = ort.SessionOptions()
             so.intra_op_num_threads = self.threads
             so.inter_op_num_threads = self.inter_op_threads
@@ -131,12 +146,47 @@ class OnnxGenerator(Generator):
             so.add_session_config_entry("session.intra_op.allow_spinning", spin)
             so.add_session_config_entry("session.inter_op.allow_spinning", spin)
             try:
-                sess = ort.InferenceSession(str(path), so, providers=self.providers)
+                sess = ort.InferenceSession(blob, so, providers=self.providers)  # the bytes verified above
             except Exception as e:  # onnxruntime raises its own exception types
                 raise ValueError(f"onnxruntime could not open {path}: {e}") from None
+            runner = _runner(sess, ort, self.providers)
+            self._probe(graph, runner)
             self._sessions[graph] = sess
-            self._runners[graph] = _runner(sess, ort, self.providers)
+            self._runners[graph] = runner
         return sess
+
+    def _probe(self, graph: str, runner: Any) -> None:
+        """Run a new session once on 2 rows of the inputs its metadata describes (labels 0 and the last class).
+
+        What the graph's declared inputs and outputs cannot show (the number of classes its one-hot
+        table holds, shapes inside the graph) shows here, as a ``ValueError`` when the session is
+        created instead of an onnxruntime error in the middle of generating.
+        """
+        cfg, n = self.config, 2
+        x = np.zeros((n, *cfg.input_shape), np.float32)
+        z = np.zeros((n, cfg.latent_dim), np.float32)
+        feeds: dict[str, np.ndarray] = {
+            "augmenter": {"x": x, "eps": z, "strength": np.ones(n, np.float32), "sigma_weight": np.ones(n, np.float32)},
+            "encoder": {"x": x}, "sampler": {"z": z}}[graph]
+        if cfg.num_classes:
+            feeds["y"] = np.array([0, cfg.num_classes - 1], np.int64)
+        want = {"augmenter": [x.shape], "encoder": [z.shape, z.shape], "sampler": [x.shape]}[graph]
+        try:
+            out = runner(feeds)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ValueError(
+                f"{self.paths[graph]}: the {graph} graph does not run on the inputs its metadata describes "
+                f"(input_shape {list(cfg.input_shape)}, latent_dim {cfg.latent_dim}, num_classes {cfg.num_classes}): "
+                f"{str(e)[:500]} - the metadata does not describe this graph; export the model again "
+                "(vaeaug export model.vae --out model.onnx)"
+            ) from None
+        got = [tuple(o.shape) for o in out]
+        if got != want or not all(np.isfinite(o).all() for o in out):
+            raise ValueError(
+                f"{self.paths[graph]}: the {graph} graph gives outputs of shapes {got} (finite: "
+                f"{all(np.isfinite(o).all() for o in out)}) on inputs its metadata describes; expected finite "
+                f"outputs of shapes {want} - export the model again (vaeaug export model.vae --out model.onnx)"
+            )
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         run = self._runners.get(graph) if self._pid == os.getpid() else None
