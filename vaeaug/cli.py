@@ -2,7 +2,10 @@
 ``preview``.
 
 Usage errors, missing files, unknown datasets and invalid input exit with code 2 and one
-line on stderr, never a traceback.
+line on stderr, never a traceback. Anything else that escapes a subcommand is a bug: it is also
+said in one line (exit code 1) with the way to see its traceback, ``vaeaug --debug ...`` or
+``VAEAUG_DEBUG=1``. Ctrl-C exits with 130. Where a subcommand writes files, the places it writes
+to are checked before any long work starts.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def _build_parser() -> _Parser:
 
     parser = _Parser(prog="vaeaug", description="Fit and inspect VAEs used as data augmentation.")
     parser.add_argument("--version", action="version", version=f"vaeaug {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any error (also: environment variable VAEAUG_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     f = sub.add_parser("fit", help="fit a VAE and save it to one model file",
@@ -211,8 +216,11 @@ def _build_parser() -> _Parser:
     return parser
 
 
+_USER_ERRORS = (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code.
+    """Run the command line; return the exit code (0 done, 1 failed check or bug, 2 user error, 130 Ctrl-C).
 
     Example:
         >>> main(["info", "no-such-file.vae"])
@@ -220,26 +228,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("VAEAUG_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     try:
-        if args.command == "fit":
-            return _cmd_fit(args)
-        if args.command == "evaluate":
-            return _cmd_evaluate(args)
-        if args.command == "score":
-            return _cmd_score(args)
-        if args.command == "preview":
-            return _cmd_preview(args)
-        if args.command == "export":
-            return _cmd_export(args)
-        if args.command == "generate":
-            return _cmd_generate(args)
-        if args.command == "verify":
-            return _cmd_verify(args)
-        return _cmd_info(args)
-    except (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError) as e:
+        try:
+            return _COMMANDS[args.command](args)
+        finally:
+            _close_bars()  # a bar left open by an error would swallow the message's line
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"vaeaug {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as e:
+        if debug:
+            raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"vaeaug {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if debug:
+            raise
+        print(f"vaeaug {args.command}: error: out of memory; use smaller inputs or batches "
+              "(--batch-size where the subcommand has it)", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line, and how to see the rest
+        if debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"vaeaug {args.command}: internal error: {type(e).__name__}{': ' + msg if msg else ''} "
+              "(a bug in vaeaug or a library it uses: rerun with vaeaug --debug, or VAEAUG_DEBUG=1, "
+              "for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _close_bars() -> None:
+    """Close the progress bars still open (ends their line, so a message after them starts a new one)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
+
+
+def _check_model_file(path: str) -> None:
+    """A one-line error now if ``path`` is missing or is not a regular file (a folder, a FIFO...)."""
+    from .files import size_of
+
+    try:
+        size_of(path, "model file")
+    except FileNotFoundError:
+        raise UsageError(f"model file not found: {path}") from None
+
+
+def _check_writable(path: Path, flag: str, *, force: bool = False, folder: bool = False) -> None:
+    """Fail now, not after the long work, if ``path`` cannot be written.
+
+    A file must not be a folder (nor exist, unless ``force``); a folder must not be a file. The
+    closest existing ancestor must be a folder in which a file can really be created (checked
+    by creating and removing one, so read-only mounts and ACLs are seen too).
+    """
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{flag} {str(path)!r} is a file; give a folder")
+    else:
+        if path.is_dir():
+            raise UsageError(f"{flag} {str(path)!r} is a folder; give a file name")
+        if path.exists() and not force:
+            raise UsageError(f"{str(path)!r} exists; pass --force to overwrite it or choose another {flag}")
+    start = path if folder else path.parent
+    existing = next((p for p in [start, *start.parents] if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"cannot write {flag} {str(path)!r}: {str(existing)!r} is a file, not a folder; "
+                         f"choose another {flag}")
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".vaeaug-write-check-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write {flag} {str(path)!r}: the folder {str(existing)!r} is not writable "
+                         f"({e.strerror or e}); choose another {flag}") from None
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -247,18 +313,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .training import fit
 
     out = Path(args.out)
-    if out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a directory; give a file name such as model.vae")
-    if out.exists() and not args.force:
-        raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
-    if args.curves and not str(args.curves).lower().endswith(".png"):
-        raise UsageError(f"--curves must be a .png file; got {args.curves!r}")
-    parent = out.parent if str(out.parent) else Path(".")
-    existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is a file, not a directory")
-    if not os.access(existing, os.W_OK):
-        raise UsageError(f"cannot write {str(out)!r}: {str(existing)!r} is not writable")
+    _check_writable(out, "--out", force=args.force)
+    if args.curves:
+        if not str(args.curves).lower().endswith(".png"):
+            raise UsageError(f"--curves must be a .png file; got {args.curves!r}")
+        _check_writable(Path(args.curves), "--curves", force=True)
     from .distributed import is_main_process
 
     main = is_main_process()  # under torchrun: only rank 0 prints and writes
@@ -335,8 +394,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.imbalance is not None and not (math.isfinite(args.imbalance) and args.imbalance >= 1):
         raise UsageError(f"--imbalance must be a number >= 1; got {args.imbalance}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a file; give a folder")
+    _check_writable(out, "--out", folder=True)
     from .settings import resolve_setting
 
     changes = {k: getattr(args, k) for k in ("mode", "strength", "form", "p")}
@@ -376,10 +434,9 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     from .viz import preview
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out must be a .png file; got {str(out)!r}")
+    _check_writable(out, "--out", force=args.force)
     model = load(args.model)
     data = _data_for(model, args)
     img = preview(model, data, n=args.n, seed=args.seed)
@@ -395,8 +452,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .model import load
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"{str(out)!r} exists; pass --force to overwrite it or choose another --out")
+    _check_writable(out, "--out", force=args.force)
     model = load(args.model)
     data = _data_for(model, args)
     want = tuple(model.config.input_shape)
@@ -425,8 +481,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not args.force:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --force to overwrite or choose another --out")
-    if not Path(args.model).is_file():
-        raise UsageError(f"model file not found: {args.model}")
+    for p in targets.values():
+        _check_writable(p, "--out", force=True)
+    _check_model_file(args.model)
     import time
 
     from .backends.export import VERIFY_ATOL, export_onnx
@@ -452,8 +509,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    if not Path(args.model).is_file():
-        raise UsageError(f"model file not found: {args.model}")
+    _check_model_file(args.model)
+    _check_writable(Path(args.out), "--out", folder=True)
     from .pregeneration import pregenerate
 
     r = pregenerate(args.data, args.model, args.out, variants_per_sample=args.variants, mode=args.mode,
@@ -470,6 +527,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .data.generated import read_manifest, verify_generated
 
+    d = Path(args.dir)
+    if not d.exists():
+        raise UsageError(f"no such folder: {args.dir!r}; give a folder written by vaeaug generate")
+    if not d.is_dir():
+        raise UsageError(f"{args.dir!r} is not a folder; give a folder written by vaeaug generate")
+    if not any((d / n).exists() or (d / n).is_symlink() for n in ("manifest.json", "run.json")):
+        raise UsageError(f"{args.dir!r} is not a generated set (no manifest.json or run.json in it); "
+                         "give a folder written by vaeaug generate")
     problems = verify_generated(args.dir)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -569,3 +634,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             lines.append(f"            {r['label']:<32} val acc {r['mean']:.2f}  gain {r['gain']:+.2f}{runs}")
     print("\n".join(lines))
     return 0
+
+
+_COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "score": _cmd_score, "preview": _cmd_preview,
+             "export": _cmd_export, "generate": _cmd_generate, "verify": _cmd_verify, "info": _cmd_info}

@@ -22,6 +22,8 @@ from .settings import resolve_setting
 
 __all__ = ["preview", "curves"]
 
+MAX_PREVIEW_ROWS = 200  # a taller picture is no longer something a person reads
+
 _BG = (255, 255, 255)
 _FG = (20, 20, 20)
 
@@ -119,6 +121,10 @@ def preview(
         raise ValueError(f"the data's samples are {td.sample_shape} but the model takes {model.config.input_shape}")
     if model.conditional and td.y is None:
         raise ValueError("the model is class-conditional: the data needs labels for a preview")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= min(len(td), MAX_PREVIEW_ROWS):
+        why = (f"the data has {len(td)} samples" if len(td) < MAX_PREVIEW_ROWS else
+               f"a preview shows at most {MAX_PREVIEW_ROWS} rows")
+        raise ValueError(f"n must be an int from 1 to {min(len(td), MAX_PREVIEW_ROWS)} ({why}); got {n!r}")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(td), generator=g)[:n]
     x = td.x[idx].to(model.device)

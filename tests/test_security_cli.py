@@ -1,0 +1,197 @@
+"""The command line never prints a traceback for a user error, and checks where it writes first.
+
+Every subcommand is called on every kind of bad path (missing, a folder, a FIFO, a symlink to
+``/dev/zero``, an empty file, garbage): exit code 2 and one line on stderr, within seconds (a
+FIFO must not hang a reader). The guard's other branches (a genuine bug, ``--debug``,
+``VAEAUG_DEBUG``, Ctrl-C) and the early writability checks run as real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _helpers import digits_conditional_model
+
+from vaeaug import cli
+
+BAD_KINDS = ("missing", "folder", "fifo", "devzero", "empty", "garbage")
+
+
+def _bad(tmp: Path, kind: str, name: str) -> Path:
+    p = tmp / f"{kind}-{name}"
+    if kind == "folder":
+        p.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "devzero":
+        p.symlink_to("/dev/zero")
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "garbage":
+        p.write_bytes(os.urandom(4096))
+    return p
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sec_cli") / "m.vae"
+    digits_conditional_model().save(path)
+    return path
+
+
+@pytest.fixture()
+def alarm() -> Iterator[None]:
+    """Fail a call that blocks (a FIFO read) instead of hanging the suite."""
+    def boom(*_: Any) -> None:
+        raise TimeoutError("the call blocked for 60 s")
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(60)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _calls(bad: Path, model: Path, out: Path) -> dict[str, list[str]]:
+    """Each subcommand with ``bad`` in the place of each path it reads."""
+    return {
+        "info": ["info", str(bad)],
+        "info-onnx": ["info", str(bad.with_name(bad.name + ".onnx"))],
+        "export": ["export", str(bad), "--out", str(out / "x.onnx"), "--no-verify"],
+        "generate-model": ["generate", "--model", str(bad), "--data", "digits", "--out", str(out / "g")],
+        "generate-data": ["generate", "--model", str(model), "--data", str(bad), "--out", str(out / "g")],
+        "verify": ["verify", str(bad)],
+        "score": ["score", "--model", str(bad), "--data", "digits", "--out", str(out / "s.csv")],
+        "preview": ["preview", "--model", str(bad), "--data", "digits", "--out", str(out / "p.png")],
+        "fit-npz": ["fit", "--data", str(bad.with_name(bad.name + ".npz")), "--out", str(out / "m.vae"),
+                    "--epochs", "1"],
+        "fit-folder": ["fit", "--data", str(bad), "--out", str(out / "m.vae"), "--epochs", "1"],
+        "evaluate": ["evaluate", "--data", str(bad.with_name(bad.name + ".npz")), "--test", "digits",
+                     "--out", str(out / "e"), "--seeds", "1", "--steps", "1"],
+    }
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_every_subcommand_on_every_bad_path_is_one_line_exit_2(
+        kind: str, tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str], alarm: None) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, args in _calls(tmp_path / f"{kind}-x", model_file, out).items():
+        for p in {Path(a) for a in args if a.startswith(str(tmp_path / kind))}:
+            _bad(p.parent, kind, p.name[len(kind) + 1:])
+        t = time.monotonic()
+        rc = cli.main(args)
+        took = time.monotonic() - t
+        err = capsys.readouterr().err
+        assert rc == 2, (name, kind, rc, err)
+        assert err.count("\n") == 1 and err.startswith("vaeaug "), (name, kind, err)
+        assert "Traceback" not in err and "internal error" not in err, (name, kind, err)
+        assert took < 30, (name, kind, took)
+        for p in tmp_path.glob(f"{kind}-*"):
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()
+
+
+def _run(args: list[str], env: dict[str, str] | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vaeaug", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def test_a_bug_is_one_line_with_the_way_to_its_traceback(model_file: Path) -> None:
+    """A genuine bug (here: info's printer raises) says 'internal error' in one line, exit 1."""
+    code = ("import sys, vaeaug.cli as c\n"
+            "def bug(args): raise RuntimeError('planted bug')\n"
+            "c._COMMANDS['info'] = bug\n"
+            "sys.exit(c.main(sys.argv[1:]))\n")
+    plain = subprocess.run([sys.executable, "-c", code, "info", str(model_file)], capture_output=True, text=True,
+                           timeout=120, env={k: v for k, v in os.environ.items() if k != "VAEAUG_DEBUG"})
+    assert plain.returncode == 1
+    assert plain.stderr.count("\n") == 1 and "internal error: RuntimeError: planted bug" in plain.stderr
+    assert "--debug" in plain.stderr and "Traceback" not in plain.stderr
+    for extra, env in (([], {"VAEAUG_DEBUG": "1"}), (["--debug"], {})):
+        shown = subprocess.run([sys.executable, "-c", code, *extra, "info", str(model_file)], capture_output=True,
+                               text=True, timeout=120, env={**os.environ, **env})
+        assert shown.returncode == 1 and "Traceback" in shown.stderr and "planted bug" in shown.stderr
+
+
+def test_debug_shows_the_traceback_of_a_user_error_too(tmp_path: Path) -> None:
+    r = _run(["--debug", "info", str(tmp_path / "none.vae")])
+    assert r.returncode == 1 and "Traceback" in r.stderr and "FileNotFoundError" in r.stderr
+    r = _run(["info", str(tmp_path / "none.vae")])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_ctrl_c_exits_130_in_one_line(tmp_path: Path) -> None:
+    """SIGINT during a long evaluate: exit 130, 'interrupted', no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "vaeaug", "evaluate", "--data", "digits", "--out",
+                             str(tmp_path / "e"), "--seeds", "3", "--steps", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # past the imports, into the work
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "vaeaug evaluate: interrupted" in err.splitlines()
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--curves"])
+def test_fit_refuses_an_unwritable_place_before_training(flag: str, tmp_path: Path) -> None:
+    """``--out``/``--curves`` under an existing file fail in seconds, before any epoch (not 'File exists')."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    target = {"--out": blocker / "m.vae", "--curves": blocker / "c.png"}[flag]
+    args = ["fit", "--data", "digits", "--epochs", "500", "--out", str(tmp_path / "ok.vae")]
+    args = [*args, "--curves", str(target)] if flag == "--curves" else [*args[:-2], "--out", str(target)]
+    t = time.monotonic()
+    r = _run(args)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "'afile' is a file, not a folder" in r.stderr.replace(str(tmp_path) + "/", "")
+    assert "File exists" not in r.stderr
+    assert "epoch" not in r.stdout + r.stderr and not (tmp_path / "ok.vae").exists()
+    assert time.monotonic() - t < 60
+
+
+def test_writability_is_checked_for_every_writer(tmp_path: Path, model_file: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    under = blocker / "sub"
+    for args in (["evaluate", "--data", "digits", "--out", str(under), "--seeds", "1", "--steps", "1"],
+                 ["generate", "--model", str(model_file), "--data", "digits", "--out", str(under)],
+                 ["preview", "--model", str(model_file), "--data", "digits", "--out", str(under / "p.png")],
+                 ["score", "--model", str(model_file), "--data", "digits", "--out", str(under / "s.csv")],
+                 ["export", str(model_file), "--out", str(under / "m.onnx")]):
+        assert cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "is a file, not a folder" in err and err.count("\n") == 1, (args, err)
+    assert blocker.read_text() == "x"
+
+
+def test_preview_says_when_n_is_more_than_it_can_show(tmp_path: Path, model_file: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``--n 100000`` on the 360 test digits was capped to 360 rows without a word."""
+    rc = cli.main(["preview", "--model", str(model_file), "--data", "digits", "--split", "test", "--n", "100000",
+                   "--out", str(tmp_path / "p.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "n must be an int from 1 to 200" in err and "got 100000" in err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_a_folder_given_as_the_model_is_named_as_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``vaeaug export <folder>`` said 'model file not found'."""
+    for args in (["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")],
+                 ["generate", "--model", str(tmp_path), "--data", "digits", "--out", str(tmp_path / "g")]):
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert "is a directory, not a model file" in err and "not found" not in err, err
