@@ -452,7 +452,7 @@ def test_balance_classes_fills_smaller_classes_with_prior_samples(
 ) -> None:
     base, labels = _imbalanced(digits, kind)
     n = len(base)
-    ds = VAEAugmentedDataset(base, cmodel, variants_per_sample=k, balance_classes=True)
+    ds = VAEAugmentedDataset(base, cmodel, variants_per_sample=k, balance_classes=True, balance_with="prior")
     per_class = 30 * (1 + k)
     assert ds.class_counts == {3: per_class, 5: per_class, 8: per_class}
     n_extra = (30 - 10) * (1 + k) + (30 - 5) * (1 + k)
@@ -482,11 +482,40 @@ def test_balance_classes_fills_smaller_classes_with_prior_samples(
     # one by one == batched; flagged as synthetic
     assert_same(ds[len(ds) - 1], items[-1])
     assert_same(ds[-n_extra], items[-n_extra])
-    flagged = VAEAugmentedDataset(base, cmodel, variants_per_sample=k, balance_classes=True,
+    flagged = VAEAugmentedDataset(base, cmodel, variants_per_sample=k, balance_classes=True, balance_with="prior",
                                   return_is_synthetic=True)
     tail = flagged.__getitems__(list(range(n * (1 + k), len(ds))))
     assert all(item[-1] is True for item in tail)
     assert_same([item[:-1] for item in tail], extras)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_balance_classes_fills_smaller_classes_with_variants_of_their_own_samples(
+    conditional: bool, digits: Any, model: Any, cmodel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default balancing: the small classes' own samples in turn, each as a variant with its label."""
+    base, labels = _imbalanced(digits, "tensor")  # classes 3, 5, 8 with 30, 10, 5 samples
+    n, k = len(base), 1
+    ds = VAEAugmentedDataset(base, cmodel if conditional else model, variants_per_sample=k, balance_classes=True,
+                             return_is_synthetic=True, seed=4)
+    assert ds.class_counts == {3: 60, 5: 60, 8: 60} and len(ds) == n * 2 + 40 + 50
+    counter = count_calls(ds, monkeypatch)
+    extras = ds.__getitems__(list(range(2 * n, len(ds))))
+    (call,) = counter.calls  # one batched model call with the dataset's own setting
+    assert call["mode"] == ds.mode and call["n"] == 90
+    assert collections.Counter(int(it[1]) for it in extras) == {5: 40, 8: 50}
+    assert all(it[2] is True for it in extras)
+    sources = {c: [i for i in range(n) if labels[i] == c] for c in (5, 8)}
+    for j, it in enumerate(extras):  # extra j of a class is a variant of that class's sample j mod count
+        c = int(it[1])
+        first = 0 if c == 5 else 40
+        src = sources[c][(j - first) % len(sources[c])]
+        assert torch.equal(it[1], base[src][1])
+        assert not torch.equal(it[0], base[src][0])  # a variant, not a copy
+    again = VAEAugmentedDataset(base, cmodel if conditional else model, variants_per_sample=k, balance_classes=True,
+                                return_is_synthetic=True, seed=4)
+    assert_same(again[len(ds) - 1], extras[-1])  # one by one == batched, same seed same variant
+    assert "extra=90 (variants)" in repr(ds)
 
 
 def test_balanced_dataset_through_a_dataloader(digits: Any, cmodel: Any) -> None:
@@ -542,7 +571,7 @@ def test_balancing_prior_samples_are_generated_for_their_label(
     digits: Any, cmodel: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, _ = _imbalanced(digits, "tensor")
-    ds = VAEAugmentedDataset(base, cmodel, variants_per_sample=0, balance_classes=True)
+    ds = VAEAugmentedDataset(base, cmodel, variants_per_sample=0, balance_classes=True, balance_with="prior")
     counter = count_calls(ds, monkeypatch)
     extras = ds.__getitems__(list(range(len(base), len(ds))))
     (call,) = counter.calls
@@ -661,9 +690,13 @@ def test_float_values_outside_the_model_range(digits: Any, model: Any) -> None:
         VAEAugmentedDataset(base, model)
 
 
-def test_balance_classes_needs_a_conditional_model(digits: Any, model: Any) -> None:
-    with pytest.raises(ValueError, match="balance_classes.*class-conditional"):
-        VAEAugmentedDataset(TensorDataset(digits.x[:4] * 16, digits.y[:4]), model, balance_classes=True)
+def test_balance_classes_with_prior_samples_needs_a_conditional_model(digits: Any, model: Any) -> None:
+    with pytest.raises(ValueError, match="balance_with='prior'.*class-conditional.*balance_with='variants'"):
+        VAEAugmentedDataset(TensorDataset(digits.x[:4] * 16, digits.y[:4]), model, balance_classes=True,
+                            balance_with="prior")
+    with pytest.raises(ValueError, match="balance_with must be 'variants' or 'prior'; got 'gmm'"):
+        VAEAugmentedDataset(TensorDataset(digits.x[:4] * 16, digits.y[:4]), model, balance_classes=True,
+                            balance_with="gmm")
 
 
 @pytest.mark.parametrize("k", [-1, 1.5, True, "2", None])
@@ -756,11 +789,9 @@ def test_balancing_with_items_of_more_than_two_fields(digits: Any, cmodel: Any) 
     # default_collate cannot batch with the real ones
     ys = [0, 0, 0, 1]
     items = [(digits.x[i] * 16, c, f"sample{i}") for i, c in enumerate(ys)]
-    try:
-        ds = VAEAugmentedDataset(Listed(items), cmodel, variants_per_sample=0, balance_classes=True)
-    except ValueError as err:
-        assert "balance_classes" in str(err)
-        return
+    with pytest.raises(ValueError, match="balance_with='prior' makes new .x, y. samples.*3 fields"):
+        VAEAugmentedDataset(Listed(items), cmodel, variants_per_sample=0, balance_classes=True, balance_with="prior")
+    ds = VAEAugmentedDataset(Listed(items), cmodel, variants_per_sample=0, balance_classes=True)  # variants
     assert len(ds) == 6
     for item in ds.__getitems__(list(range(len(ds)))):
         assert type(item) is tuple and len(item) == 3

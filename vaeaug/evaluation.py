@@ -19,8 +19,9 @@ best checkpoint on the full test split. Arms:
 * ``base`` and ``base+vae``: a user's own per-image transform, without and with VAE variants first;
 * for imbalanced data: ``oversample`` (class-balanced draws), ``balance`` (class-balanced draws,
   the extra draws of the small classes replaced by ``prior`` samples of their class, as
-  ``VAEAugmentedDataset(balance_classes=True)`` does) and ``balance+vae`` (the extra draws
-  replaced by variants of the drawn image).
+  ``VAEAugmentedDataset(balance_classes=True, balance_with="prior")`` does) and ``balance+vae``
+  (the extra draws replaced by variants of the drawn image: in expectation the same mix as the
+  dataset's default ``balance_with="variants"``).
 
 Every arm of a seed uses the same subset, validation split, VAE and classifier initialisation;
 gains are paired differences per seed, reported as mean and standard deviation. Arms that
