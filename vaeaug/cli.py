@@ -491,7 +491,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     t = time.perf_counter()
-    paths = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify)
+    paths = export_onnx(model, args.out, opset=args.opset, verify=not args.no_verify, overwrite=args.force)
     took = time.perf_counter() - t
     for graph, p in paths.items():
         print(f"{graph:<10} {p} ({_size(p.stat().st_size)})")
