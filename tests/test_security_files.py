@@ -525,6 +525,17 @@ def test_deeply_nested_json_is_a_value_error(where: str, blob: bytes, tmp_path: 
         vaeaug.load(p)
 
 
+@pytest.mark.parametrize("strength", ["1e300", "1" + "0" * 400, "101"])
+def test_stored_augment_strength_is_bounded(strength: str, blob: bytes, tmp_path: Path) -> None:
+    text = '{"mode": "isotropic", "strength": ' + strength + ', "form": "delta", "p": 0.5}'
+    p = _write(tmp_path, edit_model(blob, set_meta("augment", text)))
+    with pytest.raises(ValueError, match="invalid model description.*strength"):
+        vaeaug.load(p)
+    ok = _write(tmp_path, edit_model(blob, set_meta("augment", text.replace(strength, "100"))), "ok.vae")
+    augment = vaeaug.load(ok).augment
+    assert augment is not None and augment["strength"] == 100
+
+
 def test_huge_json_numbers_are_a_value_error(blob: bytes, tmp_path: Path) -> None:
     p = _write(tmp_path, edit_model(blob, set_meta("history", "[" + "9" * 5000 + "]")))
     with pytest.raises(ValueError, match=r"'history' entry"):
@@ -654,21 +665,30 @@ _META_TEXT = st.one_of(
                      json.dumps([str(i) for i in range(10)]), json.dumps([str(i) for i in range(11)]),
                      '{"p": 0.5, "strength": 1.0}', '[{"epoch": 1}]', '{"low": 0, "high": 1e-320, "dtype": "float32"}',
                      '{"low": 0, "high": 255, "dtype": "uint8"}', '{"low": -1e308, "high": 1e308, "dtype": "float64"}',
-                     '"' + "a" * 1000 + '"', "vaeaug-model"]),
+                     '"' + "a" * 1000 + '"', "vaeaug-model",
+                     '{"mode": "isotropic", "strength": 2.0, "form": "delta", "p": 0.5}',
+                     '{"mode": "isotropic", "strength": 1e300, "form": "delta", "p": 0.5}',
+                     '{"mode": "prior", "strength": 1' + "0" * 400 + ', "form": "decode", "p": 0.5}']),
     st.text(max_size=12),
 )
-_OPS = st.one_of(
+_NUM = st.one_of(  # value-range bounds and weights: the extremes that made NaN, and any float
+    st.sampled_from([0.0, 1.0, 255, -1.0, -1.7e308, 1.7e308, 5e-324, 1e-300, 3e38, -3e38, 1e30, 1e5, 10**400]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+_BYTE_OPS = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 1 << 20), st.integers(1, 255)),
     st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
     st.tuples(st.just("insert"), st.integers(0, 1 << 20), st.binary(min_size=1, max_size=16)),
+)
+_HEADER_OPS = st.one_of(  # behind a recomputed checksum
     st.tuples(st.just("config"), st.sampled_from(_CONFIG_KEYS), _ODD),
-    st.tuples(st.just("value_range"), _ODD, _ODD, st.sampled_from(["float32", "uint8", "float64", "object"])),
+    st.tuples(st.just("value_range"), _NUM, _NUM, st.sampled_from(["float32", "uint8", "float64", "object"])),
     st.tuples(st.just("meta"), st.sampled_from(["class_names", "history", "format_version", "augment", "tuning",
                                                 "vaeaug_version", "format", "value_range", "config"]), _META_TEXT),
-    st.tuples(st.just("weight"), st.integers(0, 63), st.integers(0, 1 << 20),
-              st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    st.tuples(st.just("weight"), st.integers(0, 63), st.integers(0, 1 << 20), _NUM),
     st.tuples(st.just("entry"), st.integers(0, 63), st.sampled_from(["dtype", "shape", "data_offsets", "extra"]), _ODD),
 )
+_OPS = st.one_of(_BYTE_OPS, _HEADER_OPS, _HEADER_OPS)  # two thirds of the edits get past the checksum
 
 
 def mutate_model(blob: bytes, ops: list[tuple[Any, ...]]) -> bytes:
@@ -722,7 +742,12 @@ def mutate_model(blob: bytes, ops: list[tuple[Any, ...]]) -> bytes:
             except (KeyError, TypeError, ValueError):
                 continue
             at = lo + 4 * (op[2] % n)
-            data = data[:at] + struct.pack("<f", op[3]) + data[at + 4:]
+            try:
+                value = float(op[3])
+            except OverflowError:  # an int beyond float64
+                value = math.inf if op[3] > 0 else -math.inf
+            with np.errstate(over="ignore"):  # beyond float32: inf, as a file could hold
+                data = data[:at] + np.array(value).astype("<f4").tobytes() + data[at + 4:]
         elif kind == "entry" and names:
             info = header[names[op[1] % len(names)]]
             if isinstance(info, dict):

@@ -35,6 +35,7 @@ MAX_CLASS_NAME = 1024  # characters of one class name
 MAX_KL_WARMUP = 1_000_000  # epochs
 MAX_BETA = 1e6
 GAUSSIAN_STD_RANGE = (1e-6, 1e3)  # exp(-log std) and its square stay finite in float32
+MAX_STRENGTH = 100.0  # a stored augment setting's strength: moves of at most 100 prior standard deviations
 MAX_ABS_VALUE = 1e30  # |low|, |high| of a value range: their difference is finite in float32
 MIN_SPAN = 1e-30  # high - low: a normal float32 (min normal 1.2e-38), so the division is exact enough
 MIN_RELATIVE_SPAN = 1e-5  # high - low relative to max(|low|, |high|): >= ~80 distinct float32 values
@@ -42,7 +43,8 @@ MIN_RELATIVE_SPAN = 1e-5  # high - low relative to max(|low|, |high|): >= ~80 di
 LIMITS = {"parameters": MAX_PARAMETERS, "input elements": MAX_INPUT_ELEMENTS,
           "activations per sample": MAX_ACTIVATIONS, "latent_dim": MAX_LATENT_DIM, "width": MAX_WIDTH,
           "hidden layers": MAX_MLP_LAYERS, "num_classes": MAX_CLASSES, "kl_warmup": MAX_KL_WARMUP,
-          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE, "value range |low|, |high|": MAX_ABS_VALUE}
+          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE, "augment strength": MAX_STRENGTH,
+          "value range |low|, |high|": MAX_ABS_VALUE}
 
 
 def _is_number(v: Any) -> bool:

@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load as st_load
 
 from ._version import __version__
-from .config import MAX_PARAMETERS, VAEConfig, ValueRange, check_class_names, parameter_count
+from .config import MAX_PARAMETERS, MAX_STRENGTH, VAEConfig, ValueRange, check_class_names, parameter_count
 from .files import MiB, open_regular
 from .settings import AugmentSetting
 
@@ -383,8 +383,16 @@ def _decode_meta(where: str, meta: dict[str, str], size: int) -> dict[str, Any]:
         out["value_range"] = ValueRange.from_dict(out["value_range"])
         out["class_names"] = check_class_names(out["class_names"], out["config"].num_classes)
         if out["augment"] is not None:
-            AugmentSetting.from_dict(out["augment"]).check_for(conditional=out["config"].num_classes is not None)
-    except ValueError as e:
+            for k in ("strength", "p"):  # AugmentSetting would float() them: a huge int overflows
+                v = out["augment"].get(k)
+                if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10**6:
+                    limit = "at most 1" if k == "p" else f"at most {MAX_STRENGTH:g}"
+                    raise ValueError(f"augment {k} must be {limit}; got an integer of {len(str(abs(v)))} digits")
+            setting = AugmentSetting.from_dict(out["augment"])
+            setting.check_for(conditional=out["config"].num_classes is not None)
+            if setting.strength > MAX_STRENGTH:
+                raise ValueError(f"augment strength must be at most {MAX_STRENGTH:g}; got {setting.strength:g}")
+    except (ValueError, TypeError, OverflowError) as e:  # float() of a huge int in a setting overflows
         msg = str(e)
         if msg.startswith("class_names"):
             raise ValueError(f"{where} has invalid class_names: {msg}") from None

@@ -331,9 +331,10 @@ class VAE(nn.Module):
 MAX_WEIGHT = 1e4
 # |activation| anywhere in encode/decode, for inputs in [0, 1]: float32 overflows at 3.4e38.
 MAX_ACTIVATION = 1e30
-# decoder inputs covered by that bound: prior draws (|z| <= Z_PRIOR, beyond 100 sigma) and
-# latent moves up to Z_MOVE times the largest posterior mean the encoder can produce.
-Z_PRIOR = 100.0
+# decoder inputs covered by that bound: prior draws and Gaussian moves (|z| <= Z_PRIOR: 10 sigma
+# at the largest stored strength, 100) and latent moves up to Z_MOVE times the largest posterior
+# mean the encoder can produce.
+Z_PRIOR = 1000.0
 Z_MOVE = 5.0
 
 
