@@ -24,7 +24,22 @@ from .backends.factory import as_generator
 from .backends.onnx_generator import OnnxGenerator
 from .config import check_int
 from .data import as_tensor_data
-from .data.generated import _FORMATS, FORMAT, FORMAT_VERSION, META_DTYPE, _marker, _sha256_file, _shard_files
+from .data.generated import (
+    _FORMATS,
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_JSON_BYTES,
+    META_DTYPE,
+    _marker,
+    _sha256_file,
+    _shard_files,
+    class_key,
+    load_json,
+    manifest_sha256,
+    parse_json,
+    validate_manifest,
+)
+from .files import read_bounded
 from .io import model_bytes, write_atomic
 from .rng import Stream, derive_keys, uniform
 from .settings import resolve_setting
@@ -401,7 +416,7 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
     blob = _json_bytes(identity)
     for tmp in (out / f".run.json.{tag}.tmp", out / f".manifest.json.{tag}.tmp"):  # ours, from a killed run
         tmp.unlink(missing_ok=True)
-    existed = run.exists()
+    existed = os.path.lexists(run)
     if not existed:
         if any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out.iterdir()):
             raise ValueError(f"{out} is not empty and holds no vaeaug run; choose an empty or new folder")
@@ -412,15 +427,16 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
             pass  # another job published it first: compare with it below
         except OSError as e:
             raise OSError(f"cannot write to {out}: {e.strerror or e}") from None
-    if run.exists():
-        try:
-            theirs = json.loads(run.read_text())
+    if os.path.lexists(run):
+        try:  # a regular file of bounded size: a FIFO or /dev/zero planted as run.json is refused, not read
+            theirs = load_json(run, "run identity (run.json)")
         except (OSError, ValueError) as e:
             raise ValueError(f"{run} is unreadable ({e}); choose an empty folder") from None
-        if theirs != identity:
+        if json.dumps(theirs, sort_keys=True) != json.dumps(identity, sort_keys=True):  # 1 == 1.0 == true
+            theirs = theirs if isinstance(theirs, dict) else {}
             diff = [f"{section}.{key}" for section in ("model", "data", "arguments") for key in
-                    sorted(set(identity.get(section, {})) | set(theirs.get(section, {})))
-                    if identity.get(section, {}).get(key) != theirs.get(section, {}).get(key)]
+                    sorted(set(identity.get(section, {})) | set(_section(theirs, section)))
+                    if identity.get(section, {}).get(key) != _section(theirs, section).get(key)]
             what = ", ".join(diff) or "format or vaeaug version"
             raise ValueError(
                 f"{out} holds a set generated with other settings ({what} differ); refusing to mix them - choose "
@@ -428,6 +444,11 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
             )
         if existed and not resume:
             raise ValueError(f"{out} already holds this run; leave out --no-resume (resume=False) to continue it")
+
+
+def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 _SHARD_TMP = re.compile(r"^\.shard-(\d+)[-.]")
@@ -446,12 +467,34 @@ def _remove_leftovers(out: Path, mine: set[int], shard_size: int, tag: str) -> N
             tmp.unlink(missing_ok=True)
 
 
+def _read_marker(out: Path, m: int, lo: int, hi: int, fmt: str) -> tuple[dict[str, Any], bytes]:
+    """Shard ``m``'s record and its bytes, checked for what :func:`_finish` takes from it (bounded read,
+    regular file)."""
+    path = _marker(out, m)
+    fix = f"delete shard {m}'s files ({out / f'shard-{m:05d}'}*) and run the same command again"
+    try:
+        blob = read_bounded(path, "shard record", max_bytes=MAX_JSON_BYTES)
+        marker = parse_json(blob, path, "shard record", fix=fix)
+        ok = (isinstance(marker, dict) and marker.get("first") == lo and marker.get("count") == hi - lo
+              and all(type(marker.get(key)) is int for key in ("real", "synthetic"))
+              and isinstance(marker.get("per_class"), dict)
+              and all(type(n) is int and re.fullmatch(r"-?\d{1,19}", c) for c, n in marker["per_class"].items())
+              and (fmt != "shards" or isinstance(marker.get("files"), dict)))
+    except FileNotFoundError:
+        raise ValueError(f"shard record {path} vanished while the set was being completed; {fix}") from None
+    if not ok:
+        raise ValueError(f"shard record {path} does not match this run (its first sample, count or per-class counts "
+                         f"are not what shard {m} holds); {fix}")
+    return marker, blob
+
+
 def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str, tag: str) -> dict[str, Any] | None:
     """Write ``manifest.json`` if every shard of the set is done (any job may be the last).
 
     The manifest is assembled from the shards' markers, which hold the SHA-256 of each file as it
     was written: a file damaged later stays damaged in the eyes of :func:`verify_generated`, even
-    after another run of the same command rewrites the manifest.
+    after another run of the same command rewrites the manifest. It is checked with the reader's
+    :func:`validate_manifest` before it is written, and records its own SHA-256.
     """
     if not all(_shard_done(out, m) for m in range(plan.num_shards_total)):
         return None
@@ -461,24 +504,22 @@ def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str, tag: str
     class_names = identity["data"]["class_names"]
     for m in range(plan.num_shards_total):
         lo, hi = plan.shard_range(m)
-        path = _marker(out, m)
-        blob = path.read_bytes()
-        marker = json.loads(blob)
-        if marker.get("first") != lo or marker.get("count") != hi - lo:
-            raise ValueError(f"shard {m} of {out} does not match this run (marker {path.name}); run vaeaug verify")
-        real += int(marker["real"])
-        synthetic += int(marker["synthetic"])
+        marker, blob = _read_marker(out, m, lo, hi, fmt)
+        real += marker["real"]
+        synthetic += marker["synthetic"]
         for c, n in marker["per_class"].items():
-            ci = int(c)
-            name = "unlabelled" if ci < 0 else (class_names[ci] if class_names and ci < len(class_names) else c)
-            per_class[name] = per_class.get(name, 0) + int(n)
-        entry: dict[str, Any] = {"index": m, "first": lo, "count": hi - lo, "marker": _file_entry(path.name, blob)}
+            name = class_key(int(c), class_names)
+            per_class[name] = per_class.get(name, 0) + n
+        entry: dict[str, Any] = {"index": m, "first": lo, "count": hi - lo,
+                                 "marker": _file_entry(_marker(out, m).name, blob)}
         if fmt == "shards":
             entry["files"] = marker["files"]
         shards.append(entry)
     manifest = {**identity, "counts": {"total": plan.total, "real": real, "synthetic": synthetic,
                                        "per_class": per_class}, "shards": shards}
-    write_atomic(out / "manifest.json", _json_bytes(manifest), tmp_tag=tag)
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
+    blob = _json_bytes(manifest)
+    validate_manifest(json.loads(blob), f"the manifest assembled from the shard records in {out}",  # as read back
+                      "delete the shards named (or the whole folder) and run the same command again")
+    write_atomic(out / "manifest.json", blob, tmp_tag=tag)
     return manifest
-
-
