@@ -387,3 +387,36 @@ def test_cli_fit_augment_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.startswith("vaeaug fit: error: augment='classic+flip' transforms images") and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.vae", "vec.npz"]
+
+
+def test_num_classes_keeps_classes_without_a_sample() -> None:
+    """A cross-validation fold may lack a class: fit(num_classes=) keeps the model's classes (tune's refits)."""
+    d = vaeaug.load_builtin("digits")
+    keep = d.y != 9
+    x, y = d.x[keep][:200], d.y[keep][:200]
+    with pytest.raises(ValueError, match="labels must be 0..C-1|got classes"):
+        vaeaug.fit(x, torch.where(y == 8, torch.tensor(12), y), conditional=True, epochs=1, progress=False)
+    m = vaeaug.fit(x, y, conditional=True, num_classes=10, epochs=1, progress=False)
+    assert m.config.num_classes == 10
+    assert m.sample(2, y=9).shape == (2, 1, 8, 8)  # the unseen class still has a decoder input
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.7 for 8 classes"):
+        vaeaug.fit(x, y, conditional=True, num_classes=8, epochs=1, progress=False)
+
+
+def test_streamed_targets_with_a_missing_class_are_refused(tmp_path: Path) -> None:
+    """Streamed data follows the in-memory rule: targets {0, 2} without class names say what to do."""
+    from torch.utils.data import Dataset
+
+    class Gappy(Dataset):
+        targets = [0, 2] * 8
+
+        def __len__(self) -> int:
+            return 16
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return torch.full((1, 8, 8), 0.5), self.targets[i]
+
+    with pytest.raises(ValueError, match=r"every class present.*\[0, 2\].*num_classes="):
+        vaeaug.fit(Gappy(), conditional=True, stream=True, epochs=1, progress=False, num_workers=0)
+    m = vaeaug.fit(Gappy(), conditional=True, stream=True, num_classes=3, epochs=1, progress=False, num_workers=0)
+    assert m.config.num_classes == 3

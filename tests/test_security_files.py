@@ -823,3 +823,13 @@ def test_mutate_model_edits_behind_a_valid_checksum(blob: bytes, tmp_path: Path)
     p = _write(tmp_path, mutate_model(blob, [("value_range", 0, 1e-320, "float32")]))
     with pytest.raises(ValueError, match="too narrow"):
         vaeaug.load(p)
+
+
+def test_the_torch_generator_refuses_a_bad_device_string_too() -> None:
+    """TorchGenerator(device="gpu") raised torch's RuntimeError; it goes through resolve_device now."""
+    from vaeaug.backends.torch_generator import TorchGenerator
+
+    model = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8)))
+    with pytest.raises(ValueError, match="device"):
+        TorchGenerator(model, device="gpu")
+    assert TorchGenerator(model, device="cpu").model.device.type == "cpu"

@@ -19,7 +19,6 @@ path and the kind of file that was expected.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import stat
 from pathlib import Path
@@ -93,7 +92,7 @@ def open_regular(path: str | os.PathLike[str], what: str, *, max_bytes: int | No
             raise ValueError(f"{where} is {st.st_size} bytes, more than the {max_bytes} bytes a {what} can have; "
                              f"it is not a {what} vaeaug wrote")
         os.set_blocking(fd, True)
-        return io.open(fd, "rb", closefd=True)  # noqa: SIM115 - the caller closes it
+        return open(fd, "rb", closefd=True)  # noqa: SIM115 - the caller closes it
     except BaseException:
         os.close(fd)
         raise

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -84,6 +85,7 @@ def fit(
     lr: float = 2e-3,
     latent_dim: int = 16,
     conditional: bool = False,
+    num_classes: int | None = None,
     widths: tuple[int, ...] | None = None,
     likelihood: Likelihood = "bernoulli",
     gaussian_std: float = 0.1,
@@ -114,6 +116,9 @@ def fit(
         lr: Adam learning rate.
         latent_dim: size of the latent code.
         conditional: fit a class-conditional VAE (labels enter encoder and decoder).
+        num_classes: the number of classes of a conditional model when some have no sample in
+            ``data`` (e.g. a cross-validation fold); default: from the data's class names or labels,
+            which must then be ``0..C-1`` with every class present.
         widths: conv channels per stage / MLP hidden sizes; ``None`` sizes them automatically.
         likelihood: ``"bernoulli"`` or ``"gaussian"``.
         gaussian_std: std of the Gaussian likelihood (initial value if ``learn_std``).
@@ -175,11 +180,11 @@ def fit(
             raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
         td = open_stream(data, value_range)
         shape: tuple[int, ...] = td.shape
-        num_classes = _stream_classes(td) if conditional else None
+        num_classes = _stream_classes(td, num_classes) if conditional else None
     else:
         td = as_tensor_data(data, y, layout=layout, value_range=value_range)
         shape = td.sample_shape
-        num_classes = check_labels(td) if conditional else None
+        num_classes = check_labels(td, num_classes) if conditional else None
     if aug is not None and len(shape) != 3:
         raise ValueError(f"augment={aug[1]!r} transforms images, and this data is vectors of shape {tuple(shape)}; "
                          "leave augment=None for vector data")
@@ -215,13 +220,32 @@ def fit(
     return fitted
 
 
-def _stream_classes(td: Any) -> int:
-    """The class count of a streamed dataset: its ``classes``, else the largest of its ``targets`` + 1."""
+def _stream_classes(td: Any, num_classes: int | None = None) -> int:
+    """The class count of a streamed dataset: ``num_classes``, its ``classes``, else from its ``targets``.
+
+    Without ``num_classes`` or class names the targets must be ``0..C-1`` with every class present
+    (as :func:`vaeaug.data.check_labels` asks of data in memory).
+    """
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+        if td.labels is not None and len(td.labels) and not 0 <= int(td.labels.min()) <= int(td.labels.max()) < \
+                num_classes:
+            raise ValueError(f"labels must be in 0..{num_classes - 1} for num_classes={num_classes}; the dataset's "
+                             f"go from {int(td.labels.min())} to {int(td.labels.max())}")
+        return num_classes
     if td.labels is None and not td.class_names:
         raise ValueError("conditional=True with stream=True needs a dataset that lists its labels (a `targets` "
                          "attribute, as ImageFolder and GeneratedDataset have) or its `classes`")
     if td.labels is not None and len(td.labels) and int(td.labels.min()) < 0:
         raise ValueError(f"labels must be >= 0 for a conditional model; found {int(td.labels.min())}")
+    if not td.class_names and len(td.labels):
+        present = np.unique(np.asarray(td.labels))
+        if len(present) < int(present[-1]) + 1:
+            raise ValueError(f"labels must be 0..C-1 with every class present; the dataset's targets have classes "
+                             f"{present[:20].tolist()}, which would make a {int(present[-1]) + 1}-class model with "
+                             f"{int(present[-1]) + 1 - len(present)} classes never seen - remap them, list the "
+                             "dataset's `classes`, or pass num_classes=")
     k = len(td.class_names) if td.class_names else int(td.labels.max()) + 1
     if td.labels is not None and len(td.labels) and int(td.labels.max()) >= k:
         raise ValueError(f"labels go up to {int(td.labels.max())} but the dataset lists {k} classes")

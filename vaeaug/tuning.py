@@ -139,6 +139,7 @@ def _refit(model: VAE, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int)
     cfg = model.config
     fit_augment = next((h.get("fit_augment") for h in model.history if h.get("fit_augment")), None)
     return training.fit(x, y, epochs=epochs, latent_dim=cfg.latent_dim, conditional=cfg.num_classes is not None,
+                        num_classes=cfg.num_classes,  # a fold may lack a class; the model keeps them all
                         widths=cfg.widths, likelihood=cfg.likelihood, gaussian_std=cfg.gaussian_std,
                         learn_std=cfg.learn_std, beta=cfg.beta, kl_warmup=min(cfg.kl_warmup, epochs), patience=None,
                         seed=seed, progress=False, device=model.device, precision="auto", distributed=False,

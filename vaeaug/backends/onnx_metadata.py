@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..config import MAX_STRENGTH as CONFIG_MAX_STRENGTH
 from ..config import VAEConfig, ValueRange, check_class_names
 from ..files import GiB, read_bounded
 from ..settings import AugmentSetting
@@ -47,7 +48,7 @@ ONNX_FORMAT_VERSION = 2  # 2: a whole-file SHA-256 in "vaeaug.sha256" (1: only t
 CHECKSUM_KEY = "vaeaug.sha256"
 MAX_ONNX_BYTES = 2 * GiB  # protobuf cannot serialize a larger message; a self-contained ONNX file is one
 MAX_NESTING = 64  # messages in messages: a vaeaug graph needs 4 levels (graph, node, attribute, tensor)
-MAX_STRENGTH = 100.0  # a stored augment setting's strength: a move of 100 prior standard deviations at most
+MAX_STRENGTH = CONFIG_MAX_STRENGTH  # a stored augment setting's strength (the .vae reader's limit too)
 _PREFIX = "vaeaug."
 _KEYS = ("format_version", "version", "model_sha256", "config", "value_range", "class_names", "augment", "files",
          "graph", "sha256")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..functional import perturb
 from ..model import VAE, load
 from ..rng import Noise
@@ -44,8 +45,9 @@ class TorchGenerator(Generator):
             self.source = None
         else:
             raise TypeError(f"model must be a vaeaug VAE or a model file path; got {type(model).__name__}")
-        if device is not None and torch.device(device) != model.device:
-            model = copy.deepcopy(model).to(torch.device(device))  # never move the caller's model
+        dev = None if device is None else resolve_device(device)  # a bad string: vaeaug's ValueError
+        if dev is not None and dev != model.device:
+            model = copy.deepcopy(model).to(dev)  # never move the caller's model
         if model.config.is_image and model.device.type == "cpu":
             # channels_last runs the convs 2-3x faster on CPU (BENCHMARKS.md); on a copy, so the
             # caller's model is left as it is
