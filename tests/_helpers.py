@@ -8,11 +8,21 @@ inherit the parent's ``sys.path``).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+def fuzz_settings(examples: int) -> dict[str, Any]:
+    """Hypothesis settings of a fuzz test: ``examples`` fixed examples in ``make test``.
+
+    ``VAEAUG_FUZZ_EXAMPLES=N`` (``benchmarks/fuzz.py``) runs ``N`` random examples instead.
+    """
+    n = os.environ.get("VAEAUG_FUZZ_EXAMPLES")
+    return {"max_examples": int(n) if n else examples, "derandomize": not n, "deadline": None}
 
 
 @functools.cache

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _helpers import fuzz_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -787,7 +788,7 @@ def _content(header: dict[str, Any], data: bytes) -> tuple[Any, ...]:
             meta.get("config"), meta.get("value_range"))
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(**fuzz_settings(80), suppress_health_check=list(HealthCheck))
 @given(ops=st.lists(_OPS, min_size=1, max_size=4))
 def test_fuzz_any_mutation_is_a_value_error_or_a_working_model(ops: list[tuple[Any, ...]], fuzz: _Fuzz) -> None:
     mutated = mutate_model(fuzz.blob, ops)
