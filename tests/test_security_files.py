@@ -788,7 +788,7 @@ def _content(header: dict[str, Any], data: bytes) -> tuple[Any, ...]:
             meta.get("config"), meta.get("value_range"))
 
 
-@settings(**fuzz_settings(80), suppress_health_check=list(HealthCheck))
+@settings(**fuzz_settings(80), database=None, suppress_health_check=list(HealthCheck))
 @given(ops=st.lists(_OPS, min_size=1, max_size=4))
 def test_fuzz_any_mutation_is_a_value_error_or_a_working_model(ops: list[tuple[Any, ...]], fuzz: _Fuzz) -> None:
     mutated = mutate_model(fuzz.blob, ops)

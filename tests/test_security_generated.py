@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _helpers import fuzz_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -558,7 +559,7 @@ _ops = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@settings(**fuzz_settings(60), database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(ops=st.lists(_ops, min_size=1, max_size=3))
 def test_fuzz_damaged_sets_raise_value_error_or_read_back_unchanged(base: Path, original: list[Item],

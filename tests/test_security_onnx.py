@@ -649,7 +649,7 @@ def reference(fuzz_path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
     return read_onnx_metadata(fuzz_path), _outputs(OnnxGenerator(fuzz_path))
 
 
-@settings(**fuzz_settings(60), suppress_health_check=list(HealthCheck))
+@settings(**fuzz_settings(60), database=None, suppress_health_check=list(HealthCheck))
 @given(ops=OPS)
 def test_fuzz_damaged_exports_are_refused_or_identical(ops: list[Op], blobs: dict[str, bytes], fuzz_path: Path,
                                                        reference: tuple[dict[str, Any], list[np.ndarray]]) -> None:
@@ -671,7 +671,7 @@ _TARGETS = st.sampled_from(["file", "config", "value_range", "class_names", "aug
                              "model_sha256", "graph", "files", "version"])
 
 
-@settings(**fuzz_settings(60), suppress_health_check=list(HealthCheck))
+@settings(**fuzz_settings(60), database=None, suppress_health_check=list(HealthCheck))
 @given(target=_TARGETS, ops=OPS)
 def test_fuzz_resealed_damage_is_validated(target: str, ops: list[Op], blobs: dict[str, bytes],
                                            fuzz_path: Path) -> None:

@@ -543,7 +543,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     m = read_manifest(args.dir)
     c = m["counts"]
     print(f"OK {args.dir}: {c['total']} samples ({c['real']} real, {c['synthetic']} synthetic) in "
-          f"{len(m['shards'])} shard(s), every SHA-256 matches")
+          f"{len(m['shards'])} shard(s); manifest, run identity and every file's SHA-256 match")
     return 0
 
 
