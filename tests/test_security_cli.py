@@ -195,3 +195,71 @@ def test_a_folder_given_as_the_model_is_named_as_a_folder(tmp_path: Path, capsys
         assert cli.main(args) == 2
         err = capsys.readouterr().err
         assert "is a directory, not a model file" in err and "not found" not in err, err
+
+
+# ------------------------------------------------ crafted contents (issue 14, finding 4): one line, exit 2
+
+
+def _one_line_exit_2(args: list[str], capsys: pytest.CaptureFixture[str], match: str) -> None:
+    rc = cli.main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, (args, err)
+    assert err.count("\n") == 1 and "Traceback" not in err and match in err, (args, err)
+
+
+def test_crafted_model_files_are_one_line_in_info(tmp_path: Path, model_file: Path,
+                                                  capsys: pytest.CaptureFixture[str], alarm: None) -> None:
+    """Deeply nested JSON (was RecursionError) and absurd widths (was torch's RuntimeError), checksum recomputed."""
+    from test_security_files import edit_model, set_config, set_meta
+
+    blob = model_file.read_bytes()
+    deep = tmp_path / "deep.vae"
+    deep.write_bytes(edit_model(blob, set_meta("history", "[" * 100_000 + "]" * 100_000)))
+    _one_line_exit_2(["info", str(deep)], capsys, "levels deep")
+    wide = tmp_path / "wide.vae"
+    wide.write_bytes(edit_model(blob, set_config(widths=[10**9])))
+    _one_line_exit_2(["info", str(wide)], capsys, "widths")
+    for sub in (["export", str(wide), "--out", str(tmp_path / "w.onnx")],
+                ["preview", "--model", str(deep), "--data", "digits", "--out", str(tmp_path / "p.png")]):
+        _one_line_exit_2(sub, capsys, "")
+
+
+def test_an_export_whose_metadata_disagrees_with_its_graph_is_one_line_in_generate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was 45 lines from onnxruntime: the latent size in the metadata differs from the graph's."""
+    import json
+
+    import onnx
+
+    import vaeaug
+    from vaeaug.backends.onnx_metadata import onnx_paths, seal
+
+    model = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8), num_classes=10))
+    paths = vaeaug.export_onnx(model, tmp_path / "m.onnx", verify=False)
+    proto = onnx.load_from_string(paths["augmenter"].read_bytes())
+    for e in proto.metadata_props:
+        if e.key == "vaeaug.config":
+            e.value = json.dumps({**json.loads(e.value), "latent_dim": 8})
+    paths["augmenter"].write_bytes(seal(proto.SerializeToString()))
+    assert onnx_paths(tmp_path / "m.onnx")["augmenter"] == paths["augmenter"]
+    _one_line_exit_2(["generate", "--model", str(paths["augmenter"]), "--data", "digits", "--out",
+                      str(tmp_path / "g"), "--no-progress"], capsys, "metadata")
+    _one_line_exit_2(["info", str(paths["augmenter"])], capsys, "metadata")
+    assert not (tmp_path / "g" / "manifest.json").exists()
+
+
+def test_a_folder_with_a_decompression_bomb_is_one_line_in_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               alarm: None) -> None:
+    from test_security_files import _png_header
+
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    (tmp_path / "imgs" / "b").mkdir()
+    from PIL import Image
+
+    for c in ("a", "b"):
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "imgs" / c / f"{i}.png")
+    _png_header(tmp_path / "imgs" / "b" / "bomb.png", 20_000, 20_000)
+    _one_line_exit_2(["fit", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "m.vae"), "--epochs", "1"],
+                     capsys, "decompression bomb")
+    assert not (tmp_path / "m.vae").exists()
