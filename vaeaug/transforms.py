@@ -5,6 +5,10 @@ A thin adapter over the augmentation core (:class:`vaeaug.augment.Augmenter`). T
 * the fast path, for an image alone or ``(image, label)`` (one image or a batch): straight to the
   core, without flattening the sample (like torchvision's own ``_RandomApplyTransform.forward``,
   which overrides ``forward`` to decide before dispatching);
+* a dict of lists (a batch as Hugging Face ``datasets`` passes it to ``with_transform`` and to
+  ``map(batched=True)``: ``{"image": [img, ...], "label": [3, ...]}``): the image column is read as
+  one batch (each item in its own type, :class:`_ImageList`) and goes to the core in one call, with
+  the label column as its labels;
 * every other sample (dicts, masks, boxes, nested structures) goes through torchvision's
   ``forward``: ``check_inputs`` finds the image leaves and the label, ``make_params`` draws one key
   per call, ``transform`` runs the core on each image leaf; other leaves pass through.
@@ -17,18 +21,22 @@ gets its own key, hence its own noise and its own coin flip for ``p``.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
+from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .augment import Augmenter
 from .backends.base import Generator
 from .backends.factory import as_generator
-from .codecs import not_an_image
+from .codecs import Codec, not_an_image
+from .labels import as_labels
 from .rng import derive_keys, worker_component
 from .settings import resolve_setting
 
@@ -91,6 +99,107 @@ def _image_leaves(flat: list[Any]) -> list[int]:
     return []
 
 
+# --------------------------------------------------------------------------- dicts of lists (batches)
+
+_NESTED_FIX = ("store the images as images - ds = ds.cast_column({key!r}, datasets.Image()) - or convert them in "
+               "your transform: batch[{key!r}] = [np.asarray(x, dtype=np.uint8) for x in batch[{key!r}]]")
+
+
+def _image_tier(v: Any) -> int:
+    """How surely ``v`` is one image: 2 for PIL and ``tv_tensors.Image``, 1 for a plain 2-3-D tensor or
+    numpy array, 0 for anything else (a batch, a mask, a label, a nested list)."""
+    if isinstance(v, PIL.Image.Image):
+        return 2
+    if type(v) is tv_tensors.Image:
+        return 2 if v.ndim in (2, 3) else 0
+    return 1 if type(v) in (torch.Tensor, np.ndarray) and v.ndim in (2, 3) else 0
+
+
+def _int_scalar(v: Any) -> bool:
+    """An integer class index: an int, a numpy integer, a 0-d integer array or (plain) tensor; not a bool."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return True
+    if isinstance(v, np.ndarray):
+        return v.ndim == 0 and v.dtype.kind in "iu"
+    if type(v) is torch.Tensor:
+        return v.ndim == 0 and not (v.dtype.is_floating_point or v.dtype.is_complex or v.dtype == torch.bool)
+    return False
+
+
+def _nested_numbers(v: Any) -> bool:
+    """A list of 2-D nested lists of numbers: how ``datasets`` hands an array column to ``with_transform``."""
+    try:
+        first = v[0]
+        return isinstance(first, list) and isinstance(first[0], list) and not isinstance(first[0][0], (list, str))
+    except (IndexError, KeyError, TypeError):
+        return False
+
+
+def _describe_column(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        inner = sorted({type(e).__name__ for e in v})
+        return f"{type(v).__name__} of {len(v)} {'/'.join(inner) or 'items'}"
+    return type(v).__name__ + (str(tuple(v.shape)) if hasattr(v, "shape") else "")
+
+
+def _describe_columns(sample: Mapping[Any, Any]) -> str:
+    return ", ".join(f"{k!r}: {_describe_column(v)}" for k, v in sample.items()) or "none"
+
+
+def _names(keys: list[Any]) -> str:
+    return ", ".join(repr(k) for k in keys[:-1]) + f" and {keys[-1]!r}"
+
+
+class _ImageList(Codec):
+    """A list (or tuple) of single images read as one batch: each item by the core's codec for its
+    type, and written back in that type; the container keeps its type and length.
+
+    Args:
+        core: the augmentation core (its codecs read the items).
+        column: the key the list came under (named in errors).
+    """
+
+    def __init__(self, core: Augmenter, column: Any) -> None:
+        super().__init__(tuple(core.generator.config.input_shape), core.generator.value_range)
+        self._core, self._column = core, column
+        self._codecs: list[Codec] = []
+
+    def size(self, inpt: Any) -> int:
+        codecs = []
+        for i, item in enumerate(inpt):
+            where = f"column {self._column!r}, item {i}"
+            if isinstance(item, list):
+                raise TypeError(f"{where} is a nested list, not an image (Hugging Face datasets hands array "
+                                f"columns to with_transform as Python lists); {_NESTED_FIX.format(key=self._column)}")
+            if not _image_tier(item):
+                raise TypeError(f"{where}: expected one image (a PIL image, a tensor (C, H, W) or a numpy "
+                                f"(H, W[, C]) array); got {_describe_column(item)}")
+            try:
+                codec = self._core.codec_for(item)
+                codec.size(item)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{where}: {e}") from None
+            codecs.append(codec)
+        self._codecs = codecs
+        return len(codecs)
+
+    def to_model(self, inpt: Any, rows: np.ndarray | None) -> Any:
+        idx = range(len(inpt)) if rows is None else rows.tolist()
+        parts = [self._codecs[i].to_model(inpt[i], None) for i in idx]
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate(parts)
+        device = next(p.device for p in parts if isinstance(p, torch.Tensor))
+        return torch.cat([torch.as_tensor(p).to(device) for p in parts])
+
+    def put_back(self, inpt: Any, rows: np.ndarray | None, out: Any) -> Any:
+        result = list(inpt)
+        for j, i in enumerate(range(len(inpt)) if rows is None else rows.tolist()):
+            result[i] = self._codecs[i].put_back(inpt[i], None, out[j:j + 1])
+        return result if type(inpt) is list else type(inpt)(result)
+
+
 class VAEAugment(v2.Transform):
     """Replace an image by a VAE variant of it, with probability ``p``: a torchvision v2 transform.
 
@@ -100,6 +209,18 @@ class VAEAugment(v2.Transform):
     image changes; class-conditional models read the label from the sample (an int, or ``(N,)``
     labels for a batch). On a batch each sample gets its own noise and coin flip, in one batched
     model call on the model's device. A call with nothing that can be an image is a ``TypeError``.
+
+    **Dicts of lists** (batches from Hugging Face ``datasets``: ``ds.with_transform(aug)``,
+    ``ds.map(aug, batched=True)``): ``{"image": [img, ...], "label": [3, ...], ...}`` is one batch.
+    The image column is the list whose every item is one image (PIL or ``tv_tensors.Image`` before
+    plain tensors and numpy arrays, as for dicts); the label column, read only when the model or
+    the mode needs labels, is the list of one integer per image. The result is a new dict with the
+    same keys: the image column a new list of the same length, each item in its own type, dtype and
+    range (a PIL subclass such as ``PngImageFile`` comes back as a plain ``PIL.Image.Image``), and
+    every other value the input's own object. Each image gets its own coin and noise, in one
+    batched model call. When two columns could be the images or the labels, ``image_key`` and
+    ``label_key`` say which (an error says so). Other mappings (``datasets``' ``LazyBatch``) are
+    read as dicts and give a dict.
 
     Args:
         model_or_path: a fitted ``VAE``, the path of a ``.vae`` file or an ``.onnx`` export, or a
@@ -117,6 +238,10 @@ class VAEAugment(v2.Transform):
             worker seeding); an int gives a fixed stream in the main process, combined with the
             worker seed inside DataLoader workers (and the process id in other child processes).
         device: where the model runs (default: where it is; CPU for a path).
+        image_key: in dict samples and dict batches, the key of the image (or the list of images);
+            default: found as above.
+        label_key: in dict samples and dict batches, the key of the label (or the list of labels);
+            default: found as above.
 
     Example:
         >>> import torch, vaeaug
@@ -139,10 +264,18 @@ class VAEAugment(v2.Transform):
         form: str | None = None,
         seed: int | None = None,
         device: Any = None,
+        image_key: str | None = None,
+        label_key: str | None = None,
     ) -> None:
         super().__init__()
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
+        for name, k in (("image_key", image_key), ("label_key", label_key)):
+            if k is not None and not isinstance(k, str):
+                raise TypeError(f"{name} must be None or the str key of a dict sample, e.g. {name}='image'; "
+                                f"got {type(k).__name__} {k!r}")
+        if image_key is not None and image_key == label_key:
+            raise ValueError(f"image_key and label_key are both {image_key!r}; name two different keys")
         gen = as_generator(model_or_path, device=device)
         if len(gen.config.input_shape) != 3:
             raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
@@ -151,9 +284,11 @@ class VAEAugment(v2.Transform):
         self.model = getattr(gen, "source", None) or gen.describe()
         self.p, self.strength, self.mode, self.form = setting.p, setting.strength, setting.mode, setting.form
         self.seed = seed
+        self.image_key, self.label_key = image_key, label_key
         self._calls = 0
         self._images: list[int] = []
         self._labels: Any = None
+        self._given_labels: tuple[Any] | None = None  # the label_key's value, for torchvision's path
 
     @property
     def generator(self) -> Generator:
@@ -172,7 +307,112 @@ class VAEAugment(v2.Transform):
             return self._core(sample, None, key=self._key())
         if type(sample) is tuple and len(sample) == 2 and _is_image(sample[0]) and _is_label(sample[1], False):
             return self._core(sample[0], sample[1], key=self._key()), sample[1]
-        return super().forward(*inputs)
+        if isinstance(sample, Mapping):
+            if not isinstance(sample, dict):
+                sample = dict(sample)  # e.g. datasets' LazyBatch: torchvision flattens only dicts
+                inputs = (sample,)
+            done = self._mapping(sample)
+            if done is not None:
+                return done[0]
+            if self.label_key is not None and self._core.needs_labels:
+                self._given_labels = (self._key_of(sample, self.label_key, "label_key"),)
+        try:
+            return super().forward(*inputs)
+        finally:
+            self._given_labels = None
+
+    def _key_of(self, sample: Mapping[Any, Any], key: str, name: str) -> Any:
+        if key not in sample:
+            raise ValueError(f"{name}={key!r} is not a key of the sample; its keys are {list(sample)} - pass "
+                             f"{name}= one of them")
+        return sample[key]
+
+    def _mapping(self, sample: dict[Any, Any]) -> tuple[Any] | None:
+        """``(result,)`` for a dict batch (a list of images under one key) or a dict with ``image_key``;
+        ``None`` for a dict that torchvision's path handles."""
+        if self.image_key is not None:
+            value = self._key_of(sample, self.image_key, "image_key")
+            if type(value) in (list, tuple):
+                return (self._batch(sample, self.image_key),)
+            labels = None
+            if self._core.needs_labels:
+                if self.label_key is not None:
+                    labels = self._key_of(sample, self.label_key, "label_key")
+                else:
+                    labels = _find_labels(tree_flatten([v for k, v in sample.items() if k != self.image_key])[0], [])
+            out = copy.copy(sample)
+            out[self.image_key] = self._core(value, labels, key=self._key())
+            return (out,)
+        lists = {k: v for k, v in sample.items() if type(v) in (list, tuple)}
+        tiers = {k: min((_image_tier(e) for e in v), default=0) for k, v in lists.items()}
+        best = max(tiers.values(), default=0)
+        found = [k for k, t in tiers.items() if t == best] if best else []
+        if len(found) > 1:
+            raise ValueError(f"columns {_names(found)} both hold images ({_describe_columns(sample)}); say which "
+                             f"one to augment: VAEAugment(model, image_key={found[0]!r})")
+        if found:
+            return (self._batch(sample, found[0]),)
+        flat = tree_flatten(sample)[0]
+        images = _image_leaves(flat)
+        if images:  # images outside the lists, e.g. {"image": img, "boxes": [[...]]}: a sample
+            mixed = [k for k, v in lists.items() if sum(_image_tier(e) > 0 for e in v) > 1]
+            if mixed:  # a list of several images with something else in it: say which item
+                _ImageList(self._core, mixed[0]).size(lists[mixed[0]])
+            ints = [k for k, v in sample.items() if _int_scalar(v)]
+            if (len(ints) > 1 and self._core.needs_labels and self.label_key is None
+                    and all(_image_tier(flat[i]) for i in images)):
+                raise ValueError(f"keys {_names(ints)} both hold an integer and the model needs one label for the "
+                                 f"image; say which is the label: VAEAugment(model, label_key={ints[0]!r})")
+            return None
+        nested = [k for k, v in lists.items() if _nested_numbers(v)]
+        if nested:
+            raise TypeError(f"expected images, and column {nested[0]!r} holds nested lists of numbers (Hugging Face "
+                            f"datasets hands array columns to with_transform as Python lists); "
+                            + _NESTED_FIX.format(key=nested[0]))
+        if lists and all(len(v) == 0 for v in lists.values()):
+            return (copy.copy(sample),)  # an empty batch: nothing to augment
+        return None
+
+    def _batch(self, sample: dict[Any, Any], key: Any) -> Any:
+        """``sample`` with its list of images under ``key`` augmented as one batch."""
+        images = sample[key]
+        n = len(images)
+        codec = _ImageList(self._core, key)
+        labels = self._batch_labels(sample, key, n) if self._core.needs_labels and n else None
+        out = copy.copy(sample)
+        out[key] = self._core(images, labels, key=self._key(), codec=codec)
+        return out
+
+    def _batch_labels(self, sample: dict[Any, Any], image_key: Any, n: int) -> np.ndarray:
+        """The ``(n,)`` labels of a dict batch: the ``label_key`` column, else the one column of ``n`` integers
+        (else one integer shared by the batch)."""
+        if self.label_key is not None:
+            key = self.label_key
+            value = self._key_of(sample, key, "label_key")
+        else:
+            rest = [(k, v) for k, v in sample.items() if k != image_key]
+            cols = [k for k, v in rest if (type(v) in (list, tuple) and len(v) == n and all(map(_int_scalar, v)))
+                    or (type(v) in (np.ndarray, torch.Tensor) and v.shape == (n,) and _is_label(v, True))]
+            if not cols:
+                cols = [k for k, v in rest if _int_scalar(v)]
+            if len(cols) > 1:
+                raise ValueError(f"columns {_names(cols)} both hold one integer per image; say which is the label: "
+                                 f"VAEAugment(model, label_key={cols[0]!r})")
+            if not cols:
+                c = self._core
+                why = (f"this model is class-conditional ({c.num_classes} classes)" if c.conditional else
+                       f"mode {self.mode!r} pairs each image with a partner of the same class")
+                raise ValueError(f"{why} and needs one integer label per image, and no column of the batch holds "
+                                 f"{n} integers ({_describe_columns(sample)}); add one, or name it: "
+                                 "VAEAugment(model, label_key='label')")
+            key, value = cols[0], sample[cols[0]]
+        if type(value) in (list, tuple):
+            value = np.asarray([v.item() if isinstance(v, (np.ndarray, np.generic, torch.Tensor)) and v.ndim == 0
+                                else v for v in value])
+        try:
+            return as_labels(value, n, self._core.num_classes if self._core.conditional else None)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"label column {key!r}: {e}") from None
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         # the one public hook that sees the whole sample: find the image leaves and the label
@@ -180,7 +420,8 @@ class VAEAugment(v2.Transform):
         if not self._images:
             leaves = {type(v).__name__ + (str(tuple(v.shape)) if hasattr(v, "shape") else "") for v in flat_inputs}
             raise not_an_image(", ".join(sorted(leaves)) or "nothing")
-        self._labels = _find_labels(flat_inputs, self._images)
+        given = self._given_labels
+        self._labels = given[0] if given is not None else _find_labels(flat_inputs, self._images)
 
     def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
         # the image leaves found in check_inputs (this hook is torchvision's, not public API)
@@ -194,5 +435,7 @@ class VAEAugment(v2.Transform):
         return self._core(inpt, params["labels"], key=params["key"])
 
     def extra_repr(self) -> str:
+        keys = "".join(f", {n}={k!r}" for n, k in (("image_key", self.image_key), ("label_key", self.label_key))
+                       if k is not None)
         return (f"model={self.model!r}, p={self.p}, strength={self.strength}, mode={self.mode!r}, "
-                f"form={self.form!r}, seed={self.seed}")
+                f"form={self.form!r}, seed={self.seed}{keys}")
