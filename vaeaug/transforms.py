@@ -344,6 +344,8 @@ class VAEAugment(v2.Transform):
             out[self.image_key] = self._core(value, labels, key=self._key())
             return (out,)
         lists = {k: v for k, v in sample.items() if type(v) in (list, tuple)}
+        if not lists and not (self._core.needs_labels and self.label_key is None):
+            return None  # a plain sample that needs no label: torchvision's path, with nothing to check here
         tiers = {k: min((_image_tier(e) for e in v), default=0) for k, v in lists.items()}
         best = max(tiers.values(), default=0)
         found = [k for k, t in tiers.items() if t == best] if best else []
