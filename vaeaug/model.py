@@ -9,9 +9,11 @@ as ``(N, D)``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Sequence
+from io import BytesIO
 from typing import Any, NamedTuple
 
 import torch
@@ -318,6 +320,25 @@ class VAE(nn.Module):
     def save(self, path: Any) -> None:
         """Write the model to one safetensors file; see :func:`vaeaug.save`."""
         save(self, path)
+
+    def _repr_png_(self) -> bytes | None:
+        """Jupyter's inline picture of the model: training curves and prior samples, as PNG bytes.
+
+        :func:`vaeaug.viz.overview` draws it from the model alone (no data); ``None`` (the text
+        repr only) for a vector model that was never fit.
+
+        Example:
+            >>> VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=4))._repr_png_()[:8]
+            b'\\x89PNG\\r\\n\\x1a\\n'
+        """
+        if not self.history and not self.config.is_image:
+            return None
+        # viz draws with this module's VAE, so it sits layers above it and cannot be imported here (see
+        # tests/test_layout.py): it is looked up when a notebook displays a model, by then a cheap lookup
+        viz = importlib.import_module("vaeaug.viz")
+        buf = BytesIO()
+        viz.overview(self).save(buf, format="PNG")
+        return buf.getvalue()
 
     def extra_repr(self) -> str:
         cfg = self.config
