@@ -98,7 +98,11 @@ def _build_parser() -> _Parser:
     f.add_argument("--tune", action="store_true",
                    help="after fitting, choose the augmentation setting by cross-validation on the data "
                         "(vaeaug.tune: k folds, successive halving, a paired test) and store it in the model file")
-    f.add_argument("--curves", default=None, help="also write the training curves to this PNG file")
+    f.add_argument("--curves", default=None,
+                   help="also write the training curves to this PNG file (axes, values and legend with matplotlib, "
+                        "the 'plot' extra; a plain drawing without it)")
+    f.add_argument("--curves-scale", choices=["auto", "log", "linear"], default="auto",
+                   help="y scale of --curves: auto = log where a panel's values span more than a decade")
     f.add_argument("--tune-steps", type=_positive_int, default=2000,
                    help="at most this many classifier steps per tuning run (each stops at convergence)")
     f.add_argument("--tune-folds", type=_positive_int, default=3, help="cross-validation folds of --tune (>= 2)")
@@ -115,7 +119,9 @@ def _build_parser() -> _Parser:
                        "'none' and 'classic'.")
     e.add_argument("--data", required=True, help="'digits', 'fashion-mnist' or a .npz with x and y")
     e.add_argument("--test", default=None, help="a .npz with x and y (default: the built-in's test split)")
-    e.add_argument("--out", required=True, help="folder for report.json and report.md")
+    e.add_argument("--out", required=True,
+                   help="folder for report.json, report.md and gains.png (the paired gains per arm with error bars; "
+                        "needs matplotlib, the 'plot' extra)")
     e.add_argument("--root", default=None, help="folder holding a built-in dataset's files")
     e.add_argument("--per-class", type=_positive_int, default=50)
     e.add_argument("--seeds", type=_positive_int, default=3)
@@ -371,11 +377,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
     if args.curves:
-        from .viz import curves
+        from .viz import PLOT_EXTRA, curves, has_matplotlib
 
-        curves(model.history).save(args.curves)
+        log = {"auto": None, "log": True, "linear": False}[args.curves_scale]
+        curves(model.history, log=log).save(args.curves)
         if not args.no_progress:
-            print(f"wrote {args.curves}")
+            plain = "" if has_matplotlib() else f" (a plain drawing: {PLOT_EXTRA} for axes with values)"
+            print(f"wrote {args.curves}{plain}")
     return 0
 
 
@@ -409,10 +417,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       flip=flip, root=args.root, progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    from .viz import PLOT_EXTRA, gains_chart, has_matplotlib
+
     md = report_markdown(report)
-    (out / "report.md").write_text(md + "\n")
+    (out / "report.md").write_text(md + "\n")  # on disk before the chart is drawn
+    chart = None
+    paired = any(report.get(k) for k in ("gains", "gains_over_classic", "gains_over_oversample"))
+    if (out / "gains.png").is_file():
+        (out / "gains.png").unlink()  # an earlier run's chart would contradict this report
+    if paired and has_matplotlib():
+        chart = out / "gains.png"
+        gains_chart(report).save(chart)
+        md += f"\n\n![Paired gains in test {report['config']['metric']} per arm, mean ± std over seeds]({chart.name})"
+        (out / "report.md").write_text(md + "\n")
     print(md)
-    print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+    wrote = [out / "report.json", out / "report.md", *([chart] if chart else [])]
+    print(f"wrote {', '.join(map(str, wrote[:-1]))} and {wrote[-1]}")
+    if chart is None and paired:
+        print(f"no gains.png: the chart draws with matplotlib ({PLOT_EXTRA})")
     return 0
 
 
