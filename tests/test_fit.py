@@ -139,6 +139,12 @@ def test_cuda_request_runs_on_cuda_or_is_a_clear_error() -> None:
             vaeaug.fit("digits", epochs=1, device="cuda", progress=False)
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt even when the suite runs as a background job (where the
+    shell starts it with SIGINT ignored, and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path: Path) -> None:
     """A real `vaeaug fit` process gets SIGINT mid-training and still saves its best model."""
     out = tmp_path / "interrupted.vae"
@@ -147,6 +153,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(tmp_path: Path) -> None:
          "--patience", "0", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()  # the data summary, printed just before training starts

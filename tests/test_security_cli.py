@@ -136,11 +136,13 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path: Path) -> None:
     """SIGINT during a long evaluate: exit 130, 'interrupted', no traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "vaeaug", "evaluate", "--data", "digits", "--out",
                              str(tmp_path / "e"), "--seeds", "3", "--steps", "100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even in a background job
     time.sleep(8)  # past the imports, into the work
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # 130, or killed by the SIGINT itself when it lands during interpreter shutdown: the shell shows 130 for both
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert "vaeaug evaluate: interrupted" in err.splitlines()
     assert "Traceback" not in err
 
