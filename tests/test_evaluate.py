@@ -238,3 +238,15 @@ def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: py
         assert report["arms"][arm]["per_seed"] == report["arms"][same_as]["per_seed"]
         assert report["arms"][arm]["steps"] == report["arms"][same_as]["steps"]
     assert "tuned+classic: tune" in report_markdown(report)
+
+
+def test_a_data_file_without_test_data_is_refused_not_tested_on_itself(tmp_path: Path) -> None:
+    """A .npz path is a str but not a built-in: it has no test split, so test= is required (it was re-read as
+    its own test set, which made every accuracy meaningless)."""
+    d = vaeaug.load_builtin("digits")
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=(d.x[:, 0].numpy() * 255).round().astype(np.uint8), y=d.y.numpy())
+    with pytest.raises(ValueError, match="test data is needed"):
+        evaluate(str(path), per_class=5, seeds=1, steps=5, arms=["none"], vae_epochs=1, progress=False)
+    r = evaluate(str(path), "digits", per_class=5, seeds=1, steps=5, arms=["none"], vae_epochs=1, progress=False)
+    assert r["config"]["data"].endswith("mine.npz")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import vaeaug
-from vaeaug import viz
+from vaeaug import plots, viz
 from vaeaug.cli import main
 from vaeaug.model import VAE, VAEConfig
 
@@ -135,7 +135,7 @@ def test_curves_reject_bad_input() -> None:
 
 def test_without_matplotlib_curves_are_the_plain_pil_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
     hist = digits_conditional_model().history
-    plain = viz._curves_plain(hist, (900, 300))
+    plain = plots._curves_plain(hist, (900, 300))
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     assert not viz.has_matplotlib()
     img = viz.curves(hist)

@@ -14,8 +14,8 @@ PKG = Path(__file__).resolve().parents[1] / "vaeaug"
 # The layers, bottom up: a module may import from its own layer and those below, never above.
 LAYERS: dict[int, set[str]] = {
     0: {"_version", "files", "config", "settings", "rng", "labels", "codecs", "functional"},  # torch-free base
-    1: {"devices", "model", "io", "distributed", "classic", "data", "data.arrays", "data.readers", "data.builtin",
-        "data.generated"},
+    1: {"devices", "plots", "model", "io", "distributed", "classic", "data", "data.arrays", "data.readers",
+        "data.builtin", "data.generated"},
     2: {"backends", "backends.base", "backends.onnx_metadata", "backends.onnx_generator",
         "backends.torch_generator", "backends.export", "backends.factory", "streaming", "training"},
     3: {"augment"},  # the one augmentation core

@@ -47,6 +47,7 @@ from .backends.torch_generator import TorchGenerator
 from .classic import ClassicTransform
 from .classifier import Budget, ClassifierRun, Transform, train_classifier
 from .data import as_tensor_data
+from .data.builtin import is_builtin
 from .settings import DEFAULT_AUGMENT, AugmentSetting
 from .training import fit
 from .tuning import stratified_split, tune
@@ -253,7 +254,7 @@ def evaluate(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("seeds must be >= 1 or a non-empty list")
-    name = data if isinstance(data, str) else None
+    name = data if isinstance(data, str) and is_builtin(data) else None  # a path has no test split of its own
     train = as_tensor_data(data, root=root, split="train") if name else as_tensor_data(data)
     if test is None:
         if name is None:

@@ -9,7 +9,6 @@ as ``(N, D)``.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from collections.abc import Sequence
@@ -324,7 +323,7 @@ class VAE(nn.Module):
     def _repr_png_(self) -> bytes | None:
         """Jupyter's inline picture of the model: training curves and prior samples, as PNG bytes.
 
-        :func:`vaeaug.viz.overview` draws it from the model alone (no data); ``None`` (the text
+        :func:`vaeaug.plots.overview` draws it from the model alone (no data); ``None`` (the text
         repr only) for a vector model that was never fit.
 
         Example:
@@ -333,11 +332,10 @@ class VAE(nn.Module):
         """
         if not self.history and not self.config.is_image:
             return None
-        # viz draws with this module's VAE, so it sits layers above it and cannot be imported here (see
-        # tests/test_layout.py): it is looked up when a notebook displays a model, by then a cheap lookup
-        viz = importlib.import_module("vaeaug.viz")
+        from .plots import overview  # drawing only, in this layer (PIL and matplotlib load when shown)
+
         buf = BytesIO()
-        viz.overview(self).save(buf, format="PNG")
+        overview(self).save(buf, format="PNG")
         return buf.getvalue()
 
     def extra_repr(self) -> str:
