@@ -67,6 +67,10 @@ def write_report(report: dict, out: Path, script: str, seconds: float) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     md = report_markdown(report) + f"\n\nCommand: `{report['config']['command']}`, {seconds:.0f} s."
     (out / "report.md").write_text(md + "\n")
+    from vaeaug.viz import gains_chart, has_matplotlib
+
+    if has_matplotlib() and any(report.get(k) for k in ("gains", "gains_over_classic", "gains_over_oversample")):
+        gains_chart(report).save(out / "gains.png")  # the chart vaeaug evaluate writes too
     print(md)
 
 if __name__ == "__main__":
