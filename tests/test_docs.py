@@ -298,15 +298,14 @@ def test_python_examples_run(page: str, page_results: dict[str, Any]) -> None:
                      f"<!-- not-run: why --> on the line before its fence):\n{r['error']}")
 
 
-def test_examples_are_quick(page_results: dict[str, Any]) -> None:
-    """All the pages' examples together, fixture and the process's start included, stay under 2 minutes
-    (on the 2-core development VM: seconds per page)."""
+def test_the_examples_process_runs_to_the_end(page_results: dict[str, Any]) -> None:
+    """The process that runs every page's examples exits cleanly (its times are printed, not asserted:
+    speed belongs to benchmarks, and a loaded machine must not fail the suite)."""
     proc = page_results["_proc"]
     assert proc["returncode"] == 0, proc["tail"]
     times = {k: round(v["seconds"], 1) for k, v in page_results.items() if isinstance(v, dict) and "ok" in v}
     print(f"examples: {proc['seconds']:.1f} s in all (fixture {page_results['_fixture_seconds']:.1f} s); "
           f"per page: {times}")
-    assert proc["seconds"] < 240, times  # a budget of 2 minutes with room for a loaded machine
 
 
 # --------------------------------------------------------------------------------------------- tutorial

@@ -272,7 +272,7 @@ def test_special_files_are_refused_fast(name: str, special_results: dict[str, tu
     else:
         assert kind == "ValueError", f"{kind}: {msg}"
         assert match in msg, msg
-    assert seconds < 10, f"{seconds:.1f} s"
+    assert seconds < 30, f"{seconds:.1f} s: a read that blocks or has no bound"
 
 
 def test_model_data_is_not_read_when_the_header_declares_more(blob: bytes, tmp_path: Path) -> None:
