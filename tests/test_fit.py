@@ -427,3 +427,37 @@ def test_streamed_targets_with_a_missing_class_are_refused(tmp_path: Path) -> No
         vaeaug.fit(Gappy(), conditional=True, stream=True, epochs=1, progress=False, num_workers=0)
     m = vaeaug.fit(Gappy(), conditional=True, stream=True, num_classes=3, epochs=1, progress=False, num_workers=0)
     assert m.config.num_classes == 3
+
+
+def test_interruptible_false_lets_ctrl_c_through() -> None:
+    """evaluate and tune fit with interruptible=False: Ctrl-C must stop them, not leave a half-trained VAE that
+    they go on using (it did: `vaeaug evaluate` kept training classifiers after a Ctrl-C in its VAE fit)."""
+    def ctrl_c_on_third_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        ctrl_c_on_third_batch.calls += 1  # type: ignore[attr-defined]
+        if ctrl_c_on_third_batch.calls == 3:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        return x
+    ctrl_c_on_third_batch.calls = 0  # type: ignore[attr-defined]
+    with pytest.raises(KeyboardInterrupt):
+        vaeaug.fit("digits", epochs=5, augment=ctrl_c_on_third_batch, interruptible=False, progress=False)
+    ctrl_c_on_third_batch.calls = 0  # type: ignore[attr-defined]
+    model = vaeaug.fit("digits", epochs=5, augment=ctrl_c_on_third_batch, progress=False)  # the default: stop
+    assert len(model.history) <= 1  # stopped in its first epoch, and returned what it had
+
+
+def test_evaluate_and_tune_fit_with_interruptible_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vaeaug import evaluation, training, tuning
+
+    seen: list[bool] = []
+    real = training.fit
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        seen.append(kw.get("interruptible", True))
+        return real(*a, **kw)
+    monkeypatch.setattr(evaluation, "fit", spy)
+    monkeypatch.setattr(training, "fit", spy)
+    evaluation.evaluate("digits", per_class=6, seeds=1, steps=2, arms=["none"], vae_epochs=1, progress=False)
+    model = real("digits", epochs=1, conditional=True, progress=False)
+    d = vaeaug.load_builtin("digits")
+    tuning._refit(model, d.x[:60], d.y[:60], 1, 0)
+    assert seen == [False, False]

@@ -282,7 +282,8 @@ def evaluate(
     tune_seconds: dict[str, list[float]] = {}
     fit_seconds, val_losses = [], []
     fit_kw = {"epochs": vae_epochs, "batch_size": 64, "kl_warmup": min(50, vae_epochs // 4), "conditional": True,
-              "patience": None, "precision": "auto", "distributed": False, **(vae_kwargs or {})}
+              "patience": None, "precision": "auto", "distributed": False, **(vae_kwargs or {}),
+              "interruptible": False}  # Ctrl-C stops the protocol, never a VAE mid-fit that it then uses
     t_start = time.perf_counter()
     bar = tqdm(total=len(seed_list) * (len(plan) + 1), desc="evaluate", disable=not progress, unit="run")
     for seed in seed_list:

@@ -104,6 +104,7 @@ def fit(
     layout: Layout | None = None,
     value_range: tuple[float, float] | None = None,
     augment: str | FitAugment | None = None,
+    interruptible: bool = True,
 ) -> VAE:
     """Fit a VAE to ``data`` and return the model with the best validation loss.
 
@@ -154,6 +155,10 @@ def fit(
             fit's device and a CPU ``torch.Generator`` (its only source of randomness, seeded from
             ``seed``), returning a batch of the same shape in ``[0, 1]``. Images only. The choice is
             recorded in every history row as ``fit_augment`` (a callable by its name, never as code).
+        interruptible: Ctrl-C (``KeyboardInterrupt``) stops training and returns the best model so
+            far (``True``, for a fit you run yourself); ``False`` lets it propagate, as
+            :func:`vaeaug.evaluate` and :func:`vaeaug.tune` do, so that an interrupted run stops
+            instead of carrying on with a half-trained VAE.
 
     Returns:
         The fitted :class:`~vaeaug.model.VAE` in eval mode, with ``history`` (one dict per
@@ -210,7 +215,7 @@ def fit(
                         device=ctx.device if ctx else dev, progress=progress and (ctx is None or ctx.is_main),
                         ctx=ctx, precision=prec,
                         stream={"batch_size": batch_size, "num_workers": num_workers} if stream else None,
-                        augment=aug)
+                        augment=aug, interruptible=interruptible)
     except BaseException:
         if ctx is not None:
             ctx.close(ok=False)  # no barrier: the other ranks may never reach it; let torchrun stop them
@@ -310,6 +315,7 @@ def _train(
     model: VAE, td: Any, *, epochs: int, batch_size: int, lr: float, val_fraction: float,
     patience: int | None, seed: int, device: torch.device, progress: bool, ctx: Any = None,
     precision: str = "fp32", stream: Any = None, augment: tuple[FitAugment, str] | None = None,
+    interruptible: bool = True,
 ) -> VAE:
     cfg = model.config
     g_cpu = torch.Generator().manual_seed(seed)
@@ -432,6 +438,8 @@ def _train(
                 stopped_early = True
                 break
     except KeyboardInterrupt:
+        if not interruptible:
+            raise
         interrupted = True
     finally:
         bar.close()

@@ -143,7 +143,8 @@ def _refit(model: VAE, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int)
                         widths=cfg.widths, likelihood=cfg.likelihood, gaussian_std=cfg.gaussian_std,
                         learn_std=cfg.learn_std, beta=cfg.beta, kl_warmup=min(cfg.kl_warmup, epochs), patience=None,
                         seed=seed, progress=False, device=model.device, precision="auto", distributed=False,
-                        augment=fit_augment if fit_augment in ("classic", "classic+flip") else None)
+                        augment=fit_augment if fit_augment in ("classic", "classic+flip") else None,
+                        interruptible=False)  # Ctrl-C stops tune, never one fold's VAE that it then judges with
 
 
 def tune(
