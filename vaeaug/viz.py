@@ -5,13 +5,9 @@ Preview layout: one row per real sample (the original, its reconstruction, then 
 increasing strength in the model's default mode and form); for conditional models a block of
 prior samples per class; and a latent interpolation strip between two samples.
 
-Charts with axes (curves, gains) draw with matplotlib when it is installed (the ``plot`` extra:
-``pip install 'vaeaug[plot]'``), through ``matplotlib.figure.Figure`` and the Agg canvas directly:
-pyplot is never imported, so a user's backend and open figures are left alone, and it works
-headless and in DataLoader workers. Without matplotlib, :func:`curves` draws its plain PIL
-picture and the gains chart is not available. Every function here returns a ``PIL.Image``
-(which Jupyter displays inline and ``.save(path)`` writes) or, for the ``*_figure`` variants, the
-matplotlib ``Figure`` to restyle.
+How the charts draw (matplotlib through ``Figure`` and the Agg canvas, never pyplot; the plain
+PIL curves without it): :mod:`vaeaug.plots`. Every function returns a ``PIL.Image`` (shown inline
+by Jupyter, written by ``.save(path)``) or, for the ``*_figure`` variants, a matplotlib ``Figure``.
 """
 
 from __future__ import annotations
