@@ -7,13 +7,52 @@ inherit the parent's ``sys.path``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Fail with ``TimeoutError`` instead of hanging if the block runs longer than ``seconds`` (SIGALRM)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"still running after {seconds} s: a read blocks or runs without bound")
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def make_special(path: Path, kind: str, size: int = 0) -> Path:
+    """Put a file of ``kind`` at ``path``: ``fifo``, ``devzero`` (a symlink to /dev/zero), ``dir``, ``sparse``
+    (``size`` bytes, no disk used), ``empty``, ``garbage`` (4 KiB of random bytes) or ``missing`` (nothing)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "devzero":
+        path.symlink_to("/dev/zero")
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "sparse":
+        with open(path, "wb") as f:
+            f.truncate(size)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif kind != "missing":
+        raise ValueError(f"unknown kind {kind!r}")
+    return path
 
 
 def fuzz_settings(examples: int) -> dict[str, Any]:

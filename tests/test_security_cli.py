@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import digits_conditional_model
+from _helpers import digits_conditional_model, make_special, time_limit
 
 from vaeaug import cli
 
@@ -26,18 +26,7 @@ BAD_KINDS = ("missing", "folder", "fifo", "devzero", "empty", "garbage")
 
 
 def _bad(tmp: Path, kind: str, name: str) -> Path:
-    p = tmp / f"{kind}-{name}"
-    if kind == "folder":
-        p.mkdir()
-    elif kind == "fifo":
-        os.mkfifo(p)
-    elif kind == "devzero":
-        p.symlink_to("/dev/zero")
-    elif kind == "empty":
-        p.write_bytes(b"")
-    elif kind == "garbage":
-        p.write_bytes(os.urandom(4096))
-    return p
+    return make_special(tmp / f"{kind}-{name}", {"folder": "dir"}.get(kind, kind))
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +39,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def alarm() -> Iterator[None]:
     """Fail a call that blocks (a FIFO read) instead of hanging the suite."""
-    def boom(*_: Any) -> None:
-        raise TimeoutError("the call blocked for 60 s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(60)
-    try:
+    with time_limit(60):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _calls(bad: Path, model: Path, out: Path) -> dict[str, list[str]]:

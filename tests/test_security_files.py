@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -29,15 +28,14 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from _helpers import fuzz_settings
+from _helpers import fuzz_settings, make_special, time_limit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -128,20 +126,6 @@ def set_weights(name: str, values: Callable[[np.ndarray], np.ndarray]) -> Callab
     return edit
 
 
-@contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """Fail (instead of hanging) if the block takes longer than ``seconds``."""
-    def handler(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"took longer than {seconds} s: a read blocks or runs without bound")
-    old = signal.signal(signal.SIGALRM, handler)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def _write(tmp_path: Path, blob: bytes, name: str = "m.vae") -> Path:
     p = tmp_path / name
     p.write_bytes(blob)
@@ -181,17 +165,8 @@ for name, reader, path in json.loads(sys.argv[1]):
 
 
 def _special(tmp: Path, kind: str, name: str) -> Path:
-    p = tmp / name
-    if kind == "fifo":
-        os.mkfifo(p)
-    elif kind == "devzero":
-        p.symlink_to("/dev/zero")
-    elif kind == "dir":
-        p.mkdir()
-    elif kind == "sparse":  # larger than any model or data file: refused from its size, never read
-        with open(p, "wb") as f:
-            f.truncate(MAX_MODEL_FILE + 1)
-    return p
+    # sparse: larger than any model or data file, refused from its size, never read
+    return make_special(tmp / name, kind, MAX_MODEL_FILE + 1)
 
 
 def _png(path: Path, pixels: np.ndarray) -> Path:

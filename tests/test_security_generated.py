@@ -11,22 +11,20 @@ back exactly the original items; never another exception, never a hang.
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _helpers import fuzz_settings
+from _helpers import fuzz_settings, time_limit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,19 +98,9 @@ def _files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-@contextlib.contextmanager
-def no_hang(seconds: int = 10) -> Iterator[None]:
+def no_hang(seconds: int = 10) -> Any:
     """Fail (TimeoutError) instead of hanging: a FIFO opened for reading blocks until a writer comes."""
-    def alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"still running after {seconds} s: a read blocked or ran without bound")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    return time_limit(seconds)
 
 
 def rehash(folder: Path) -> None:

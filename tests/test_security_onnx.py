@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from _helpers import fuzz_settings
+from _helpers import fuzz_settings, make_special
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -453,16 +453,8 @@ def _returns_within(fn: Callable[[], Any], seconds: float = 10.0) -> BaseExcepti
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory", "too_large"])
 def test_only_regular_files_of_bounded_size_are_read(kind: str, blobs: dict[str, bytes], tmp_path: Path) -> None:
-    path = tmp_path / "m.onnx"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "dev_zero":
-        path.symlink_to("/dev/zero")
-    elif kind == "directory":
-        path.mkdir()
-    else:
-        with open(path, "wb") as f:  # sparse: no disk used
-            f.truncate(MAX_ONNX_BYTES + 1)
+    path = make_special(tmp_path / "m.onnx", {"dev_zero": "devzero", "directory": "dir", "too_large": "sparse"}
+                        .get(kind, kind), MAX_ONNX_BYTES + 1)
     expected = {"fifo": "FIFO", "dev_zero": "character device", "directory": "directory",
                 "too_large": "more than the 2147483648 bytes"}[kind]
     for load in (read_onnx_metadata, OnnxGenerator):
