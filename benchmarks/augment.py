@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 import vaeaug
-from vaeaug.datasets import find_fashion_mnist, read_idx
+from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit import cpu_name, record  # noqa: E402

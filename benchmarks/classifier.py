@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vaeaug.classifier import SmallCNN, fast_precision
+from vaeaug.protocol.classifier import SmallCNN, fast_precision
 
 
 def step_ms(channels_last: bool, bf16: bool, steps: int = 60, warmup: int = 10) -> float:

@@ -139,7 +139,7 @@ def ddp_fit(limit: int | None, epochs: int, batch_size: int, precision: str) -> 
     if limit:
         import numpy as np
 
-        from vaeaug.datasets import find_fashion_mnist, read_idx
+        from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
         folder = find_fashion_mnist()
         assert folder is not None
@@ -163,7 +163,7 @@ def stream_rows(args: argparse.Namespace) -> None:
     """Streamed from a generated set on disk (2 DataLoader workers) vs in memory, same epochs and seed."""
     import numpy as np
 
-    from vaeaug.datasets import find_fashion_mnist, read_idx
+    from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
     torch.set_num_threads(args.threads)
     folder = find_fashion_mnist()

@@ -32,9 +32,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import vaeaug
-from vaeaug.benchmarking import time_generator
-from vaeaug.datasets import find_fashion_mnist, read_idx
-from vaeaug.functional import perturb
+from vaeaug.core.functional import perturb
+from vaeaug.data.builtin import find_fashion_mnist, read_idx
+from vaeaug.protocol.timing import time_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit import cpu_name, record  # noqa: E402

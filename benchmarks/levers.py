@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from quality import write_report  # a sibling script: benchmarks/ is on sys.path when run
 
-from vaeaug.augment import Augmenter
-from vaeaug.evaluation import _ExtraDraws, evaluate
-from vaeaug.rng import derive_keys
-from vaeaug.settings import DEFAULT_AUGMENT, AugmentSetting
+from vaeaug.core.augment import Augmenter
+from vaeaug.core.rng import derive_keys
+from vaeaug.core.settings import DEFAULT_AUGMENT, AugmentSetting
+from vaeaug.protocol.evaluation import _ExtraDraws, evaluate
 
 
 class LabelFilter:

@@ -31,9 +31,8 @@ import onnxruntime
 import torch
 
 import vaeaug
-from vaeaug.datasets import find_fashion_mnist, read_idx
-from vaeaug.generator import Noise
-from vaeaug.rng import derive_keys
+from vaeaug.core.rng import Noise, derive_keys
+from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit import cpu_name, record  # noqa: E402

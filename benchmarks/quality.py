@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from vaeaug.protocol import AugmentSetting, evaluate, report_markdown
+from vaeaug.core.settings import AugmentSetting
+from vaeaug.protocol.evaluation import evaluate, report_markdown
 
 PRESETS = {
     "delta-iso-1": AugmentSetting("isotropic", 1.0, "delta", 0.5),

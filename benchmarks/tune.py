@@ -15,7 +15,7 @@ import torch
 
 import vaeaug
 from vaeaug.data import as_tensor_data
-from vaeaug.evaluation import reduce_per_class
+from vaeaug.protocol.evaluation import reduce_per_class
 
 
 def main() -> None:

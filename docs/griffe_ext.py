@@ -7,7 +7,7 @@ unchanged):
   as code (under ``Example:`` they would be read as Markdown);
 - Sphinx roles (``:func:`vaeaug.fit```, ``:class:`~vaeaug.data.TensorData```, ``:meth:`encode```...)
   become cross-references to the API reference. A name is resolved in the docstring's own scope
-  (so ``:meth:`encode``` in ``VAE`` points at ``vaeaug.model.VAE.encode``); a target that no
+  (so ``:meth:`encode``` in ``VAE`` points at ``vaeaug.model.vae.VAE.encode``); a target that no
   page documents is shown as code, not as a broken link.
 """
 

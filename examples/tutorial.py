@@ -30,7 +30,7 @@ from torchvision.utils import save_image
 
 import vaeaug
 import vaeaug.viz
-from vaeaug.evaluation import report_markdown
+from vaeaug.protocol.evaluation import report_markdown
 
 QUICK = os.environ.get("VAEAUG_TUTORIAL_QUICK", "") not in ("", "0")
 OUT = Path(os.environ.get("VAEAUG_TUTORIAL_OUT", "tutorial-output"))

@@ -85,7 +85,7 @@ def test_in_compose_dtype_shape_and_range_are_kept(kind: str, model_path: Path, 
 
 def test_same_variant_as_the_torchvision_transform_for_the_same_key(model_path: Path, digit_u8: np.ndarray,
                                                                      digit_f32: np.ndarray) -> None:
-    from vaeaug.augment import Augmenter
+    from vaeaug.core.augment import Augmenter
 
     aug = VAEAugment(model_path, p=1.0, mode="isotropic", form="delta", strength=0.7)
     core = Augmenter(aug.generator, vaeaug.AugmentSetting("isotropic", 0.7, "delta", 1.0))  # what the v2 one runs

@@ -1,6 +1,6 @@
 """One conformance suite over every consumer x backend (torch, ONNX).
 
-Every consumer makes its variants with the one augmentation core (:class:`vaeaug.augment.Augmenter`),
+Every consumer makes its variants with the one augmentation core (:class:`vaeaug.core.augment.Augmenter`),
 so: the same keys give the same variants whichever consumer makes them; the input's type, dtype,
 layout and value range are kept; ``p = 0`` returns the input object itself; each bad input gets the
 same error class and message everywhere.
@@ -22,10 +22,10 @@ from torchvision import tv_tensors
 
 import vaeaug
 from vaeaug.albumentations import VAEAugment as AlbAugment
-from vaeaug.augment import Augmenter, class_members, same_class_partners, sample_keys
 from vaeaug.backends.factory import as_generator
-from vaeaug.rng import Stream, derive_keys, uniform
-from vaeaug.settings import PARTNER_MODES
+from vaeaug.core.augment import Augmenter, class_members, same_class_partners, sample_keys
+from vaeaug.core.rng import Stream, derive_keys, uniform
+from vaeaug.core.settings import PARTNER_MODES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _helpers import digits_conditional_model, digits_model, digits_uint8  # noqa: E402
@@ -419,7 +419,7 @@ import sys
 sys.modules["torch"] = None  # any import of torch now fails
 import numpy as np, PIL.Image
 from vaeaug import AugmentSetting, OnnxGenerator
-from vaeaug.augment import Augmenter
+from vaeaug.core.augment import Augmenter
 img = np.load({str(tmp_path / "img.npy")!r})
 aug = Augmenter(OnnxGenerator({models["cond"]["onnx"]!r}), AugmentSetting(p=1.0))
 outs = [aug(img, 3, key=1), aug(img[..., None], 3, key=1), aug(PIL.Image.fromarray(img), 3, key=1),

@@ -1,4 +1,4 @@
-"""Input normalisation (vaeaug.data) and built-in datasets (vaeaug.datasets), on real data.
+"""Input normalisation (vaeaug.data) and built-in datasets (vaeaug.data.builtin), on real data.
 
 Every accepted input form is checked against an independently computed model-space tensor
 (float32 in [0, 1], NCHW or ND), and every rejected input against the ValueError that says
@@ -30,7 +30,7 @@ from vaeaug.data import (
     from_arrays,
 )
 from vaeaug.data import builtin as vds
-from vaeaug.datasets import load_builtin, read_idx
+from vaeaug.data.builtin import load_builtin, read_idx
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 IDX_STEMS = {

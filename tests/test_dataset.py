@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import vaeaug
 from vaeaug import VAEAugmentedDataset
-from vaeaug.codecs import NumpyImages, PILImages, TensorImages
+from vaeaug.core.codecs import NumpyImages, PILImages, TensorImages
 
 N_SMALL = 6  # samples in the small bases of every kind
 KINDS = ["tensor", "uint8", "pil", "numpy", "unlabelled", "folder"]

@@ -233,7 +233,7 @@ def _fixture_files(folder: Path) -> None:
     """What the pages' examples read: a conditional digits model, its ONNX export, and the reports of a
     (tiny) ``vaeaug evaluate --out report/``."""
     import vaeaug
-    from vaeaug.evaluation import report_markdown
+    from vaeaug.protocol.evaluation import report_markdown
 
     folder.mkdir(parents=True, exist_ok=True)
     model = vaeaug.fit("digits", epochs=5, conditional=True, progress=False)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import vaeaug
-from vaeaug import evaluation as ev
-from vaeaug.classifier import classic_augment
-from vaeaug.evaluation import AugmentSetting, evaluate, reduce_per_class, report_markdown
-from vaeaug.tuning import stratified_split
+from vaeaug.protocol import evaluation as ev
+from vaeaug.protocol.classifier import classic_augment
+from vaeaug.protocol.evaluation import AugmentSetting, evaluate, reduce_per_class, report_markdown
+from vaeaug.protocol.tuning import stratified_split
 
 TINY = vaeaug.Budget(max_steps=60, eval_every=10, patience=2, min_steps=0)
 
@@ -156,7 +156,7 @@ def test_cli_evaluate(tmp_path: Path) -> None:
 
 
 def test_the_converged_run_stops_early_and_tests_the_best_checkpoint() -> None:
-    from vaeaug.classifier import Budget, train_classifier
+    from vaeaug.protocol.classifier import Budget, train_classifier
 
     d = vaeaug.load_builtin("digits")
     te = vaeaug.load_builtin("digits", split="test")
@@ -177,7 +177,7 @@ def test_the_converged_run_stops_early_and_tests_the_best_checkpoint() -> None:
 
 
 def test_imbalanced_protocol_counts_and_balanced_accuracy() -> None:
-    from vaeaug.evaluation import balanced_accuracy
+    from vaeaug.protocol.evaluation import balanced_accuracy
 
     y = vaeaug.load_builtin("digits").y
     idx = reduce_per_class(y, 20, 3, imbalance=10)
@@ -215,7 +215,7 @@ def test_base_arms_run_a_user_transform() -> None:
 
 
 def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vaeaug.classic import ClassicTransform
+    from vaeaug.fitting.classic import ClassicTransform
 
     calls: list[tuple[int, Any]] = []
     real_tune = ev.tune

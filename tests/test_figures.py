@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 import vaeaug
-from vaeaug import plots, viz
+from vaeaug import viz
 from vaeaug.cli import main
-from vaeaug.model import VAE, VAEConfig
+from vaeaug.model.vae import VAE, VAEConfig
+from vaeaug.viz import plots
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _helpers import digits_conditional_model  # noqa: E402

@@ -19,7 +19,7 @@ import torch
 
 import vaeaug
 from vaeaug.data import as_tensor_data
-from vaeaug.training import _evaluate, _split
+from vaeaug.fitting.training import _evaluate, _split
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -195,7 +195,7 @@ def test_precision_choices() -> None:
     fp = vaeaug.fit("digits", epochs=1, precision="fp32", progress=False, seed=0)
     assert fp.history[0]["precision"] == "fp32"
     auto = vaeaug.fit("digits", epochs=1, progress=False, seed=0)
-    from vaeaug.training import resolve_precision
+    from vaeaug.fitting.training import resolve_precision
 
     assert auto.history[0]["precision"] == resolve_precision("auto", torch.device("cpu"))
     with pytest.raises(ValueError, match="needs a CUDA device"):
@@ -279,8 +279,8 @@ def test_classic_augment_is_deterministic_and_changes_the_fit() -> None:
 
 
 def test_classic_augment_moves_each_image_and_stays_in_model_space() -> None:
-    from vaeaug.classic import CLASSIC_AUGMENTS, classic_augment
-    from vaeaug.classifier import classic_augment as from_classifier
+    from vaeaug.fitting.classic import CLASSIC_AUGMENTS, classic_augment
+    from vaeaug.protocol.classifier import classic_augment as from_classifier
 
     assert from_classifier is classic_augment and CLASSIC_AUGMENTS == {"classic": False, "classic+flip": True}
     x = vaeaug.load_builtin("digits").x[:1].repeat(32, 1, 1, 1)
@@ -336,7 +336,7 @@ def test_augment_refuses_vector_data() -> None:
 
 
 def test_recorded_augment_survives_save_and_load(tmp_path: Path) -> None:
-    from vaeaug.io import read_metadata
+    from vaeaug.model.vaefile import read_metadata
 
     class Shifter:
         """A callable object whose default repr holds a memory address."""
@@ -446,7 +446,8 @@ def test_interruptible_false_lets_ctrl_c_through() -> None:
 
 
 def test_evaluate_and_tune_fit_with_interruptible_false(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vaeaug import evaluation, training, tuning
+    from vaeaug.fitting import training
+    from vaeaug.protocol import evaluation, tuning
 
     seen: list[bool] = []
     real = training.fit

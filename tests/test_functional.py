@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import vaeaug
-from vaeaug import functional as F
-from vaeaug.generator import Generator, Noise, TorchGenerator, as_generator
-from vaeaug.rng import Stream, derive_keys, normal, randint_key, uniform
+from vaeaug.backends.factory import as_generator
+from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.core import functional as F
+from vaeaug.core.backend import Generator
+from vaeaug.core.rng import Noise, Stream, derive_keys, normal, randint_key, uniform
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))

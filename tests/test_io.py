@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 import vaeaug
 from vaeaug import VAE, VAEConfig, ValueRange
-from vaeaug.io import FORMAT_VERSION, _content_sha256, read_metadata
+from vaeaug.model.vaefile import FORMAT_VERSION, _content_sha256, read_metadata
 
 # --------------------------------------------------------------------------- fitted models
 

@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vaeaug import VAE, VAEConfig
-from vaeaug.model import conv_sizes, default_widths
+from vaeaug.model.vae import conv_sizes, default_widths
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -158,11 +158,11 @@ def test_public_names_resolve_whatever_was_imported_first() -> None:
     import subprocess
     import sys
 
-    code = ("import vaeaug.training, vaeaug.io, vaeaug.model\n"
+    code = ("import vaeaug.fitting.training, vaeaug.model.vaefile, vaeaug.model.vae\n"
             "import vaeaug\n"
-            "assert callable(vaeaug.fit) and vaeaug.fit.__module__ == 'vaeaug.training'\n"
+            "assert callable(vaeaug.fit) and vaeaug.fit.__module__ == 'vaeaug.fitting.training'\n"
             "assert callable(vaeaug.load) and vaeaug.VAE.__name__ == 'VAE'\n"
-            "import vaeaug.protocol, vaeaug.tuning\n"
+            "import vaeaug.protocol, vaeaug.protocol.tuning\n"
             "assert callable(vaeaug.evaluate) and callable(vaeaug.tune)\n"
             "import sys; assert 'torch' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import vaeaug
 from vaeaug import OnnxGenerator, VAEAugment, VAEAugmentedDataset, export_onnx, read_onnx_metadata
-from vaeaug.generator import Noise, TorchGenerator
-from vaeaug.onnx_backend import onnx_paths
-from vaeaug.rng import derive_keys
-from vaeaug.settings import PARTNER_MODES
+from vaeaug.backends.onnx.metadata import onnx_paths
+from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.core.rng import Noise, derive_keys
+from vaeaug.core.settings import PARTNER_MODES
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -158,7 +158,7 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         assert meta["augment"] == vae.augment
         assert meta["model_sha256"] == file_sha, "the export names the exact model file it came from"
         props = {e.key: e.value for e in onnx.load(str(p)).metadata_props}  # readable by any ONNX tool
-        assert json.loads(props["vaeaug.config"]) == vae.config.to_dict()
+        assert json.loads(props["vaeaug.model.config"]) == vae.config.to_dict()
     gen = OnnxGenerator(paths["augmenter"])
     assert gen.augment == vae.augment and gen.conditional and gen.latent_dim == vae.config.latent_dim
     aug = VAEAugment(paths["augmenter"])  # the tuned setting travels with the export
@@ -183,8 +183,8 @@ def test_generation_and_albumentations_without_torch(onnx_path: Path, model: vae
     code = _NO_TORCH + textwrap.dedent(f"""
         import vaeaug
         from vaeaug import OnnxGenerator
-        from vaeaug.generator import Noise
-        from vaeaug.rng import derive_keys
+        from vaeaug.core.rng import Noise
+        from vaeaug.core.rng import derive_keys
         x = np.load({str(tmp_path / "img.npy")!r})
         gen = OnnxGenerator({str(onnx_path)!r})
         noise = Noise.from_keys(derive_keys(0, np.arange(4)), 16)
@@ -371,9 +371,9 @@ def test_export_errors_leave_no_file(model: vaeaug.VAE, tmp_path: Path, monkeypa
         export_onnx(model, tmp_path / "m.vae")
     with pytest.raises(TypeError, match="VAE or a .vae path"):
         export_onnx(object(), tmp_path / "m.onnx")  # type: ignore[arg-type]
-    import vaeaug.backends.export
+    import vaeaug.backends.onnx.export
 
-    monkeypatch.setattr(vaeaug.backends.export, "VERIFY_ATOL", -1.0)  # any difference now fails verification
+    monkeypatch.setattr(vaeaug.backends.onnx.export, "VERIFY_ATOL", -1.0)  # any difference now fails verification
     with pytest.raises(RuntimeError, match="verification failed"):
         export_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == [], "a failed verification must leave nothing behind"
@@ -384,7 +384,7 @@ def test_export_verification_covers_the_partner_modes(mode: str, model: vaeaug.V
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """An onnxruntime path that gets one partner mode wrong (here: makes the other one's move) fails the
     export's verification, which names the mode, at batch 1 already, and leaves no file behind."""
-    import vaeaug.backends.onnx_generator as onnx_generator
+    import vaeaug.backends.onnx_backend as onnx_generator
 
     right = onnx_generator.perturb
     other = {"interpolate": "extrapolate", "extrapolate": "interpolate"}[mode]

@@ -23,7 +23,8 @@ from torchvision.transforms import v2
 
 import vaeaug
 from vaeaug import VAEAugment
-from vaeaug.generator import Generator, TorchGenerator
+from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.core.backend import Generator
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "examples" / "recipes"

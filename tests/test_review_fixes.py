@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import vaeaug
+from vaeaug.core.functional import perturb
+from vaeaug.core.settings import DEFAULT_AUGMENT, AugmentSetting, resolve_setting
 from vaeaug.data import as_tensor_data
-from vaeaug.functional import perturb
-from vaeaug.io import _content_sha256
-from vaeaug.settings import DEFAULT_AUGMENT, AugmentSetting, resolve_setting
+from vaeaug.model.vaefile import _content_sha256
 
 
 @pytest.fixture(scope="module")

@@ -216,13 +216,13 @@ def test_an_export_whose_metadata_disagrees_with_its_graph_is_one_line_in_genera
     import onnx
 
     import vaeaug
-    from vaeaug.backends.onnx_metadata import onnx_paths, seal
+    from vaeaug.backends.onnx.metadata import onnx_paths, seal
 
     model = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8), num_classes=10))
     paths = vaeaug.export_onnx(model, tmp_path / "m.onnx", verify=False)
     proto = onnx.load_from_string(paths["augmenter"].read_bytes())
     for e in proto.metadata_props:
-        if e.key == "vaeaug.config":
+        if e.key == "vaeaug.model.config":
             e.value = json.dumps({**json.loads(e.value), "latent_dim": 8})
     paths["augmenter"].write_bytes(seal(proto.SerializeToString()))
     assert onnx_paths(tmp_path / "m.onnx")["augmenter"] == paths["augmenter"]

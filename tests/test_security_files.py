@@ -42,11 +42,11 @@ from PIL import Image
 
 import vaeaug
 from vaeaug import VAE, VAEConfig, ValueRange
-from vaeaug.config import MAX_PARAMETERS, check_class_names, parameter_count
 from vaeaug.data import as_tensor_data, check_labels, from_arrays, readers
-from vaeaug.devices import resolve_device
-from vaeaug.io import MAX_MODEL_FILE, _content_sha256, read_metadata
-from vaeaug.model import MAX_WEIGHT, activation_bound
+from vaeaug.model.config import MAX_PARAMETERS, check_class_names, parameter_count
+from vaeaug.model.devices import resolve_device
+from vaeaug.model.vae import MAX_WEIGHT, activation_bound
+from vaeaug.model.vaefile import MAX_MODEL_FILE, _content_sha256, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +146,7 @@ import json, resource, sys, time
 import vaeaug
 from vaeaug.data import as_tensor_data
 from vaeaug.data.builtin import read_idx
-from vaeaug.io import read_metadata
+from vaeaug.model.vaefile import read_metadata
 import PIL.Image, PIL.PngImagePlugin  # imported before the limit is set
 with open("/proc/self/status") as f:
     size = int(f.read().split("VmSize:")[1].split()[0]) * 1024
@@ -803,7 +803,7 @@ def test_mutate_model_edits_behind_a_valid_checksum(blob: bytes, tmp_path: Path)
 
 def test_the_torch_generator_refuses_a_bad_device_string_too() -> None:
     """TorchGenerator(device="gpu") raised torch's RuntimeError; it goes through resolve_device now."""
-    from vaeaug.backends.torch_generator import TorchGenerator
+    from vaeaug.backends.torch_backend import TorchGenerator
 
     model = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8)))
     with pytest.raises(ValueError, match="device"):

@@ -25,9 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vaeaug
-import vaeaug.backends.export as export_module
-from vaeaug.backends.onnx_generator import OnnxGenerator
-from vaeaug.backends.onnx_metadata import (
+import vaeaug.backends.onnx.export as export_module
+from vaeaug.backends.onnx.metadata import (
     CHECKSUM_KEY,
     MAX_ONNX_BYTES,
     MAX_STRENGTH,
@@ -38,7 +37,8 @@ from vaeaug.backends.onnx_metadata import (
     read_onnx_metadata,
     seal,
 )
-from vaeaug.rng import Noise, derive_keys
+from vaeaug.backends.onnx_backend import OnnxGenerator
+from vaeaug.core.rng import Noise, derive_keys
 
 REEXPORT = "vaeaug export"  # every refusal says how to fix it
 
@@ -342,7 +342,7 @@ def test_more_classes_than_the_graph_holds_is_a_value_error_when_the_session_is_
 
 _FULL_WIDTH_2 = "\uff12"  # "２": Python's int() accepts it
 
-BAD_FIELDS: list[tuple[str, Any, str]] = [  # the bounds are vaeaug.config's (LIMITS), as for model files
+BAD_FIELDS: list[tuple[str, Any, str]] = [  # the bounds are vaeaug.model.config's (LIMITS), as for model files
     ("value_range", lambda d: {**d, "high": float("inf")}, "finite number"),
     ("value_range", lambda d: {**d, "high": float("nan")}, "finite number"),
     ("value_range", lambda d: {**d, "high": 1e31}, r"\|high\| <= 1e\+30"),

@@ -18,7 +18,8 @@ from torchvision.transforms import v2
 
 import vaeaug
 from vaeaug import VAEAugment
-from vaeaug.generator import Generator, TorchGenerator
+from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.core.backend import Generator
 
 # DataLoader workers started with "spawn" unpickle the dataset by importing its module: keep it in
 # tests/_helpers.py and put this folder on sys.path (spawned workers inherit the parent's sys.path).

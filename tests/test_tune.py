@@ -11,7 +11,7 @@ import torch
 
 import vaeaug
 from vaeaug import AugmentSetting, VAEAugment, VAEAugmentedDataset
-from vaeaug.settings import DEFAULT_AUGMENT, resolve_setting
+from vaeaug.core.settings import DEFAULT_AUGMENT, resolve_setting
 
 GRID = (AugmentSetting("isotropic", 1.0, "delta", 0.5), AugmentSetting("posterior", 1.0, "decode", 0.5))
 QUICK = vaeaug.Budget(max_steps=150, eval_every=25, patience=2, min_steps=0)
@@ -61,7 +61,7 @@ def test_successive_halving_and_the_paired_test(shuffled_tuned) -> None:
 
 
 def test_t_test_p_values() -> None:
-    from vaeaug.tuning import t_sf
+    from vaeaug.protocol.tuning import t_sf
 
     # reference values of Student's t (one-sided upper tail)
     for t, df, p in [(2.015, 5, 0.05), (1.476, 5, 0.10), (6.965, 2, 0.01), (0.0, 7, 0.5), (-1.533, 4, 0.90)]:
@@ -141,8 +141,8 @@ def test_cli_fit_with_tune(tmp_path: Path) -> None:
 
 
 def test_the_judging_vaes_never_see_their_fold(digits, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vaeaug.training as training
-    from vaeaug.tuning import stratified_folds
+    import vaeaug.fitting.training as training
+    from vaeaug.protocol.tuning import stratified_folds
 
     seen: list[torch.Tensor] = []
     real_fit = training.fit
@@ -187,7 +187,7 @@ def test_tune_says_yes_where_variants_obviously_help(digits) -> None:
     """A planted nuisance the VAE learns from every class: each image's contrast is scaled by a random
     factor in [0.2, 1]. With 30 images per class the classifier sees each class at few contrasts; the
     class-conditional VAE learns contrast from all 300, and its variants vary it within a class."""
-    from vaeaug.evaluation import reduce_per_class
+    from vaeaug.protocol.evaluation import reduce_per_class
 
     idx = reduce_per_class(digits.y, 30, 0)
     g = torch.Generator().manual_seed(1)

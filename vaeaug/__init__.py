@@ -15,55 +15,55 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from vaeaug._version import __version__
 
 if TYPE_CHECKING:
-    from .augmented_dataset import VAEAugmentedDataset
-    from .backends.base import Generator
-    from .backends.export import export_onnx
-    from .backends.onnx_generator import OnnxGenerator
-    from .backends.onnx_metadata import read_onnx_metadata
-    from .backends.torch_generator import TorchGenerator
-    from .classifier import Budget
-    from .data import TensorData, ValueRange, as_tensor_data
-    from .data.builtin import load_builtin
-    from .data.generated import GeneratedDataset, verify_generated
-    from .evaluation import evaluate
-    from .io import read_metadata, save
-    from .model import VAE, VAEConfig, load
-    from .pregeneration import pregenerate
-    from .rng import Noise
-    from .settings import AugmentSetting
-    from .training import fit
-    from .transforms import VAEAugment
-    from .tuning import tune
+    from vaeaug.augmented_dataset import VAEAugmentedDataset
+    from vaeaug.backends.onnx.export import export_onnx
+    from vaeaug.backends.onnx.metadata import read_onnx_metadata
+    from vaeaug.backends.onnx_backend import OnnxGenerator
+    from vaeaug.backends.torch_backend import TorchGenerator
+    from vaeaug.core.backend import Generator
+    from vaeaug.core.rng import Noise
+    from vaeaug.core.settings import AugmentSetting
+    from vaeaug.data import TensorData, ValueRange, as_tensor_data
+    from vaeaug.data.builtin import load_builtin
+    from vaeaug.fitting.training import fit
+    from vaeaug.generated.format import GeneratedDataset, verify_generated
+    from vaeaug.generated.writer import pregenerate
+    from vaeaug.model.vae import VAE, VAEConfig, load
+    from vaeaug.model.vaefile import read_metadata, save
+    from vaeaug.protocol.classifier import Budget
+    from vaeaug.protocol.evaluation import evaluate
+    from vaeaug.protocol.tuning import tune
+    from vaeaug.transforms import VAEAugment
 
 _LAZY = {
-    "VAE": "model",
-    "VAEConfig": "model",
+    "VAE": "model.vae",
+    "VAEConfig": "model.vae",
     "TensorData": "data",
     "ValueRange": "data",
     "as_tensor_data": "data",
-    "fit": "training",
-    "load": "model",
+    "fit": "fitting.training",
+    "load": "model.vae",
     "load_builtin": "data.builtin",
-    "read_metadata": "io",
-    "save": "io",
+    "read_metadata": "model.vaefile",
+    "save": "model.vaefile",
     "VAEAugment": "transforms",
     "VAEAugmentedDataset": "augmented_dataset",
-    "Generator": "backends.base",
-    "TorchGenerator": "backends.torch_generator",
-    "Noise": "rng",
-    "evaluate": "evaluation",
-    "Budget": "classifier",
-    "tune": "tuning",
-    "AugmentSetting": "settings",
-    "export_onnx": "backends.export",
-    "OnnxGenerator": "backends.onnx_generator",
-    "read_onnx_metadata": "backends.onnx_metadata",
-    "pregenerate": "pregeneration",
-    "verify_generated": "data.generated",
-    "GeneratedDataset": "data.generated",
+    "Generator": "core.backend",
+    "TorchGenerator": "backends.torch_backend",
+    "Noise": "core.rng",
+    "evaluate": "protocol.evaluation",
+    "Budget": "protocol.classifier",
+    "tune": "protocol.tuning",
+    "AugmentSetting": "core.settings",
+    "export_onnx": "backends.onnx.export",
+    "OnnxGenerator": "backends.onnx_backend",
+    "read_onnx_metadata": "backends.onnx.metadata",
+    "pregenerate": "generated.writer",
+    "verify_generated": "generated.format",
+    "GeneratedDataset": "generated.format",
 }
 
 __all__ = [

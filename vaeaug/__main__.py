@@ -1,5 +1,5 @@
 """``python -m vaeaug`` runs the command line."""
 
-from .cli import main
+from vaeaug.cli import main
 
 raise SystemExit(main())

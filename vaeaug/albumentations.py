@@ -1,6 +1,6 @@
 """``VAEAugment`` for albumentations: replace an image by a VAE variant of it, inside ``A.Compose``.
 
-An ``albumentations.ImageOnlyTransform`` over the same :class:`~vaeaug.generator.Generator`, the
+An ``albumentations.ImageOnlyTransform`` over the same :class:`~vaeaug.core.backend.Generator`, the
 same per-sample keys and the same perturbation math as the torchvision transform
 (:class:`vaeaug.transforms.VAEAugment`): for the same key both give the same variant. It is reached
 as ``import vaeaug.albumentations``; ``import vaeaug`` never imports albumentations.
@@ -33,12 +33,12 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         f"pip install 'vaeaug[albumentations]' (import failed: {e})"
     ) from e
 
-from .augment import Augmenter, sample_keys
-from .backends.base import Generator
-from .backends.factory import as_generator
-from .codecs import NumpyImages
-from .rng import Stream, derive_keys, uniform, worker_component, worker_seed
-from .settings import PARTNER_MODES, AugmentSetting, resolve_setting
+from vaeaug.backends.factory import as_generator
+from vaeaug.core.augment import Augmenter, sample_keys
+from vaeaug.core.backend import Generator
+from vaeaug.core.codecs import NumpyImages
+from vaeaug.core.rng import Stream, derive_keys, uniform, worker_component, worker_seed
+from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
 
 __all__ = ["VAEAugment"]
 
@@ -74,13 +74,13 @@ def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | No
         if path.endswith(".onnx"):  # torch-free: the ONNX backend needs only numpy and onnxruntime
             if device not in (None, "cpu"):
                 raise ValueError(f"an ONNX model runs on the CPU through onnxruntime; got device={device!r}")
-            from .backends.onnx_metadata import read_onnx_metadata
+            from vaeaug.backends.onnx.metadata import read_onnx_metadata
 
             meta = read_onnx_metadata(path)
             if meta["graph"] != "augmenter":
                 raise ValueError(f"{path} is the {meta['graph']} graph of an export; pass the export's main .onnx file")
         else:
-            from .io import read_metadata
+            from vaeaug.model.vaefile import read_metadata
 
             meta = read_metadata(path)
         return path, None, meta["config"], meta.get("augment")
@@ -134,7 +134,7 @@ class VAEAugment(ImageOnlyTransform):
             serialization; an ``.onnx`` model runs with numpy and onnxruntime only, torch need not
             be installed), a fitted ``VAE``, or a ``Generator``.
         p: probability that an image is replaced by a variant.
-        strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
+        strength: size of the latent move (``s``; see :mod:`vaeaug.core.functional`).
         mode: ``"posterior"``, ``"isotropic"``, ``"prior"`` (conditional models) or
             ``"reconstruct"``. ``"interpolate"`` and ``"extrapolate"`` need a partner image of the
             same class, which a one-sample transform does not have: use ``VAEAugmentedDataset`` or

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .augment import Augmenter, class_members, same_class_partners
-from .backends.base import Generator
-from .backends.factory import as_generator
-from .labels import as_labels
-from .rng import Stream, derive_keys, uniform
-from .settings import PARTNER_MODES, AugmentSetting, resolve_setting
+from vaeaug.backends.factory import as_generator
+from vaeaug.core.augment import Augmenter, class_members, same_class_partners
+from vaeaug.core.backend import Generator
+from vaeaug.core.labels import as_labels
+from vaeaug.core.rng import Stream, derive_keys, uniform
+from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
 
 __all__ = ["VAEAugmentedDataset"]
 
@@ -57,7 +57,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
             ``(C, H, W)`` or a numpy ``(H, W[, C])`` array of the model's size.
         model_or_path: a fitted ``VAE``, a ``.vae`` path or a ``Generator``.
         variants_per_sample: ``k``, variants per real sample.
-        mode: latent move (see :mod:`vaeaug.functional`); ``interpolate`` and ``extrapolate`` pick
+        mode: latent move (see :mod:`vaeaug.core.functional`); ``interpolate`` and ``extrapolate`` pick
             partners of the same class from ``base``.
         strength: size of the move.
         form: ``"decode"`` or ``"delta"``. ``mode``, ``strength`` and ``form`` left as ``None``

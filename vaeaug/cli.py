@@ -51,8 +51,8 @@ def _widths(s: str) -> tuple[int, ...]:
 
 
 def _build_parser() -> _Parser:
-    from ._version import __version__
-    from .settings import MODES
+    from vaeaug._version import __version__
+    from vaeaug.core.settings import MODES
 
     parser = _Parser(prog="vaeaug", description="Fit and inspect VAEs used as data augmentation.")
     parser.add_argument("--version", action="version", version=f"vaeaug {__version__}")
@@ -276,7 +276,7 @@ def _close_bars() -> None:
 
 def _check_model_file(path: str) -> None:
     """A one-line error now if ``path`` is missing or is not a regular file (a folder, a FIFO...)."""
-    from .files import size_of
+    from vaeaug.files import size_of
 
     try:
         size_of(path, "model file")
@@ -315,8 +315,8 @@ def _check_writable(path: Path, flag: str, *, force: bool = False, folder: bool 
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .data import as_tensor_data
-    from .training import fit
+    from vaeaug.data import as_tensor_data
+    from vaeaug.fitting.training import fit
 
     out = Path(args.out)
     _check_writable(out, "--out", force=args.force)
@@ -324,7 +324,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if not str(args.curves).lower().endswith(".png"):
             raise UsageError(f"--curves must be a .png file; got {args.curves!r}")
         _check_writable(Path(args.curves), "--curves", force=True)
-    from .distributed import is_main_process
+    from vaeaug.fitting.distributed import is_main_process
 
     main = is_main_process()  # under torchrun: only rank 0 prints and writes
     if args.stream:  # read batch by batch through DataLoader workers: nothing loaded up front
@@ -353,7 +353,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not main:
         return 0
     if args.tune:
-        from .tuning import tune
+        from vaeaug.protocol.tuning import tune
 
         if data.y is None:
             raise UsageError("--tune trains classifiers on the data's labels, and this data has none")
@@ -363,8 +363,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             raise UsageError(f"--tune-folds must be >= 2; got {args.tune_folds}")
         if not 0.0 < args.tune_alpha < 1.0:
             raise UsageError(f"--tune-alpha must be in (0, 1); got {args.tune_alpha}")
-        from .classifier import Budget
-        from .tuning import TUNE_BUDGET
+        from vaeaug.protocol.classifier import Budget
+        from vaeaug.protocol.tuning import TUNE_BUDGET
 
         budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience,
                         min_steps=min(TUNE_BUDGET.min_steps, args.tune_steps))
@@ -377,7 +377,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
     if args.curves:
-        from .viz import PLOT_EXTRA, curves, has_matplotlib
+        from vaeaug.viz.plots import PLOT_EXTRA, curves, has_matplotlib
 
         log = {"auto": None, "log": True, "linear": False}[args.curves_scale]
         curves(model.history, log=log).save(args.curves)
@@ -389,8 +389,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
-    from .classifier import Budget
-    from .evaluation import ARMS, evaluate, report_markdown
+    from vaeaug.protocol.classifier import Budget
+    from vaeaug.protocol.evaluation import ARMS, evaluate, report_markdown
 
     arms = None if args.arms is None else [a.strip() for a in args.arms.split(",") if a.strip()]
     allowed = [a for a in ARMS if not a.startswith("base")]  # base arms take a Python transform
@@ -403,7 +403,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--imbalance must be a number >= 1; got {args.imbalance}")
     out = Path(args.out)
     _check_writable(out, "--out", folder=True)
-    from .settings import resolve_setting
+    from vaeaug.core.settings import resolve_setting
 
     changes = {k: getattr(args, k) for k in ("mode", "strength", "form", "p")}
     setting = resolve_setting(None, **changes)
@@ -417,7 +417,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       flip=flip, root=args.root, progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    from .viz import PLOT_EXTRA, gains_chart, has_matplotlib
+    from vaeaug.viz.plots import PLOT_EXTRA, gains_chart, has_matplotlib
 
     md = report_markdown(report)
     (out / "report.md").write_text(md + "\n")  # on disk before the chart is drawn
@@ -441,8 +441,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _data_for(model: Any, args: argparse.Namespace) -> Any:
     """Load ``--data`` for a model: a built-in or image folder knows its range; arrays in a .npz are
     read in the model's recorded value range (so a model fit on 0..16 floats reads 0..16 floats)."""
-    from .data import as_tensor_data
-    from .data.builtin import is_builtin
+    from vaeaug.data import as_tensor_data
+    from vaeaug.data.builtin import is_builtin
 
     name = str(args.data)
     if is_builtin(name) or Path(name).is_dir():
@@ -452,8 +452,8 @@ def _data_for(model: Any, args: argparse.Namespace) -> Any:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from .model import load
-    from .viz import preview
+    from vaeaug.model.vae import load
+    from vaeaug.viz.previews import preview
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -471,7 +471,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     import torch
 
-    from .model import load
+    from vaeaug.model.vae import load
 
     out = Path(args.out)
     _check_writable(out, "--out", force=args.force)
@@ -495,7 +495,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .backends.onnx_metadata import onnx_paths
+    from vaeaug.backends.onnx.metadata import onnx_paths
 
     if not str(args.out).endswith(".onnx"):
         raise UsageError(f"--out must end in .onnx; got {args.out!r}")
@@ -508,8 +508,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     _check_model_file(args.model)
     import time
 
-    from .backends.export import VERIFY_ATOL, export_onnx
-    from .model import load
+    from vaeaug.backends.onnx.export import VERIFY_ATOL, export_onnx
+    from vaeaug.model.vae import load
 
     model = load(args.model)
     t = time.perf_counter()
@@ -521,7 +521,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"verified: onnxruntime matches torch within {VERIFY_ATOL:g} on every mode"
     print(f"exported in {took:.1f} s; {check}")
     if args.speed:
-        from .benchmarking import generation_speed
+        from vaeaug.protocol.timing import generation_speed
 
         for batch in (1, 64):
             r = generation_speed(model, paths["augmenter"], batch=batch)
@@ -533,7 +533,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     _check_model_file(args.model)
     _check_writable(Path(args.out), "--out", folder=True)
-    from .pregeneration import pregenerate
+    from vaeaug.generated.writer import pregenerate
 
     r = pregenerate(args.data, args.model, args.out, variants_per_sample=args.variants, mode=args.mode,
                     strength=args.strength, form=args.form, seed=args.seed, include_real=not args.no_real,
@@ -547,7 +547,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .data.generated import read_manifest, verify_generated
+    from vaeaug.generated.format import read_manifest, verify_generated
 
     d = Path(args.dir)
     if not d.exists():
@@ -578,7 +578,7 @@ def _size(n: int) -> str:
 
 
 def _cmd_onnx_info(args: argparse.Namespace) -> int:
-    from .backends.onnx_metadata import onnx_paths, read_onnx_metadata
+    from vaeaug.backends.onnx.metadata import onnx_paths, read_onnx_metadata
 
     meta = read_onnx_metadata(args.model)
     cfg, vr = meta["config"], meta["value_range"]
@@ -610,7 +610,7 @@ def _cmd_onnx_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .model import load
+    from vaeaug.model.vae import load
 
     if str(args.model).endswith(".onnx"):
         return _cmd_onnx_info(args)

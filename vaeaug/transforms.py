@@ -1,6 +1,6 @@
 """``VAEAugment``: a torchvision v2 transform that replaces an image by a VAE variant of it.
 
-A thin adapter over the augmentation core (:class:`vaeaug.augment.Augmenter`). Two paths:
+A thin adapter over the augmentation core (:class:`vaeaug.core.augment.Augmenter`). Two paths:
 
 * the fast path, for an image alone or ``(image, label)`` (one image or a batch): straight to the
   core, without flattening the sample (like torchvision's own ``_RandomApplyTransform.forward``,
@@ -32,13 +32,13 @@ from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .augment import Augmenter
-from .backends.base import Generator
-from .backends.factory import as_generator
-from .codecs import Codec, not_an_image
-from .labels import as_labels
-from .rng import derive_keys, worker_component
-from .settings import resolve_setting
+from vaeaug.backends.factory import as_generator
+from vaeaug.core.augment import Augmenter
+from vaeaug.core.backend import Generator
+from vaeaug.core.codecs import Codec, not_an_image
+from vaeaug.core.labels import as_labels
+from vaeaug.core.rng import derive_keys, worker_component
+from vaeaug.core.settings import resolve_setting
 
 __all__ = ["VAEAugment"]
 
@@ -226,13 +226,13 @@ class VAEAugment(v2.Transform):
         model_or_path: a fitted ``VAE``, the path of a ``.vae`` file or an ``.onnx`` export, or a
             ``Generator``.
         p: probability that an image is replaced by a variant.
-        strength: size of the latent move (``s``; see :mod:`vaeaug.functional`).
+        strength: size of the latent move (``s``; see :mod:`vaeaug.core.functional`).
         mode: ``"posterior"``, ``"isotropic"``, ``"interpolate"`` or ``"extrapolate"`` (batches with
             labels: partners of the same class from the batch), ``"prior"`` (conditional models) or
             ``"reconstruct"``.
         form: ``"decode"`` (``D(z')``) or ``"delta"`` (``x + D(z') - D(mu)``).
             ``p``, ``strength``, ``mode`` and ``form`` left as ``None`` come from the model's
-            tuned setting (:func:`vaeaug.tune`), else from :data:`vaeaug.settings.DEFAULT_AUGMENT`
+            tuned setting (:func:`vaeaug.tune`), else from :data:`vaeaug.core.settings.DEFAULT_AUGMENT`
             (``delta``, ``isotropic``, ``strength=1``, ``p=0.5``: the measured default).
         seed: ``None`` draws from torch's generator (follows ``torch.manual_seed`` and DataLoader
             worker seeding); an int gives a fixed stream in the main process, combined with the

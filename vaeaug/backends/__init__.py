@@ -1,4 +1,4 @@
-"""The generator backends: torch (:mod:`.torch_generator`), onnxruntime (:mod:`.onnx_generator`, with
-its torch-free metadata reader :mod:`.onnx_metadata`), the ONNX export, and :func:`.factory.as_generator`,
-the only place that knows both. Nothing is imported here, so ``vaeaug.backends.base`` stays torch-free.
+"""The backends that run a model: torch (:mod:`.torch_backend`), onnxruntime (:mod:`.onnx_backend`, torch-free),
+the ONNX export and its metadata rules (:mod:`.onnx`), and :func:`.factory.as_generator`, the only place that
+knows both. Nothing is imported here, so the onnxruntime backend stays torch-free.
 """

@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .base import Generator
+from vaeaug.core.backend import Generator
 
 __all__ = ["as_generator"]
 
 
 def as_generator(model_or_path: Any, device: Any = None) -> Generator:
-    """A :class:`~vaeaug.backends.base.Generator` for a model, a model file path, or a generator (as is).
+    """A :class:`~vaeaug.core.backend.Generator` for a model, a model file path, or a generator (as is).
 
     Args:
         model_or_path: a ``VAE``, a ``.vae`` path (torch backend), an ``.onnx`` export
-            (:class:`~vaeaug.backends.onnx_generator.OnnxGenerator`, numpy + onnxruntime, torch not
+            (:class:`~vaeaug.backends.onnx_backend.OnnxGenerator`, numpy + onnxruntime, torch not
             imported) or a ``Generator``.
         device: device for the torch backend (an ONNX model runs on the CPU).
 
@@ -30,7 +30,9 @@ def as_generator(model_or_path: Any, device: Any = None) -> Generator:
     if isinstance(model_or_path, Generator):
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)) and os.fspath(model_or_path).endswith(".onnx"):
-        from .onnx_generator import OnnxGenerator  # torch-free: not at module level beside the torch backend
+        from vaeaug.backends.onnx_backend import (  # torch-free: not at module level beside the torch backend
+            OnnxGenerator,
+        )
 
         if device is not None and str(device) != "cpu":
             raise ValueError(
@@ -38,6 +40,6 @@ def as_generator(model_or_path: Any, device: Any = None) -> Generator:
                 "model for the torch backend on another device"
             )
         return OnnxGenerator(model_or_path)
-    from .torch_generator import TorchGenerator
+    from vaeaug.backends.torch_backend import TorchGenerator
 
     return TorchGenerator(model_or_path, device=device)

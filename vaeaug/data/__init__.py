@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ValueRange
-from . import builtin
-from .arrays import _LAYOUTS, MIN_IMAGE_SIDE, Layout, TensorData, check_labels, from_arrays
-from .readers import _from_dataset, _from_image_folder, _from_npz
+from vaeaug.core.values import ValueRange
+from vaeaug.data import builtin
+from vaeaug.data.arrays import _LAYOUTS, MIN_IMAGE_SIDE, Layout, TensorData, check_labels, from_arrays
+from vaeaug.data.readers import _from_dataset, _from_image_folder, _from_npz
 
 __all__ = ["Layout", "ValueRange", "TensorData", "as_tensor_data", "from_arrays", "check_labels", "MIN_IMAGE_SIDE"]
 

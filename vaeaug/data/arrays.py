@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..config import ValueRange
+from vaeaug.core.values import ValueRange
 
 __all__ = ["Layout", "ValueRange", "TensorData", "from_arrays", "check_labels", "MIN_IMAGE_SIDE"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..files import GiB, open_regular
-from .arrays import TensorData, from_arrays
+from vaeaug.data.arrays import TensorData, from_arrays
+from vaeaug.files import GiB, open_regular
 
 __all__ = ["BUILTIN_NAMES", "is_builtin", "load_builtin", "read_idx", "find_fashion_mnist"]
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import MAX_INPUT_ELEMENTS
-from ..files import GiB, MiB, open_regular
-from .arrays import Layout, TensorData, from_arrays
+from vaeaug.data.arrays import Layout, TensorData, from_arrays
+from vaeaug.files import GiB, MiB, open_regular
+from vaeaug.model.config import MAX_INPUT_ELEMENTS
 
 __all__ = ["MAX_NPZ_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FILE"]
 

@@ -1,3 +1,0 @@
-"""Moved to :mod:`vaeaug.augmented_dataset`."""
-
-from .augmented_dataset import VAEAugmentedDataset  # noqa: F401

@@ -1,0 +1,525 @@
+"""``pregenerate``: write an augmented dataset to disk, resumable and split across jobs or workers.
+
+The format, its reader and its verifier are in :mod:`vaeaug.generated.format`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaeaug._version import __version__
+from vaeaug.backends.factory import as_generator
+from vaeaug.backends.onnx_backend import OnnxGenerator
+from vaeaug.core.augment import Augmenter, class_members, same_class_partners
+from vaeaug.core.backend import Generator
+from vaeaug.core.rng import Stream, derive_keys, uniform
+from vaeaug.core.settings import resolve_setting
+from vaeaug.core.values import check_int
+from vaeaug.data import as_tensor_data
+from vaeaug.files import read_bounded
+from vaeaug.generated.format import (
+    _FORMATS,
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_JSON_BYTES,
+    META_DTYPE,
+    _marker,
+    _sha256_file,
+    _shard_files,
+    class_key,
+    load_json,
+    manifest_sha256,
+    parse_json,
+    validate_manifest,
+)
+from vaeaug.model.vaefile import model_bytes, write_atomic
+
+__all__ = ["pregenerate"]
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _model_identity(gen: Generator) -> dict[str, Any]:
+    """What decides the bytes besides the arguments: the model (the SHA-256 of its ``.vae`` file; an
+    export records the same), the backend, its device and chunk size, and the software versions."""
+    chunk = int(getattr(gen, "chunk_size", 0))
+    if isinstance(gen, OnnxGenerator):
+        import onnxruntime
+
+        return {"sha256": gen.model_sha256, "backend": "onnx", "device": "cpu", "chunk_size": chunk,
+                "software": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
+                "config": gen.config.to_dict()}
+    source = getattr(gen, "source", None)
+    if source is not None:
+        sha = _sha256_file(Path(source))
+    else:
+        sha = hashlib.sha256(model_bytes(gen.model)).hexdigest()  # type: ignore[attr-defined]
+    return {"sha256": sha, "backend": "torch", "device": str(getattr(gen, "device", "cpu")), "chunk_size": chunk,
+            "software": {"torch": torch.__version__, "numpy": np.__version__}, "config": gen.config.to_dict()}
+
+
+class _Plan:
+    """Which sample is which: sources, slots, labels, partners; everything a shard needs (numpy)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, k: int, include_real: bool, seed: int,
+                 shard_size: int) -> None:
+        self.x = x.numpy()  # model space, float32 (N, C, H, W); shares memory with the tensor
+        self.labels = None if y is None else y.numpy().astype(np.int64)
+        self.n, self.k, self.r, self.seed = int(self.x.shape[0]), k, int(include_real), seed
+        self.per_source = k + self.r
+        self.total = self.n * self.per_source
+        self.shard_size = shard_size
+        self.num_shards_total = max(1, -(-self.total // shard_size))
+        self.members = None if self.labels is None else class_members(self.labels)
+
+    def shard_range(self, m: int) -> tuple[int, int]:
+        return m * self.shard_size, min((m + 1) * self.shard_size, self.total)
+
+
+def _to_user(out: np.ndarray, value_range: Any) -> np.ndarray:
+    """Model space back to the user's dtype and range; uint8 0..255 in float32 with round-half-even,
+    as the transforms do (:func:`vaeaug.convert.from_model`), anything else through ``ValueRange``."""
+    if value_range.dtype == "uint8" and (value_range.low, value_range.high) == (0.0, 255.0):
+        return np.rint(out * np.float32(255.0)).astype(np.uint8)
+    return value_range.from_model(torch.from_numpy(out)).numpy()  # type: ignore[no-any-return]
+
+
+def _make_shard(plan: _Plan, aug: Augmenter, m: int, value_range: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The images and meta of shard ``m`` (pure function of the plan, the model and ``m``)."""
+    lo, hi = plan.shard_range(m)
+    s = np.arange(lo, hi, dtype=np.int64)
+    src = s // plan.per_source
+    variant = (s % plan.per_source - plan.r).astype(np.int32)
+    synthetic = variant >= 0
+    out = plan.x[src]  # a copy: the real samples stay, the variants' rows are replaced
+    chosen = np.nonzero(synthetic)[0]
+    if len(chosen):
+        sources = src[chosen]
+
+        def partners(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:  # from the whole set, by key
+            assert plan.labels is not None and plan.members is not None
+            u = uniform(keys, Stream.PARTNER)[:, 0]
+            return plan.x[same_class_partners(sources[rows], plan.labels, plan.members, u)]
+
+        out[chosen] = aug(out[chosen], None if plan.labels is None else plan.labels[sources],
+                          keys=derive_keys(plan.seed, sources, variant[chosen].astype(np.int64)),
+                          codec=aug.codec("model"), partners=partners)
+    meta = np.zeros(hi - lo, dtype=META_DTYPE)
+    meta["y"] = -1 if plan.labels is None else plan.labels[src]
+    meta["source"], meta["variant"], meta["synthetic"] = src, variant, synthetic
+    return _to_user(out, value_range), meta
+
+
+def _file_entry(name: str, blob: bytes) -> dict[str, Any]:
+    return {"name": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def _class_counts(meta: np.ndarray) -> dict[str, int]:
+    return {str(int(c)): int(n) for c, n in zip(*np.unique(meta["y"], return_counts=True), strict=True)}
+
+
+def _png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    c = img.shape[0]
+    arr = img[0] if c == 1 else img.transpose(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def _class_dir(meta_row: Any, class_names: list[str] | None) -> str:
+    y = int(meta_row["y"])
+    if y < 0:
+        return "unlabelled"
+    return class_names[y] if class_names is not None and y < len(class_names) else str(y)
+
+
+def _write_shard(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray, class_names: list[str] | None,
+                 lo: int) -> None:
+    try:
+        _write_shard_files(out, fmt, m, images, meta, class_names, lo)
+    except OSError as e:
+        raise OSError(
+            e.errno, f"cannot write shard {m} to {out}: {e.strerror or e}; no partial file was kept - free space or "
+            "fix the folder's permissions, then run the same command again to resume"
+        ) from None
+
+
+def _write_shard_files(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray,
+                       class_names: list[str] | None, lo: int) -> None:
+    marker: dict[str, Any] = {"shard": m, "first": lo, "count": len(meta), "real": int((~meta["synthetic"]).sum()),
+                              "synthetic": int(meta["synthetic"].sum()), "per_class": _class_counts(meta)}
+    if fmt == "shards":
+        files = _shard_files(out, m)
+        blobs = {"x": _npy_bytes(images), "meta": _npy_bytes(meta)}
+        for key in ("meta", "x"):
+            write_atomic(files[key], blobs[key])
+        marker["files"] = {key: _file_entry(files[key].name, blobs[key]) for key in ("x", "meta")}
+    else:
+        entries = []
+        for j, (img, row) in enumerate(zip(images, meta, strict=True)):
+            rel = f"{_class_dir(row, class_names)}/{lo + j:08d}.png"
+            blob = _png_bytes(img)
+            write_atomic(out / rel, blob)
+            entries.append({**_file_entry(rel, blob), "y": int(row["y"]), "source": int(row["source"]),
+                            "variant": int(row["variant"])})
+        marker["images"] = entries
+    write_atomic(_marker(out, m), _json_bytes(marker))  # written last: the shard is done
+
+
+def _shard_done(out: Path, m: int) -> bool:
+    return _marker(out, m).is_file()
+
+
+class _ShardTasks(torch.utils.data.Dataset):
+    """One item per shard to write: the worker generates and writes it, returns its sample count."""
+
+    def __init__(self, shards: list[int], plan: _Plan, aug: Augmenter, value_range: Any, out: Path,
+                 fmt: str, class_names: list[str] | None) -> None:
+        self.shards, self.plan, self.aug = shards, plan, aug
+        self.value_range, self.out, self.fmt, self.class_names = value_range, out, fmt, class_names
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i: int) -> int:
+        m = self.shards[i]
+        images, meta = _make_shard(self.plan, self.aug, m, self.value_range)
+        _write_shard(self.out, self.fmt, m, images, meta, self.class_names, self.plan.shard_range(m)[0])
+        return len(meta)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _data_identity(td: Any) -> dict[str, Any]:
+    h = hashlib.sha256(np.ascontiguousarray(td.x.numpy()).tobytes())
+    if td.y is not None:
+        h.update(np.ascontiguousarray(td.y.numpy()).tobytes())
+    return {"source": td.source, "count": len(td), "shape": list(td.x.shape[1:]), "labelled": td.y is not None,
+            "value_range": td.value_range.to_dict(), "class_names": td.class_names, "sha256": h.hexdigest()}
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def pregenerate(
+    data: Any,
+    model_or_path: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    variants_per_sample: int = 4,
+    mode: str | None = None,
+    strength: float | None = None,
+    form: str | None = None,
+    seed: int = 0,
+    include_real: bool = True,
+    format: str = "shards",
+    shard_size: int = 8192,
+    num_shards: int = 1,
+    shard_index: int | None = None,
+    workers: int = 1,
+    resume: bool = True,
+    progress: bool = True,
+    y: Any = None,
+    root: Any = None,
+    split: str = "train",
+) -> dict[str, Any]:
+    """Generate an augmented dataset to ``out_dir``: real samples and ``k`` variants of each.
+
+    Args:
+        data: anything :func:`vaeaug.as_tensor_data` accepts (arrays, a Dataset, a folder, ``.npz``,
+            ``"digits"``, ``"fashion-mnist"``); labels are kept with every variant.
+        model_or_path: a ``VAE``, a ``.vae`` path, an ``.onnx`` export or a ``Generator``.
+        out_dir: the output folder (created; may already hold this same run, to resume).
+        variants_per_sample: ``k`` variants per source sample.
+        mode: latent move; ``mode``, ``strength`` and ``form`` left as ``None`` come from the
+            model's tuned setting, else the library default (delta, isotropic, 1).
+        strength: size of the move.
+        form: ``"decode"`` or ``"delta"``.
+        seed: root of every variant's noise.
+        include_real: also store each real sample (slot 0 of its group).
+        format: ``"shards"`` (``.npy`` shards, read with :class:`vaeaug.GeneratedDataset`) or
+            ``"imagefolder"`` (PNGs in class folders, for tools outside PyTorch; uint8 data only).
+        shard_size: samples per shard (the unit of atomic writing and of resuming).
+        num_shards: number of independent jobs the shards are split between.
+        shard_index: this job's index in ``0..num_shards-1`` (``None`` with ``num_shards=1``).
+        workers: processes generating shards in parallel (a ``DataLoader`` with worker processes).
+        resume: continue a run found in ``out_dir``, skipping its complete shards.
+        progress: progress bar with samples/s, and a summary line.
+        y: labels for array input.
+        root: folder for built-in datasets.
+        split: split of a built-in dataset.
+
+    Returns:
+        ``{"out_dir", "written", "skipped", "samples", "seconds", "complete", "manifest"}``;
+        ``manifest`` is the manifest dict once the whole set is complete (``None`` before).
+
+    Example:
+        >>> import os, tempfile, vaeaug
+        >>> model = vaeaug.fit("digits", epochs=1, progress=False)
+        >>> out = os.path.join(tempfile.mkdtemp(), "gen")
+        >>> r = pregenerate("digits", model, out, variants_per_sample=2, progress=False)
+        >>> r["manifest"]["counts"]["total"], len(vaeaug.GeneratedDataset(out))
+        (4311, 4311)
+    """
+    for name, value, least in (("variants_per_sample", variants_per_sample, 0), ("seed", seed, 0),
+                               ("shard_size", shard_size, 1), ("num_shards", num_shards, 1), ("workers", workers, 1)):
+        check_int(name, value, least)
+    k = variants_per_sample
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {_FORMATS}; got {format!r}")
+    if shard_index is None:
+        if num_shards != 1:
+            raise ValueError(f"with num_shards={num_shards}, pass this job's shard_index (0..{num_shards - 1})")
+        shard_index = 0
+    elif isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an integer in 0..{num_shards - 1}; got {shard_index!r}")
+    if not include_real and k == 0:
+        raise ValueError("nothing to generate: variants_per_sample=0 and include_real=False")
+    gen = as_generator(model_or_path)
+    device = getattr(gen, "device", None)
+    if workers > 1 and device is not None and getattr(device, "type", "cpu") != "cpu":
+        raise ValueError(f"workers > 1 runs the model in forked CPU processes; this model is on {device} - use "
+                         "workers=1 (the GPU is the parallelism), or an .onnx export for CPU workers")
+    setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form, p=1.0)  # every variant made
+    aug = Augmenter(gen, setting, invariant=True)
+    td = as_tensor_data(data, y, root=root, split=split)
+    shape = tuple(gen.config.input_shape)
+    if tuple(td.x.shape[1:]) != shape:
+        raise ValueError(f"the data's samples are {tuple(td.x.shape[1:])} but the model makes {shape}; "
+                         "resize the data to the model's size, or fit a model on this data")
+    if len(shape) != 3:
+        raise ValueError("pre-generation works on images (N, C, H, W); this model was fit on vectors")
+    if aug.needs_labels and td.y is None:
+        raise ValueError("this model is class-conditional or the mode needs classes: the data must have labels")
+    aug.labels(None if td.y is None else td.y.numpy(), len(td))  # every label checked before any shard is made
+    if format == "imagefolder":
+        _check_class_folders(td.class_names, None if td.y is None else td.y.numpy())
+    if format == "imagefolder" and td.value_range.dtype != "uint8":
+        raise ValueError(
+            f"format 'imagefolder' writes 8-bit PNGs, but this data is {td.value_range.dtype} in "
+            f"[{td.value_range.low:g}, {td.value_range.high:g}]; use format='shards' (any dtype) or convert the "
+            "data to uint8 first"
+        )
+    identity = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "vaeaug_version": __version__,
+        "model": _model_identity(gen), "data": _data_identity(td),
+        "arguments": {"variants_per_sample": k, "mode": setting.mode, "strength": float(setting.strength),
+                      "form": setting.form, "seed": seed, "include_real": bool(include_real), "format": format,
+                      "shard_size": shard_size, "layout": "NCHW"},
+    }
+    out = Path(out_dir)
+    tag = f"job{shard_index}of{num_shards}"  # this job's own temporary names: only it removes them
+    _claim(out, identity, resume, tag)
+    plan = _Plan(td.x, td.y, k, include_real, seed, shard_size)
+    mine = [m for m in range(plan.num_shards_total) if m % num_shards == shard_index]
+    _remove_leftovers(out, set(mine), shard_size, tag)
+    todo = [m for m in mine if not _shard_done(out, m)]
+    skipped = len(mine) - len(todo)
+    tasks = _ShardTasks(todo, plan, aug, td.value_range, out, format, td.class_names)
+    samples = sum(plan.shard_range(m)[1] - plan.shard_range(m)[0] for m in todo)
+    t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every process computes on one thread: the same kernels, the same bytes
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for i in range(len(tasks)):
+                bar.update(tasks[i])
+        else:
+            _run_workers(tasks, min(workers, len(todo)), bar)
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()
+    seconds = time.perf_counter() - t0
+    manifest = _finish(out, identity, plan, format, tag)
+    if progress:
+        rate = samples / seconds if seconds > 0 else float("inf")
+        state = "complete" if manifest is not None else "waiting for the other shard jobs"
+        print(f"vaeaug generate: wrote {len(todo)} shard(s), {samples:,} samples in {seconds:.1f} s "
+              f"({rate:,.0f} samples/s), skipped {skipped} complete shard(s); set {state}: {out}")
+    return {"out_dir": out, "written": len(todo), "skipped": skipped, "samples": samples, "seconds": seconds,
+            "complete": manifest is not None, "manifest": manifest}
+
+
+def _run_workers(tasks: _ShardTasks, workers: int, bar: Any) -> None:
+    """Write the shards in DataLoader worker processes; a worker's error keeps its own message."""
+    loader = torch.utils.data.DataLoader(tasks, batch_size=None, num_workers=workers, worker_init_fn=_one_thread)
+    it = iter(loader)
+    try:
+        for n in it:
+            bar.update(int(n))
+    except (OSError, ValueError, RuntimeError) as e:  # DataLoader wraps it in a traceback text
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else str(e)
+        msg = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+        raise type(e)(msg) from None
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:  # stop the other workers now, not when the iterator is collected
+            shutdown()
+
+
+_RESERVED = {"run.json", "manifest.json", "unlabelled"}
+
+
+def _check_class_folders(class_names: list[str] | None, labels: np.ndarray | None) -> None:
+    """Class names become folder names of an image folder: they must be safe, distinct and complete."""
+    if class_names is None:
+        return
+    for name in class_names:
+        if (not isinstance(name, str) or not name or name.startswith(".") or name in _RESERVED
+                or re.match(r"^shard-\d+\.json$", name) or any(c in name for c in '/\\\0:')
+                or len(name.encode()) > 200):
+            raise ValueError(
+                f"class name {name!r} cannot be a folder name of an image folder (empty, starting with '.', "
+                "reserved, too long, or holding '/', '\\', ':' or NUL); rename the class or use format='shards'"
+            )
+    folded = [n.casefold() for n in class_names]
+    if len(set(folded)) != len(folded):
+        raise ValueError(f"class names must be distinct (ignoring case) to be folder names; got {class_names}")
+    if labels is not None and len(labels) and int(labels.max()) >= len(class_names):
+        raise ValueError(f"labels go up to {int(labels.max())} but only {len(class_names)} class names are given")
+
+
+def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
+    """Create ``out`` with ``run.json``, or check that what is there is this same run.
+
+    Jobs that start together race safely: ``run.json`` is published with a hard link (exactly one
+    wins, the others compare with it), and each job writes only temporary files named by its tag.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    run = out / "run.json"
+    blob = _json_bytes(identity)
+    for tmp in (out / f".run.json.{tag}.tmp", out / f".manifest.json.{tag}.tmp"):  # ours, from a killed run
+        tmp.unlink(missing_ok=True)
+    existed = os.path.lexists(run)
+    if not existed:
+        if any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out.iterdir()):
+            raise ValueError(f"{out} is not empty and holds no vaeaug run; choose an empty or new folder")
+        try:
+            write_atomic(run, blob, tmp_tag=tag, exclusive=True)
+            return
+        except FileExistsError:
+            pass  # another job published it first: compare with it below
+        except OSError as e:
+            raise OSError(f"cannot write to {out}: {e.strerror or e}") from None
+    if os.path.lexists(run):
+        try:  # a regular file of bounded size: a FIFO or /dev/zero planted as run.json is refused, not read
+            theirs = load_json(run, "run identity (run.json)")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{run} is unreadable ({e}); choose an empty folder") from None
+        if json.dumps(theirs, sort_keys=True) != json.dumps(identity, sort_keys=True):  # 1 == 1.0 == true
+            theirs = theirs if isinstance(theirs, dict) else {}
+            diff = [f"{section}.{key}" for section in ("model", "data", "arguments") for key in
+                    sorted(set(identity.get(section, {})) | set(_section(theirs, section)))
+                    if identity.get(section, {}).get(key) != _section(theirs, section).get(key)]
+            what = ", ".join(diff) or "format or vaeaug version"
+            raise ValueError(
+                f"{out} holds a set generated with other settings ({what} differ); refusing to mix them - choose "
+                "another output folder, or delete this one to start again"
+            )
+        if existed and not resume:
+            raise ValueError(f"{out} already holds this run; leave out --no-resume (resume=False) to continue it")
+
+
+def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+_SHARD_TMP = re.compile(r"^\.shard-(\d+)[-.]")
+_PNG_TMP = re.compile(r"^\.(\d+)\.png\.")
+
+
+def _remove_leftovers(out: Path, mine: set[int], shard_size: int, tag: str) -> None:
+    """Delete temporary files a killed run left for this job's shards (never another job's)."""
+    for tmp in out.glob(".shard-*.tmp"):
+        found = _SHARD_TMP.match(tmp.name)
+        if found and int(found.group(1)) in mine:
+            tmp.unlink(missing_ok=True)
+    for tmp in out.glob("*/.*.png.*.tmp"):  # imagefolder: .<sample id>.png.<random>.tmp
+        found = _PNG_TMP.match(tmp.name)
+        if found and int(found.group(1)) // shard_size in mine:
+            tmp.unlink(missing_ok=True)
+
+
+def _read_marker(out: Path, m: int, lo: int, hi: int, fmt: str) -> tuple[dict[str, Any], bytes]:
+    """Shard ``m``'s record and its bytes, checked for what :func:`_finish` takes from it (bounded read,
+    regular file)."""
+    path = _marker(out, m)
+    fix = f"delete shard {m}'s files ({out / f'shard-{m:05d}'}*) and run the same command again"
+    try:
+        blob = read_bounded(path, "shard record", max_bytes=MAX_JSON_BYTES)
+        marker = parse_json(blob, path, "shard record", fix=fix)
+        ok = (isinstance(marker, dict) and marker.get("first") == lo and marker.get("count") == hi - lo
+              and all(type(marker.get(key)) is int for key in ("real", "synthetic"))
+              and isinstance(marker.get("per_class"), dict)
+              and all(type(n) is int and re.fullmatch(r"-?\d{1,19}", c) for c, n in marker["per_class"].items())
+              and (fmt != "shards" or isinstance(marker.get("files"), dict)))
+    except FileNotFoundError:
+        raise ValueError(f"shard record {path} vanished while the set was being completed; {fix}") from None
+    if not ok:
+        raise ValueError(f"shard record {path} does not match this run (its first sample, count or per-class counts "
+                         f"are not what shard {m} holds); {fix}")
+    return marker, blob
+
+
+def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str, tag: str) -> dict[str, Any] | None:
+    """Write ``manifest.json`` if every shard of the set is done (any job may be the last).
+
+    The manifest is assembled from the shards' markers, which hold the SHA-256 of each file as it
+    was written: a file damaged later stays damaged in the eyes of :func:`verify_generated`, even
+    after another run of the same command rewrites the manifest. It is checked with the reader's
+    :func:`validate_manifest` before it is written, and records its own SHA-256.
+    """
+    if not all(_shard_done(out, m) for m in range(plan.num_shards_total)):
+        return None
+    shards = []
+    per_class: dict[str, int] = {}
+    real = synthetic = 0
+    class_names = identity["data"]["class_names"]
+    for m in range(plan.num_shards_total):
+        lo, hi = plan.shard_range(m)
+        marker, blob = _read_marker(out, m, lo, hi, fmt)
+        real += marker["real"]
+        synthetic += marker["synthetic"]
+        for c, n in marker["per_class"].items():
+            name = class_key(int(c), class_names)
+            per_class[name] = per_class.get(name, 0) + n
+        entry: dict[str, Any] = {"index": m, "first": lo, "count": hi - lo,
+                                 "marker": _file_entry(_marker(out, m).name, blob)}
+        if fmt == "shards":
+            entry["files"] = marker["files"]
+        shards.append(entry)
+    manifest = {**identity, "counts": {"total": plan.total, "real": real, "synthetic": synthetic,
+                                       "per_class": per_class}, "shards": shards}
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
+    blob = _json_bytes(manifest)
+    validate_manifest(json.loads(blob), f"the manifest assembled from the shard records in {out}",  # as read back
+                      "delete the shards named (or the whole folder) and run the same command again")
+    write_atomic(out / "manifest.json", blob, tmp_tag=tag)
+    return manifest

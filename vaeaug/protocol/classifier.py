@@ -1,0 +1,228 @@
+"""The protocol's classifier: a small CNN trained under one arm, to convergence or for a fixed budget.
+
+Shared by :func:`vaeaug.evaluate` (test accuracy per arm) and :func:`vaeaug.tune` (held-out fold
+accuracy per setting): the same network, batches, augmentation keys and dropout seeds for every arm
+of a seed, so that paired differences measure the augmentation and nothing else. A
+:class:`Budget` says how long: until the validation accuracy stops improving (the best
+checkpoint is tested), or a fixed number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaeaug.core.augment import Augmenter
+from vaeaug.core.rng import derive_keys
+from vaeaug.fitting.classic import classic_augment
+from vaeaug.model.devices import resolve_precision
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = ["Budget", "ClassifierRun", "SmallCNN", "Transform", "classic_augment", "fast_precision", "train_classifier"]
+
+
+class SmallCNN(nn.Module):
+    """Two conv+pool blocks (32, 64), dropout 0.3, dense 128: the protocol's classifier."""
+
+    def __init__(self, shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(),
+                                  nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a classifier trains: to convergence on a validation split, or a fixed number of steps.
+
+    Converged (the default): check validation accuracy every ``eval_every`` steps, stop after
+    ``patience`` checks without improvement (not before ``min_steps``: an augmented arm's early
+    checks are noisy, and a small validation split can peak by chance in them) or at
+    ``max_steps``, and test the best checkpoint. Fixed (``Budget.fixed(n)``): train ``n`` steps
+    and test the last weights.
+
+    Example:
+        >>> Budget().max_steps, Budget.fixed(500).converged
+        (4000, False)
+    """
+
+    max_steps: int = 4000
+    eval_every: int = 100
+    patience: int = 6
+    min_steps: int = 1000
+    converged: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "eval_every", "patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be an int >= 0; got {self.min_steps!r}")
+
+    @classmethod
+    def fixed(cls, steps: int) -> Budget:
+        """A fixed budget of ``steps`` optimizer steps (the protocol's earlier mode)."""
+        return cls(max_steps=steps, eval_every=steps, patience=1, min_steps=0, converged=False)
+
+    def describe(self) -> str:
+        """A short description for reports."""
+        if not self.converged:
+            return f"{self.max_steps} steps"
+        return (f"to convergence (validation every {self.eval_every} steps, patience {self.patience}, "
+                f"at least {self.min_steps} and at most {self.max_steps} steps)")
+
+
+@dataclass(frozen=True)
+class ClassifierRun:
+    """The outcome of one classifier run.
+
+    Attributes:
+        accuracy: test accuracy (%) of the tested weights (the best checkpoint when converged).
+        steps: optimizer steps taken.
+        best_step: the step of the tested weights.
+        val_accuracy: validation accuracy (%) of the tested weights (``None`` without validation).
+        seconds: wall time of the run.
+        predictions: the predicted class of every test image (for per-class metrics).
+    """
+
+    accuracy: float
+    steps: int
+    best_step: int
+    val_accuracy: float | None
+    seconds: float
+    predictions: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+def _predict(model: nn.Module, x: torch.Tensor, amp: bool, mem: torch.memory_format) -> torch.Tensor:
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        for lo in range(0, len(x), 2000):
+            out.append(model(x[lo:lo + 2000].contiguous(memory_format=mem)).argmax(1))
+    model.train()
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool, mem: torch.memory_format) -> float:
+    return 100.0 * int((_predict(model, x, amp, mem) == y).sum()) / max(1, len(x))
+
+
+def fast_precision() -> bool:
+    """True where the classifier runs in bf16 autocast: CPUs with native bf16 (AVX-512 BF16 or AMX).
+
+    Measured on the 2-core machine (BENCHMARKS.md): a training step of the protocol's CNN at batch
+    64 takes 38 ms in fp32, 14 ms in bf16 with channels_last.
+    """
+    return resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
+def train_classifier(
+    x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *, num_classes: int,
+    seed: int, budget: Budget | None = None, steps: int | None = None, batch_size: int = 64,
+    classic: bool = False, flip: bool = False, aug: Augmenter | None = None, base: Transform | None = None,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None, weights: torch.Tensor | None = None,
+    lr: float = 1e-3, precision: str = "auto",
+) -> ClassifierRun:
+    """Train :class:`SmallCNN` under one arm; return its test accuracy and the steps it took.
+
+    In each step: a batch is drawn (uniformly, or by ``weights``), ``aug`` replaces a share of it
+    by VAE variants (keyed by the seed and the step), then ``base`` (a user's per-image transform)
+    or the built-in ``classic`` transform is applied. Every arm of a seed uses the same
+    initialisation, batches, keys and dropout seeds, so that paired differences measure the arm.
+
+    Args:
+        x, y: training images (model space, ``(N, C, H, W)`` in ``[0, 1]``) and labels.
+        x_test, y_test: where the tested accuracy is measured.
+        num_classes: number of classes.
+        seed: seeds the initialisation, batches, augmentation and dropout.
+        budget: how long to train (default: converged when ``val`` is given, else 1,500 steps).
+        steps: shorthand for ``Budget.fixed(steps)``.
+        batch_size: images per step.
+        classic: apply the built-in affine transform (and flips if ``flip``) to every batch.
+        aug: VAE variants for a share of every batch.
+        base: a user transform applied per image (after ``aug``): ``(C, H, W)`` float in ``[0, 1]``
+            in, the same out; it draws from torch's global generator, which is seeded per step.
+        val: the validation split that decides when a converged run stops.
+        weights: per-sample draw weights (oversampling); default uniform.
+        lr: Adam's learning rate.
+        precision: ``"auto"`` (bf16 autocast where the CPU computes it natively), ``"bf16"`` or ``"fp32"``.
+
+    Returns:
+        A :class:`ClassifierRun`.
+    """
+    if budget is None:
+        budget = Budget.fixed(steps if steps is not None else 1500) if val is None or steps is not None else Budget()
+    elif steps is not None:
+        raise ValueError("pass budget= or steps=, not both")
+    if budget.converged and val is None:
+        raise ValueError("a converged budget needs a validation split: pass val=(x_val, y_val)")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32'; got {precision!r}")
+    amp = fast_precision() if precision == "auto" else precision == "bf16"
+    t0 = time.perf_counter()
+    mem = torch.channels_last
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SmallCNN(tuple(x.shape[1:]), num_classes)  # type: ignore[arg-type]
+    model = model.to(memory_format=mem)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed + 10_000)
+    g_aug = torch.Generator().manual_seed(seed + 20_000)
+    model.train()
+    best_acc, best_step, best_state, since_best = -1.0, 0, None, 0
+    step = 0
+    while step < budget.max_steps:
+        if weights is None:
+            idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        else:
+            idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
+        xb, yb = x[idx], y[idx]
+        if aug is not None:
+            xb = aug(xb, yb, key=int(derive_keys(seed, step)[0] >> np.uint64(1)), codec=aug.codec("model"))
+        with torch.random.fork_rng(devices=[]):
+            if base is not None:
+                torch.manual_seed(seed * 100_019 + step)
+                xb = torch.stack([base(img) for img in xb])
+            elif classic:
+                xb = classic_augment(xb, g_aug, flip)
+            torch.manual_seed(seed * 100_003 + step)  # dropout
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(xb.contiguous(memory_format=mem)), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if budget.converged and (step % budget.eval_every == 0 or step == budget.max_steps):
+            assert val is not None
+            acc = _accuracy(model, val[0], val[1], amp, mem)
+            if acc > best_acc:
+                best_acc, best_step, since_best = acc, step, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+                if since_best >= budget.patience and step >= budget.min_steps:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_step = step
+    val_acc = best_acc if budget.converged else (None if val is None else _accuracy(model, val[0], val[1], amp, mem))
+    pred = _predict(model, x_test, amp, mem)
+    return ClassifierRun(accuracy=100.0 * int((pred == y_test).sum()) / max(1, len(y_test)), steps=step,
+                         best_step=best_step, val_accuracy=val_acc, seconds=time.perf_counter() - t0,
+                         predictions=pred)

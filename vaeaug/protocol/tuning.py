@@ -1,0 +1,327 @@
+"""Choose the augmentation setting on the user's own data: cross-validated, paired, and cheap.
+
+The reduced training set is split into ``folds`` stratified folds (never the test split). For
+each fold a VAE of the model's configuration is refit on the other folds only, so no variant is
+made by a model that has seen the images it is judged on; the protocol's classifier trains on
+the other folds (to convergence on a small inner validation slice) and is scored on the fold.
+Every candidate of a fold and repeat shares the data, the VAE, the initialisation and the
+batches, so its gain over ``none`` is a paired difference.
+
+Successive halving keeps it cheap: every setting of the grid runs on the first fold; the better
+half goes on to the other folds; the best of those is the finalist, which runs again with
+``repeats - 1`` fresh classifier seeds on every fold. The finalist is chosen only if a one-sided
+paired t-test over all its (fold, repeat) gains rejects "no gain" at level ``alpha`` (the
+false-positive rate of that test; the selection before it makes the overall rate somewhat
+higher, which BENCHMARKS.md measures on data where nothing can help) and the mean gain is at
+least ``min_gain``; otherwise the choice is ``p = 0``, and the result says so plainly.
+
+With ``base=`` (the user's own per-image transform) every candidate, ``none`` included, trains
+with that transform after the VAE move: the question becomes "does vaeaug help on top of my
+pipeline". The choice is stored in the model (``model.augment``, with ``model.tuning`` holding
+the scores and the base it was chosen for) and saved in its file; ``VAEAugment(model)`` and
+``VAEAugmentedDataset`` use it when no explicit setting is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.core.augment import Augmenter
+from vaeaug.core.settings import AugmentSetting
+from vaeaug.data import as_tensor_data
+from vaeaug.fitting import training
+from vaeaug.model.vae import VAE
+from vaeaug.protocol.classifier import Budget, Transform, train_classifier
+
+__all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "stratified_split", "stratified_folds", "t_sf", "tune"]
+
+DEFAULT_GRID: tuple[AugmentSetting, ...] = (
+    AugmentSetting("isotropic", 1.0, "delta", 0.5),
+    AugmentSetting("isotropic", 0.5, "delta", 0.5),
+    AugmentSetting("posterior", 2.0, "delta", 0.5),
+    AugmentSetting("extrapolate", 1.0, "delta", 0.5),
+)
+
+TUNE_BUDGET = Budget(max_steps=2000, eval_every=50, patience=4, min_steps=400)
+"""The classifier budget of every tuning run: converged on the inner slice, checked often."""
+
+
+def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(rest, held)``: a seeded ``fraction`` of every class (at least one where a class has two).
+
+    Example:
+        >>> rest, held = stratified_split(torch.tensor([0, 0, 0, 0, 1, 1]), 0.5, seed=0)
+        >>> len(rest), len(held)
+        (3, 3)
+    """
+    g = torch.Generator().manual_seed(seed)
+    tr, va = [], []
+    for c in torch.unique(y).tolist():
+        m = torch.nonzero(y == c).flatten()
+        m = m[torch.randperm(len(m), generator=g)]
+        k = max(1, int(round(len(m) * fraction))) if len(m) > 1 else 0
+        va.append(m[:k])
+        tr.append(m[k:])
+    return torch.cat(tr).sort().values, torch.cat(va).sort().values
+
+
+def stratified_folds(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
+    """``k`` disjoint folds covering every index, each class spread evenly over them (seeded).
+
+    Example:
+        >>> [len(f) for f in stratified_folds(torch.tensor([0] * 6 + [1] * 3), 3, seed=0)]
+        [3, 3, 3]
+    """
+    g = torch.Generator().manual_seed(seed)
+    folds: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    offset = 0
+    for c in torch.unique(y).tolist():
+        m = torch.nonzero(y == c).flatten()
+        m = m[torch.randperm(len(m), generator=g)]
+        for j in range(k):  # a rotating start, so that small classes do not all land in fold 0
+            folds[(j + offset) % k].append(m[j::k])
+        offset += len(m) % k
+    return [torch.cat(f).sort().values for f in folds]
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)`` (continued fraction, Lentz's method)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast below the mean; use symmetry above
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return front * h
+
+
+def t_sf(t: float, df: int) -> float:
+    """One-sided p-value ``P(T > t)`` of Student's t with ``df`` degrees of freedom.
+
+    Example:
+        >>> round(t_sf(2.015, 5), 3), t_sf(0.0, 3)
+        (0.05, 0.5)
+    """
+    if math.isnan(t):
+        return 1.0
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))  # P(T > |t|)
+    return tail if t > 0 else 1.0 - tail
+
+
+def _refit(model: VAE, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> VAE:
+    cfg = model.config
+    fit_augment = next((h.get("fit_augment") for h in model.history if h.get("fit_augment")), None)
+    return training.fit(x, y, epochs=epochs, latent_dim=cfg.latent_dim, conditional=cfg.num_classes is not None,
+                        num_classes=cfg.num_classes,  # a fold may lack a class; the model keeps them all
+                        widths=cfg.widths, likelihood=cfg.likelihood, gaussian_std=cfg.gaussian_std,
+                        learn_std=cfg.learn_std, beta=cfg.beta, kl_warmup=min(cfg.kl_warmup, epochs), patience=None,
+                        seed=seed, progress=False, device=model.device, precision="auto", distributed=False,
+                        augment=fit_augment if fit_augment in ("classic", "classic+flip") else None,
+                        interruptible=False)  # Ctrl-C stops tune, never one fold's VAE that it then judges with
+
+
+def tune(
+    model: VAE,
+    data: Any,
+    y: Any = None,
+    *,
+    grid: Sequence[AugmentSetting] = DEFAULT_GRID,
+    base: Transform | None = None,
+    folds: int = 3,
+    repeats: int = 2,
+    alpha: float = 0.1,
+    min_gain: float = 0.0,
+    budget: Budget = TUNE_BUDGET,
+    inner_val: float = 0.15,
+    batch_size: int = 64,
+    refit: bool = True,
+    refit_epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Choose the augmentation setting by cross-validation on ``data``; store it in ``model``.
+
+    Args:
+        model: the fitted VAE (conditional or not).
+        data: the training data with labels (any form :func:`vaeaug.data.as_tensor_data` takes).
+        y: labels for array data.
+        grid: the settings to try (``none`` is always tried).
+        base: your own per-image transform (``(C, H, W)`` float in ``[0, 1]`` in and out), applied
+            in every candidate after the VAE move; the choice is then "on top of ``base``".
+        folds: cross-validation folds (>= 2).
+        repeats: classifier seeds of the finalist on every fold (>= 1; more: more power, more time).
+        alpha: the false-positive rate of the one-sided paired t-test that must reject "no gain".
+        min_gain: the smallest mean gain (accuracy points) that counts.
+        budget: each classifier's :class:`~vaeaug.protocol.classifier.Budget` (converged on an inner slice).
+        inner_val: share of each fold's training part that decides when its classifiers stop.
+        batch_size: classifier batch size.
+        refit: fit a fresh VAE of the model's configuration per fold on its training part, so
+            that no variant is made by a model that has seen the images it is judged on;
+            ``False`` uses ``model`` itself (faster, optimistic if it saw ``data``).
+        refit_epochs: epochs of those fits; default: as many as ``model`` was fit for.
+        seed: seeds the folds, the fits and the classifiers.
+        progress: progress bar and a one-line verdict.
+
+    Returns:
+        ``{"chosen": {...} | None, "reason": str, "scores": [...], "p_value": float, ...}``;
+        also stored as ``model.tuning``, with the chosen setting (or ``p = 0``) as ``model.augment``.
+
+    Example:
+        >>> import vaeaug
+        >>> d = vaeaug.load_builtin("digits")
+        >>> m = vaeaug.fit(d.x[:200], d.y[:200], epochs=1, conditional=True, progress=False)
+        >>> r = vaeaug.tune(m, d.x[:200], d.y[:200], grid=[vaeaug.AugmentSetting()], folds=2, repeats=1,
+        ...                 budget=vaeaug.Budget(max_steps=20, eval_every=10, patience=1), progress=False)
+        >>> r["runs"], m.augment["p"] in (0.0, 0.5)  # 2 folds x (none, the setting); chosen or off
+        (4, True)
+    """
+    for name, v, lo in (("folds", folds, 2), ("repeats", repeats, 1), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
+    if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha must be a float in (0, 1), the test's false-positive rate; got {alpha!r}")
+    if not (isinstance(inner_val, float) and 0.0 < inner_val < 1.0):
+        raise ValueError(f"inner_val must be a float in (0, 1); got {inner_val!r}")
+    if not isinstance(budget, Budget) or not budget.converged:
+        raise ValueError("budget must be a converged vaeaug.Budget (tune stops each run on its inner slice)")
+    if base is not None and not callable(base):
+        raise TypeError(f"base must be a callable transform of one (C, H, W) image; got {type(base).__name__}")
+    grid = list(grid)
+    for s in grid:
+        if not isinstance(s, AugmentSetting):
+            raise TypeError(f"grid takes AugmentSetting values; got {type(s).__name__}")
+        s.check_for(conditional=model.conditional)
+    if not grid:
+        raise ValueError("grid is empty: give at least one AugmentSetting to try")
+    vr = model.value_range  # arrays are read in the model's recorded range (e.g. 0..16 digits floats)
+    arrays = isinstance(data, (np.ndarray, torch.Tensor))
+    td = as_tensor_data(data, y, value_range=(vr.low, vr.high) if arrays else None)
+    if td.y is None:
+        raise ValueError("tune trains classifiers and needs labels: pass y=... or a labelled dataset")
+    if tuple(td.sample_shape) != tuple(model.config.input_shape):
+        raise ValueError(f"the data's samples are {td.sample_shape} but the model takes {model.config.input_shape}")
+    if len(td.sample_shape) != 3:
+        raise ValueError(f"tune trains a CNN and needs images (C, H, W); this data is vectors {td.sample_shape}")
+    labels: torch.Tensor = td.y
+    counts = torch.bincount(labels)
+    if int(counts[counts > 0].min()) < folds:
+        raise ValueError(f"every class needs at least folds={folds} samples for cross-validation; the smallest "
+                         f"has {int(counts[counts > 0].min())}: lower folds or add data")
+    t_start = time.perf_counter()
+    num_classes = int(labels.max()) + 1
+    if model.conditional:
+        num_classes = max(num_classes, int(model.config.num_classes or 0))
+    fold_idx = stratified_folds(labels, folds, seed)
+    epochs = refit_epochs or max(1, len(model.history))
+    fold_cache: dict[int, tuple[Any, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], Any]] = {}
+
+    def fold(f: int) -> tuple[Any, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], Any]:
+        if f not in fold_cache:
+            rest = torch.cat([fold_idx[j] for j in range(folds) if j != f]).sort().values
+            tr, iv = stratified_split(labels[rest], inner_val, seed + 31 * f)
+            x_tr, y_tr = td.x[rest[tr]], labels[rest[tr]]
+            judge = _refit(model, x_tr, y_tr, epochs, seed + 101 * f) if refit else model
+            fold_cache[f] = ((x_tr, y_tr), (td.x[rest[iv]], labels[rest[iv]]),
+                             (td.x[fold_idx[f]], labels[fold_idx[f]]), TorchGenerator(judge))
+        return fold_cache[f]
+
+    names = ["none"] + [s.label() for s in grid]
+    settings: dict[str, AugmentSetting | None] = {"none": None, **{s.label(): s for s in grid}}
+    acc: dict[str, dict[tuple[int, int], float]] = {k: {} for k in names}
+    steps_used: dict[str, list[int]] = {k: [] for k in names}
+    n_planned = (len(grid) + 1) + (folds - 1) * (1 + max(1, len(grid) // 2)) + 2 * folds * (repeats - 1)
+    bar = tqdm(total=n_planned, desc="tune", unit="run", disable=not progress)
+
+    def run(label: str, f: int, r: int) -> None:
+        if (f, r) in acc[label]:
+            return
+        bar.set_postfix_str(f"{label}, fold {f + 1}/{folds}, repeat {r + 1}")
+        (x_tr, y_tr), inner, held, gen = fold(f)
+        s = settings[label]
+        res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
+                               budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
+                               base=base, val=inner)
+        acc[label][(f, r)] = res.accuracy
+        steps_used[label].append(res.steps)
+        bar.update()
+
+    def gains(label: str) -> list[float]:
+        return [acc[label][k] - acc["none"][k] for k in sorted(acc[label]) if k in acc["none"]]
+
+    # successive halving on repeat 0: every candidate on fold 0, the better half on every fold
+    alive = names[1:]
+    rungs = [[0], list(range(folds))]
+    for i, rung in enumerate(rungs):
+        for f in rung:
+            for label in ["none", *alive]:
+                run(label, f, 0)
+        ranked = sorted(alive, key=lambda k: statistics.fmean(gains(k)), reverse=True)
+        alive = ranked[: max(1, len(ranked) // 2)] if i < len(rungs) - 1 else ranked[:1]
+    finalist = alive[0]
+    for r in range(1, repeats):
+        for f in range(folds):
+            run("none", f, r)
+            run(finalist, f, r)
+    bar.close()
+    g = gains(finalist)
+    mean_gain = statistics.fmean(g)
+    sd = statistics.stdev(g) if len(g) > 1 else math.nan
+    t = mean_gain / (sd / math.sqrt(len(g))) if sd and sd > 0 else (math.inf if mean_gain > 0 else -math.inf)
+    p_value = t_sf(t, len(g) - 1) if len(g) > 1 else 1.0
+    chosen_setting = settings[finalist]
+    assert chosen_setting is not None
+    yes = p_value < alpha and mean_gain > min_gain
+    where = f"{folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}" if repeats > 1 else f"{folds} folds"
+    on_top = "" if base is None else " on top of your base transform"
+    if yes:
+        reason = (f"{finalist} gains {mean_gain:+.2f} ± {sd:.2f} points over none{on_top} across {where} "
+                  f"(paired one-sided t-test p = {p_value:.3f} < alpha = {alpha:g})")
+    else:
+        reason = (f"no setting beat none{on_top} beyond the noise: the best, {finalist}, gains {mean_gain:+.2f} "
+                  f"± {sd:.2f} points across {where} (p = {p_value:.3f}, needed < {alpha:g}); augmentation is "
+                  "off (p = 0)")
+    scores = [{"setting": dataclasses.asdict(s) if s else None, "label": k,
+               "val_accuracy": [acc[k][key] for key in sorted(acc[k])],
+               "runs": [list(key) for key in sorted(acc[k])],
+               "mean": statistics.fmean(acc[k].values()),
+               "gain": statistics.fmean(gains(k)) if k != "none" else 0.0,
+               "steps": steps_used[k]} for k, s in settings.items()]
+    result: dict[str, Any] = {
+        "chosen": dataclasses.asdict(chosen_setting) if yes else None, "reason": reason, "finalist": finalist,
+        "gain": mean_gain, "gain_sd": sd, "p_value": p_value, "alpha": alpha, "min_gain": min_gain,
+        "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
+        "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
+        "runs": sum(len(v) for v in acc.values()), "seconds": time.perf_counter() - t_start,
+    }
+    model.tuning = result
+    model.augment = dict(result["chosen"]) if yes else {**dataclasses.asdict(grid[0]), "p": 0.0}
+    if progress:
+        print(f"tune: {reason}", flush=True)
+    return result
