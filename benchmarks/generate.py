@@ -115,7 +115,7 @@ def main() -> None:
     model = vaeaug.fit(x, epochs=1, progress=False, device="cpu")
     tmp = Path(tempfile.mkdtemp())
     path = vaeaug.export_onnx(model, tmp / "m.onnx")["augmenter"]
-    tgen, ogen = vaeaug.TorchGenerator(model), vaeaug.OnnxGenerator(path)
+    tgen, ogen = vaeaug.TorchBackend(model), vaeaug.OnnxBackend(path)
     ceiling = matmul_ceiling()
     rows = []
     for mode, form in (("isotropic", "delta"), ("posterior", "decode")):

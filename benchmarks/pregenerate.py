@@ -5,7 +5,7 @@ the default 28x28 model (fit for one epoch on 5,000 images: speed does not depen
 exported to ONNX. Each arm runs ``vaeaug generate`` in a fresh subprocess (so its peak RSS is its
 own): 1 worker and 2 workers, and a quarter of the data (15,000 images) to see how peak memory
 scales. The reference is the raw speed of the same ONNX generator in this process, one thread, on
-the same fixed-size chunks (``OnnxGenerator.variants(..., invariant=True)``) without any writing:
+the same fixed-size chunks (``OnnxBackend.variants(..., invariant=True)``) without any writing:
 the writer's target is >= 80% of it per worker.
 
 Usage:
@@ -53,7 +53,7 @@ print(json.dumps({"seconds": seconds, "gen_seconds": r["seconds"], "samples": r[
 
 def raw_rate(path: Path, x: np.ndarray, n: int = 8192) -> float:
     """Variants/s of the ONNX generator alone, one thread, invariant chunks (best of 2)."""
-    gen = vaeaug.OnnxGenerator(path)
+    gen = vaeaug.OnnxBackend(path)
     xm = (x[:n, None].astype(np.float32) / np.float32(255.0))
     noise = Noise.from_keys(derive_keys(0, np.arange(n)), gen.latent_dim)
     gen.variants(xm[:64], noise=Noise(noise.eps[:64], noise.t[:64]), invariant=True)

@@ -88,7 +88,7 @@ def test_same_variant_as_the_torchvision_transform_for_the_same_key(model_path: 
     from vaeaug.core.augment import Augmenter
 
     aug = VAEAugment(model_path, p=1.0, mode="isotropic", form="delta", strength=0.7)
-    core = Augmenter(aug.generator, vaeaug.AugmentSetting("isotropic", 0.7, "delta", 1.0))  # what the v2 one runs
+    core = Augmenter(aug.backend, vaeaug.AugmentSetting("isotropic", 0.7, "delta", 1.0))  # what the v2 one runs
     for img in (digit_u8, digit_u8[..., None], digit_f32, digit_f32[..., None]):
         for key in (0, 12345, 2**62 + 7):
             np.testing.assert_array_equal(aug.apply(img, key=key), core(img, key=key))
@@ -248,7 +248,7 @@ def test_a_model_object_works_but_cannot_be_serialized(model_path: Path, digit_u
     assert "VAE(1x8x8" in repr(aug)
     from_path = VAEAugment(model_path, p=1.0)
     np.testing.assert_array_equal(aug.apply(digit_u8, key=4), from_path.apply(digit_u8, key=4))
-    for obj in (model, vaeaug.TorchGenerator(model)):
+    for obj in (model, vaeaug.TorchBackend(model)):
         with pytest.raises(NotImplementedError, match=r"pass its path, VAEAugment\('model\.vae'"):
             A.to_dict(A.Compose([VAEAugment(obj)]))
     # pickling keeps the object (there is no path to reload from)

@@ -22,7 +22,7 @@ from torchvision import tv_tensors
 
 import vaeaug
 from vaeaug.albumentations import VAEAugment as AlbAugment
-from vaeaug.backends.factory import as_generator
+from vaeaug.backends.factory import as_backend
 from vaeaug.core.augment import Augmenter, class_members, same_class_partners, sample_keys
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import PARTNER_MODES
@@ -60,7 +60,7 @@ def labels() -> np.ndarray:
 
 
 def core(src: str, invariant: bool = False, **setting: Any) -> Augmenter:
-    return Augmenter(as_generator(src), vaeaug.AugmentSetting(**{"p": 1.0, **setting}), invariant=invariant)
+    return Augmenter(as_backend(src), vaeaug.AugmentSetting(**{"p": 1.0, **setting}), invariant=invariant)
 
 
 def call_key(seed: int) -> int:
@@ -110,7 +110,7 @@ def test_every_consumer_makes_the_cores_variant_for_the_same_key(backend: str, m
     want = inv(torch.from_numpy(u8[2])[None].clone(), keys=derive_keys(9, np.array([2]), np.array([1])))
     assert same(got, want)
     # the generator called directly, and the core on model space (the evaluation and tuning path)
-    gen = as_generator(src)
+    gen = as_backend(src)
     xm = (batch.float() / 255.0).numpy()
     keys = derive_keys(11, np.arange(5))
     np.testing.assert_array_equal(gen.variants(xm, keys=keys), ref(xm, keys=keys, codec=ref.codec("model")))
@@ -161,7 +161,7 @@ def test_partner_modes_make_the_generators_variant_for_the_same_key_in_every_con
     src, n = models["uncond"][backend], N_PARTNERED
     x8, y = u8[:n], labels[:n].astype(np.int64)
     xm = x8[:, None].astype(np.float32) / np.float32(255.0)
-    gen = as_generator(src)
+    gen = as_backend(src)
 
     def want(sources: np.ndarray, keys: np.ndarray, invariant: bool = False) -> np.ndarray:
         """The generator called directly, with each source's partner picked by its key from the set."""
@@ -307,8 +307,8 @@ def _every_consumer(src: str, **setting: Any) -> list[Any]:
         lambda: vaeaug.VAEAugment(src, **setting),
         lambda: AlbAugment(src, **setting),
         lambda: vaeaug.VAEAugmentedDataset(base, src, **{k: v for k, v in setting.items() if k != "p"}),
-        lambda: Augmenter(as_generator(src), vaeaug.AugmentSetting(**setting)),
-        lambda: as_generator(src).variants(np.zeros((1, 1, 8, 8), np.float32), seed=0, **setting),
+        lambda: Augmenter(as_backend(src), vaeaug.AugmentSetting(**setting)),
+        lambda: as_backend(src).variants(np.zeros((1, 1, 8, 8), np.float32), seed=0, **setting),
     ]
 
 
@@ -362,7 +362,7 @@ def test_an_empty_batch_comes_back_as_it_is(backend: str, models: Any) -> None:
     assert alb.apply_to_images(stack, key=0) is stack
     assert alb.apply_to_images([], key=0) == []
     assert alb(images=stack)["images"] is stack and alb(images=[])["images"] == []  # (A.Compose itself refuses it)
-    assert as_generator(src).variants(np.zeros((0, 1, 8, 8), np.float32), seed=0).shape == (0, 1, 8, 8)
+    assert as_backend(src).variants(np.zeros((0, 1, 8, 8), np.float32), seed=0).shape == (0, 1, 8, 8)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -404,7 +404,7 @@ def test_a_bad_label_gets_the_same_error_everywhere(backend: str, label: Any, er
         lambda: AlbAugment(src, p=1.0).apply(u8[0], key=0, label=label),
         lambda: A.Compose([AlbAugment(src, p=1.0)], seed=0)(image=u8[0], label=label),
         lambda: core(src)(img, label, key=0),
-        lambda: as_generator(src).variants(np.zeros((1, 1, 8, 8), np.float32), label, seed=0),
+        lambda: as_backend(src).variants(np.zeros((1, 1, 8, 8), np.float32), label, seed=0),
         lambda: vaeaug.VAEAugmentedDataset([(img, label)], src),
     ]
     for call in calls:
@@ -418,10 +418,10 @@ def test_numpy_and_pil_on_the_onnx_backend_never_touch_torch(models: Any, u8: np
 import sys
 sys.modules["torch"] = None  # any import of torch now fails
 import numpy as np, PIL.Image
-from vaeaug import AugmentSetting, OnnxGenerator
+from vaeaug import AugmentSetting, OnnxBackend
 from vaeaug.core.augment import Augmenter
 img = np.load({str(tmp_path / "img.npy")!r})
-aug = Augmenter(OnnxGenerator({models["cond"]["onnx"]!r}), AugmentSetting(p=1.0))
+aug = Augmenter(OnnxBackend({models["cond"]["onnx"]!r}), AugmentSetting(p=1.0))
 outs = [aug(img, 3, key=1), aug(img[..., None], 3, key=1), aug(PIL.Image.fromarray(img), 3, key=1),
         aug(np.stack([img] * 4)[..., None], [1, 2, 3, 4], key=2), aug(img, 3, key=1)]
 assert outs[0].shape == (8, 8) and outs[1].shape == (8, 8, 1) and outs[2].size == (8, 8)

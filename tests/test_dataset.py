@@ -209,8 +209,8 @@ class CountCalls:
 
 
 def count_calls(ds: VAEAugmentedDataset, monkeypatch: pytest.MonkeyPatch) -> CountCalls:
-    counter = CountCalls(ds.generator)
-    monkeypatch.setattr(ds.generator, "generate", counter)
+    counter = CountCalls(ds.backend)
+    monkeypatch.setattr(ds.backend, "generate", counter)
     return counter
 
 
@@ -319,7 +319,7 @@ def test_variants_are_a_function_of_seed_and_index(det_base: Any, det_ref: list[
         else:
             assert not torch.equal(other[idx][0], det_ref[idx][0])
     # a model file gives the same variants as the model object
-    gen = vaeaug.TorchGenerator(model)
+    gen = vaeaug.TorchBackend(model)
     via_gen = VAEAugmentedDataset(det_base, gen, variants_per_sample=2, seed=3)
     assert_same(via_gen[len(via_gen) - 1], det_ref[-1])
 

@@ -184,7 +184,7 @@ def test_public_names_have_docstrings() -> None:
         if not (obj.__doc__ or "").strip():
             missing.append(path)
         if inspect.isclass(obj):
-            # an override of a documented vaeaug method (Generator.generate) is documented by it
+            # an override of a documented vaeaug method (Backend.generate) is documented by it
             missing += [f"{path}.{m}" for m in _own_public_members(obj) if not inspect.getdoc(getattr(obj, m))]
     assert not missing, f"public names without a docstring: {sorted(set(missing))}"
     assert len(objects) > 40, objects.keys()  # the walk found the modules

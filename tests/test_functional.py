@@ -1,4 +1,4 @@
-"""Counter-based RNG, the perturbation math, and the Generator interface (torch backend)."""
+"""Counter-based RNG, the perturbation math, and the Backend interface (torch backend)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import vaeaug
-from vaeaug.backends.factory import as_generator
-from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.backends.factory import as_backend
+from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core import functional as F
-from vaeaug.core.backend import Generator
+from vaeaug.core.backend import Backend
 from vaeaug.core.rng import Noise, Stream, derive_keys, normal, randint_key, uniform
 
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -440,20 +440,20 @@ def test_perturb_rejects_unknown_form(model) -> None:
 
 
 def test_torch_generator_basics(model, cmodel, tmp_path) -> None:
-    gen = TorchGenerator(model)
-    assert isinstance(gen, Generator)
-    assert as_generator(gen) is gen
-    assert isinstance(as_generator(model), TorchGenerator)
-    assert not gen.conditional and TorchGenerator(cmodel).conditional
+    gen = TorchBackend(model)
+    assert isinstance(gen, Backend)
+    assert as_backend(gen) is gen
+    assert isinstance(as_backend(model), TorchBackend)
+    assert not gen.conditional and TorchBackend(cmodel).conditional
     assert gen.latent_dim == 16 and gen.value_range == model.value_range
     assert gen.describe() == "VAE(1x8x8, latent 16)"
-    assert "10 classes" in TorchGenerator(cmodel).describe()
+    assert "10 classes" in TorchBackend(cmodel).describe()
     assert str(gen.device) == "cpu"
     with pytest.raises(TypeError, match="VAE or a model file path"):
-        TorchGenerator(object())
+        TorchBackend(object())
     # from a file: same variants as from the model
     path = vaeaug.save(model, tmp_path / "m.vae")
-    from_file = TorchGenerator(path)
+    from_file = TorchBackend(path)
     assert from_file.source == str(path)
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
     np.testing.assert_array_equal(from_file.variants(x, noise=_noise(4)), gen.variants(x, noise=_noise(4)))
@@ -463,7 +463,7 @@ def test_variants_numpy_in_numpy_out_tensor_in_tensor_out(model, cmodel, digits_
     x, y = digits_x[0][:12], digits_x[1][:12]
     nz = _noise(12)
     for m, labels in ((model, None), (cmodel, y)):
-        gen = TorchGenerator(m)
+        gen = TorchBackend(m)
         for form in F.FORMS:
             t_out = gen.variants(x, labels, noise=nz, form=form)
             n_out = gen.variants(x.numpy(), None if labels is None else labels.numpy(), noise=nz, form=form)
@@ -473,14 +473,14 @@ def test_variants_numpy_in_numpy_out_tensor_in_tensor_out(model, cmodel, digits_
             np.testing.assert_array_equal(n_out, t_out.numpy())
             assert 0 <= n_out.min() and n_out.max() <= 1
     # the same keys give the same variants; other keys give others
-    gen = TorchGenerator(model)
+    gen = TorchBackend(model)
     assert torch.equal(gen.variants(x, noise=_noise(12)), gen.variants(x, noise=_noise(12)))
     assert not torch.allclose(gen.variants(x, noise=_noise(12)), gen.variants(x, noise=_noise(12, seed=1)))
 
 
 def test_variants_errors(model, cmodel, digits_x) -> None:
     x, y = digits_x[0][:4], digits_x[1][:4]
-    gen, cgen = TorchGenerator(model), TorchGenerator(cmodel)
+    gen, cgen = TorchBackend(model), TorchBackend(cmodel)
     with pytest.raises(ValueError, match="noise is for 3 samples but x has 4"):
         gen.variants(x, noise=_noise(3))
     with pytest.raises(ValueError, match="pass the labels y"):
@@ -509,7 +509,7 @@ def test_variants_errors(model, cmodel, digits_x) -> None:
      (True, "prior", "decode")],
 )
 def test_invariant_output_does_not_depend_on_the_batch(model, cmodel, digits_x, conditional, mode, form) -> None:
-    gen = TorchGenerator(cmodel if conditional else model)
+    gen = TorchBackend(cmodel if conditional else model)
     x, y = digits_x
     y = y if conditional else None
     partner = x.flip(0)
@@ -543,7 +543,7 @@ def test_invariant_output_does_not_depend_on_the_batch(model, cmodel, digits_x, 
 
 
 def test_invariant_with_small_chunks(model, digits_x) -> None:
-    gen = TorchGenerator(model, chunk_size=8)
+    gen = TorchBackend(model, chunk_size=8)
     x = digits_x[0][:21]
     nz = _noise(21)
     full = gen.variants(x, noise=nz, invariant=True)

@@ -117,3 +117,15 @@ def test_the_core_and_the_onnx_backend_import_without_torch() -> None:
             "import vaeaug.core.augment, vaeaug.core.codecs, vaeaug.backends.onnx_backend, vaeaug.backends.factory\n"
             "assert 'torchvision' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PKG.parent)
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    """What another module needs is public where it lives: ``from X import _name`` between package
+    modules fails (relative or absolute, function-level included; ``_version`` is a module name)."""
+    found = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("vaeaug")):
+                found += [f"{path.relative_to(PKG.parent)}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__") and a.name != "_version"]
+    assert not found, f"private names imported from another module: {found}"

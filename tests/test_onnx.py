@@ -22,9 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import vaeaug
-from vaeaug import OnnxGenerator, VAEAugment, VAEAugmentedDataset, export_onnx, read_onnx_metadata
+from vaeaug import OnnxBackend, VAEAugment, VAEAugmentedDataset, export_onnx, read_onnx_metadata
 from vaeaug.backends.onnx.metadata import onnx_paths
-from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES
 
@@ -95,7 +95,7 @@ def test_export_any_size_dynamic_batch_and_agreement(shape: tuple[int, ...], tmp
     inputs = {i.name: i.shape for i in sess.get_inputs()}
     assert list(inputs) == ["x", "eps", "strength", "sigma_weight"]
     assert isinstance(inputs["x"][0], str) and inputs["x"][1:] == list(shape), "the batch must be dynamic"
-    gen, ref = OnnxGenerator(paths["augmenter"]), TorchGenerator(vae)
+    gen, ref = OnnxBackend(paths["augmenter"]), TorchBackend(vae)
     rng = np.random.default_rng(1)
     for n in (1, 7, 256):
         x = rng.random((n, *shape), dtype=np.float32)
@@ -104,7 +104,7 @@ def test_export_any_size_dynamic_batch_and_agreement(shape: tuple[int, ...], tmp
 
 
 def test_conditional_export_serves_every_mode(cmodel: vaeaug.VAE, c_onnx_path: Path, labels: np.ndarray) -> None:
-    gen, ref = OnnxGenerator(c_onnx_path), TorchGenerator(cmodel)
+    gen, ref = OnnxBackend(c_onnx_path), TorchBackend(cmodel)
     assert [i.name for i in ort.InferenceSession(str(c_onnx_path)).get_inputs()][-1] == "y"
     x = digits_uint8()[0][:7, None].astype(np.float32) / 255.0
     y = labels[:7].astype(np.int64)
@@ -124,7 +124,7 @@ def test_noise_is_an_input_and_the_graph_is_deterministic(onnx_path: Path, u8: n
     for p in onnx_paths(onnx_path).values():
         ops = {node.op_type for node in onnx.load(str(p)).graph.node}
         assert not any(op.startswith("Random") for op in ops), ops
-    gen = OnnxGenerator(onnx_path)
+    gen = OnnxBackend(onnx_path)
     x = u8[:5, None].astype(np.float32) / 255.0
     a = gen.variants(x, noise=_noise(5, 16))
     assert np.array_equal(a, gen.variants(x, noise=_noise(5, 16)))
@@ -132,7 +132,7 @@ def test_noise_is_an_input_and_the_graph_is_deterministic(onnx_path: Path, u8: n
 
 
 def test_invariant_outputs_do_not_depend_on_the_batch(onnx_path: Path, u8: np.ndarray) -> None:
-    gen = OnnxGenerator(onnx_path, chunk_size=16)
+    gen = OnnxBackend(onnx_path, chunk_size=16)
     x = u8[:40, None].astype(np.float32) / 255.0
     whole = gen.variants(x, noise=_noise(40, 16), invariant=True)
     noise = _noise(40, 16)
@@ -159,7 +159,7 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         assert meta["model_sha256"] == file_sha, "the export names the exact model file it came from"
         props = {e.key: e.value for e in onnx.load(str(p)).metadata_props}  # readable by any ONNX tool
         assert json.loads(props["vaeaug.model.config"]) == vae.config.to_dict()
-    gen = OnnxGenerator(paths["augmenter"])
+    gen = OnnxBackend(paths["augmenter"])
     assert gen.augment == vae.augment and gen.conditional and gen.latent_dim == vae.config.latent_dim
     aug = VAEAugment(paths["augmenter"])  # the tuned setting travels with the export
     assert (aug.mode, aug.strength, aug.form, aug.p) == ("posterior", 2.0, "delta", 0.25)
@@ -182,11 +182,11 @@ def test_generation_and_albumentations_without_torch(onnx_path: Path, model: vae
     np.save(tmp_path / "img.npy", u8[:4])
     code = _NO_TORCH + textwrap.dedent(f"""
         import vaeaug
-        from vaeaug import OnnxGenerator
+        from vaeaug import OnnxBackend
         from vaeaug.core.rng import Noise
         from vaeaug.core.rng import derive_keys
         x = np.load({str(tmp_path / "img.npy")!r})
-        gen = OnnxGenerator({str(onnx_path)!r})
+        gen = OnnxBackend({str(onnx_path)!r})
         noise = Noise.from_keys(derive_keys(0, np.arange(4)), 16)
         out = gen.variants(x[:, None].astype(np.float32) / 255.0, noise=noise)
         np.save({str(tmp_path / "gen.npy")!r}, out)
@@ -203,7 +203,7 @@ def test_generation_and_albumentations_without_torch(onnx_path: Path, model: vae
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == [], "torch was imported"
-    ref = TorchGenerator(model).variants(u8[:4, None].astype(np.float32) / 255.0, noise=_noise(4, 16))
+    ref = TorchBackend(model).variants(u8[:4, None].astype(np.float32) / 255.0, noise=_noise(4, 16))
     assert np.abs(np.load(tmp_path / "gen.npy") - ref).max() <= ATOL
     # the same adapter with the torch backend gives the same images (uint8 rounding aside)
     import albumentations as A
@@ -229,7 +229,7 @@ def test_transform_with_onnx_matches_torch(onnx_path: Path, model: vaeaug.VAE, u
     diff = (a.int() - b.int()).abs()
     assert int(diff.max()) <= 1
     assert float((diff > 0).float().mean()) < 0.01, "more than 1% of pixels differ after uint8 rounding"
-    single = VAEAugment(OnnxGenerator(onnx_path), p=1.0, seed=3)(batch[0])
+    single = VAEAugment(OnnxBackend(onnx_path), p=1.0, seed=3)(batch[0])
     assert single.shape == (1, 8, 8) and single.dtype == torch.uint8
     with pytest.raises(ValueError, match="CPU"):
         VAEAugment(str(onnx_path), device="meta")
@@ -263,7 +263,7 @@ def test_dataloader_workers_with_onnx(ctx: str, onnx_path: Path, u8: np.ndarray)
     aug = VAEAugment(str(onnx_path), p=1.0)
     img = torch.from_numpy(u8[0])[None].clone()
     aug(img)  # a session now exists in the parent: fork workers must not use it
-    assert aug.generator._sessions  # type: ignore[attr-defined]
+    assert aug.backend._sessions  # type: ignore[attr-defined]
     ds = ConstantImages(img, aug, n=8)
     run = _epochs(ds, ctx, 0)
     assert len(run) == 8 and all(t.dtype == torch.uint8 and t.shape == (1, 8, 8) for t in run)
@@ -273,7 +273,7 @@ def test_dataloader_workers_with_onnx(ctx: str, onnx_path: Path, u8: np.ndarray)
 
 
 def test_pickle_drops_sessions_and_keeps_outputs(onnx_path: Path, u8: np.ndarray) -> None:
-    gen = OnnxGenerator(onnx_path)
+    gen = OnnxBackend(onnx_path)
     x = u8[:3, None].astype(np.float32) / 255.0
     a = gen.variants(x, noise=_noise(3, 16))
     assert gen._sessions
@@ -283,11 +283,11 @@ def test_pickle_drops_sessions_and_keeps_outputs(onnx_path: Path, u8: np.ndarray
     assert clone._sessions == {} and np.array_equal(clone.variants(x, noise=_noise(3, 16)), a)
     opts = gen._session("augmenter").get_session_options()
     assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
-    assert OnnxGenerator(onnx_path, threads=2)._session("augmenter").get_session_options().intra_op_num_threads == 2
+    assert OnnxBackend(onnx_path, threads=2)._session("augmenter").get_session_options().intra_op_num_threads == 2
 
 
 def test_torch_tensors_in_and_out(onnx_path: Path, u8: np.ndarray) -> None:
-    gen = OnnxGenerator(onnx_path)
+    gen = OnnxBackend(onnx_path)
     x = torch.from_numpy(u8[:3, None].astype(np.float32) / 255.0)
     out = gen.variants(x, noise=_noise(3, 16))
     assert isinstance(out, torch.Tensor) and out.shape == x.shape and out.dtype == torch.float32
@@ -300,31 +300,31 @@ def test_corrupt_foreign_and_mismatched_files(onnx_path: Path, c_onnx_path: Path
     blob = onnx_path.read_bytes()
     (tmp_path / "trunc.onnx").write_bytes(blob[: len(blob) // 3])
     with pytest.raises(ValueError, match="not a valid ONNX file"):
-        OnnxGenerator(tmp_path / "trunc.onnx")
+        OnnxBackend(tmp_path / "trunc.onnx")
     (tmp_path / "noise.onnx").write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(ValueError, match="not a valid ONNX file"):
-        OnnxGenerator(tmp_path / "noise.onnx")
+        OnnxBackend(tmp_path / "noise.onnx")
     flipped = bytearray(blob)
     flipped[len(blob) // 2] ^= 0x10  # inside the weights: still a well-formed file
     (tmp_path / "flipped.onnx").write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="SHA-256 differs"):
-        OnnxGenerator(tmp_path / "flipped.onnx")
+        OnnxBackend(tmp_path / "flipped.onnx")
     (tmp_path / "model.vae.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="not a valid ONNX file"):
-        OnnxGenerator(tmp_path / "model.vae.onnx")
+        OnnxBackend(tmp_path / "model.vae.onnx")
     foreign = onnx.helper.make_model(onnx.helper.make_graph(
         [onnx.helper.make_node("Relu", ["a"], ["b"])], "g",
         [onnx.helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1])]))
     onnx.save(foreign, str(tmp_path / "foreign.onnx"))
     with pytest.raises(ValueError, match="not one exported by vaeaug"):
-        OnnxGenerator(tmp_path / "foreign.onnx")
+        OnnxBackend(tmp_path / "foreign.onnx")
     with pytest.raises(ValueError, match="sampler graph"):
-        OnnxGenerator(onnx_paths(onnx_path)["sampler"])
+        OnnxBackend(onnx_paths(onnx_path)["sampler"])
     with pytest.raises(FileNotFoundError):
-        OnnxGenerator(tmp_path / "missing.onnx")
+        OnnxBackend(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="must end in .onnx"):
-        OnnxGenerator(tmp_path / "m.vae")
+        OnnxBackend(tmp_path / "m.vae")
     # a newer format version, and edited metadata
     proto = onnx.load(str(onnx_path))
     for e in proto.metadata_props:
@@ -332,12 +332,12 @@ def test_corrupt_foreign_and_mismatched_files(onnx_path: Path, c_onnx_path: Path
             e.value = "99"
     onnx.save(proto, str(tmp_path / "newer.onnx"))
     with pytest.raises(ValueError, match="newer than this vaeaug"):
-        OnnxGenerator(tmp_path / "newer.onnx")
+        OnnxBackend(tmp_path / "newer.onnx")
     # a sampler from another export beside this augmenter: refused when first needed
     (tmp_path / "mix.onnx").write_bytes(blob)
     (tmp_path / "mix.encoder.onnx").write_bytes(onnx_paths(onnx_path)["encoder"].read_bytes())
     (tmp_path / "mix.sampler.onnx").write_bytes(onnx_paths(c_onnx_path)["sampler"].read_bytes())
-    gen = OnnxGenerator(tmp_path / "mix.onnx")
+    gen = OnnxBackend(tmp_path / "mix.onnx")
     x = np.zeros((2, 1, 8, 8), np.float32)
     gen.variants(x, noise=_noise(2, 16))  # the augmenter alone is fine
     with pytest.raises(ValueError, match="does not belong to the export"):
@@ -345,7 +345,7 @@ def test_corrupt_foreign_and_mismatched_files(onnx_path: Path, c_onnx_path: Path
 
 
 def test_bad_input_to_the_onnx_generator(onnx_path: Path, c_onnx_path: Path) -> None:
-    gen, cgen = OnnxGenerator(onnx_path), OnnxGenerator(c_onnx_path)
+    gen, cgen = OnnxBackend(onnx_path), OnnxBackend(c_onnx_path)
     x = np.zeros((2, 1, 8, 8), np.float32)
     with pytest.raises(ValueError, match=r"expected x of shape \(N, 1, 8, 8\)"):
         gen.variants(np.zeros((2, 1, 9, 9), np.float32), noise=_noise(2, 16))
@@ -363,7 +363,7 @@ def test_bad_input_to_the_onnx_generator(onnx_path: Path, c_onnx_path: Path) -> 
         with pytest.raises(ValueError, match=f"mode '{mode}' needs partner samples"):
             gen.variants(x, mode=mode, noise=_noise(2, 16))
     with pytest.raises(ValueError, match="threads"):
-        OnnxGenerator(onnx_path, threads=0)
+        OnnxBackend(onnx_path, threads=0)
 
 
 def test_export_errors_leave_no_file(model: vaeaug.VAE, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,8 +23,8 @@ from torchvision.transforms import v2
 
 import vaeaug
 from vaeaug import VAEAugment
-from vaeaug.backends.torch_backend import TorchGenerator
-from vaeaug.core.backend import Generator
+from vaeaug.backends.torch_backend import TorchBackend
+from vaeaug.core.backend import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "examples" / "recipes"
@@ -123,11 +123,11 @@ def test_dict_of_lists_is_the_batch_path(kind: str, cmodel, u8, labels) -> None:
     assert all(np.array_equal(_pixels(a).reshape(8, 8), r[0].numpy()) for a, r in zip(out["image"], ref, strict=True))
 
 
-class Recording(Generator):
-    """A Generator that records the batches and labels of its model calls, then runs the torch backend."""
+class Recording(Backend):
+    """A Backend that records the batches and labels of its model calls, then runs the torch backend."""
 
     def __init__(self, model: vaeaug.VAE) -> None:
-        self.inner = TorchGenerator(model)
+        self.inner = TorchBackend(model)
         self.config, self.value_range, self.class_names = model.config, self.inner.value_range, self.inner.class_names
         self.calls: list[dict[str, Any]] = []
 

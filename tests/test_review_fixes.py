@@ -91,7 +91,7 @@ def test_corrupt_npz_is_a_value_error(tmp_path: Path) -> None:
 
 def test_chunk_size_is_validated(digits_model) -> None:
     with pytest.raises(ValueError, match="chunk_size"):
-        vaeaug.TorchGenerator(digits_model, chunk_size=0)
+        vaeaug.TorchBackend(digits_model, chunk_size=0)
 
 
 def test_score_k1_is_the_elbo_of_elbo_terms(digits_model) -> None:

@@ -802,10 +802,10 @@ def test_mutate_model_edits_behind_a_valid_checksum(blob: bytes, tmp_path: Path)
 
 
 def test_the_torch_generator_refuses_a_bad_device_string_too() -> None:
-    """TorchGenerator(device="gpu") raised torch's RuntimeError; it goes through resolve_device now."""
-    from vaeaug.backends.torch_backend import TorchGenerator
+    """TorchBackend(device="gpu") raised torch's RuntimeError; it goes through resolve_device now."""
+    from vaeaug.backends.torch_backend import TorchBackend
 
     model = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8)))
     with pytest.raises(ValueError, match="device"):
-        TorchGenerator(model, device="gpu")
-    assert TorchGenerator(model, device="cpu").model.device.type == "cpu"
+        TorchBackend(model, device="gpu")
+    assert TorchBackend(model, device="cpu").model.device.type == "cpu"

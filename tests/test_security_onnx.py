@@ -37,7 +37,7 @@ from vaeaug.backends.onnx.metadata import (
     read_onnx_metadata,
     seal,
 )
-from vaeaug.backends.onnx_backend import OnnxGenerator
+from vaeaug.backends.onnx_backend import OnnxBackend
 from vaeaug.core.rng import Noise, derive_keys
 
 REEXPORT = "vaeaug export"  # every refusal says how to fix it
@@ -101,7 +101,7 @@ def _x(n: int = 3) -> tuple[np.ndarray, np.ndarray, Noise]:
     return x, np.arange(n, dtype=np.int64) % 10, Noise.from_keys(derive_keys(7, np.arange(n)), 16)
 
 
-def _outputs(gen: OnnxGenerator) -> list[np.ndarray]:
+def _outputs(gen: OnnxBackend) -> list[np.ndarray]:
     """The augmenter's and the sampler's outputs on fixed inputs."""
     x, y, noise = _x()
     return [gen.variants(x, y, mode="isotropic", noise=noise), gen.variants(x, y, mode="prior", noise=noise)]
@@ -115,7 +115,7 @@ def test_one_flipped_metadata_byte_is_refused(blobs: dict[str, bytes], tmp_path:
     blob = blobs["augmenter"]
     assert blob.count(b'"high": 16.0') == 1
     path = _place(tmp_path, blobs, augmenter=blob.replace(b'"high": 16.0', b'"high": 36.0'))
-    for load in (read_onnx_metadata, OnnxGenerator, vaeaug.VAEAugment):
+    for load in (read_onnx_metadata, OnnxBackend, vaeaug.VAEAugment):
         with pytest.raises(ValueError, match="SHA-256 differs") as e:
             load(path)
         assert REEXPORT in str(e.value)
@@ -164,7 +164,7 @@ def test_every_top_level_field_is_covered(field: str, blobs: dict[str, bytes], t
     assert bad != blob
     path = _place(tmp_path, blobs, augmenter=bad)
     with pytest.raises(ValueError, match="SHA-256 differs|last field") as e:
-        OnnxGenerator(path)
+        OnnxBackend(path)
     assert REEXPORT in str(e.value)
 
 
@@ -185,20 +185,20 @@ def test_a_format_1_export_asks_for_a_new_export(blobs: dict[str, bytes], tmp_pa
     e.key, e.value = "vaeaug.graph_sha256", graph_sha256(old)
     path = _place(tmp_path, blobs, augmenter=bytes(proto.SerializeToString()))
     with pytest.raises(ValueError, match=r"format version 1.*vaeaug export model.vae --out model.onnx"):
-        OnnxGenerator(path)
+        OnnxBackend(path)
 
 
 def test_a_changed_augmenter_or_foreign_companion_is_refused_when_its_session_is_made(
         blobs: dict[str, bytes], tmp_path: Path) -> None:
     path = _place(tmp_path, blobs)
-    gen = OnnxGenerator(path)
+    gen = OnnxBackend(path)
     _place(tmp_path, blobs, augmenter=_json_edit(blobs["augmenter"], "value_range", lambda d: {**d, "high": 17.0}))
     with pytest.raises(ValueError, match="changed since this generator opened it"):
         _outputs(gen)
     # a sampler sealed with another description (here: other class names) does not belong to this export
     path = _place(tmp_path / "b", blobs, sampler=_json_edit(blobs["sampler"], "class_names",
                                                             lambda names: names[::-1]))
-    gen = OnnxGenerator(path)
+    gen = OnnxBackend(path)
     x, y, noise = _x()
     gen.variants(x, y, noise=noise)  # the augmenter alone is fine
     with pytest.raises(ValueError, match="does not belong to the export"):
@@ -247,7 +247,7 @@ def test_external_data_is_refused_anywhere(where: str, external: str, blobs: dic
     else:
         proto.training_info.add().initialization.initializer.append(t)
     path = _place(tmp_path, blobs, augmenter=seal(bytes(proto.SerializeToString())))
-    for load in (read_onnx_metadata, OnnxGenerator):
+    for load in (read_onnx_metadata, OnnxBackend):
         with pytest.raises(ValueError, match=r"'w_ext' is stored as ONNX external data.*self-contained") as e:
             load(path)
         assert REEXPORT in str(e.value)
@@ -264,9 +264,9 @@ def test_a_file_saved_with_external_weights_is_refused(blobs: dict[str, bytes], 
     for blob in (moved, seal(moved)):
         path = _place(tmp_path, blobs, augmenter=blob)
         with pytest.raises(ValueError, match="SHA-256 differs|external data"):
-            OnnxGenerator(path)
+            OnnxBackend(path)
     with pytest.raises(ValueError, match="external data"):
-        OnnxGenerator(path)
+        OnnxBackend(path)
 
 
 def test_export_writes_weights_inline_when_torch_would_write_them_beside(tmp_path: Path,
@@ -284,7 +284,7 @@ def test_export_writes_weights_inline_when_torch_would_write_them_beside(tmp_pat
         assert all(t.data_location == onnx.TensorProto.DEFAULT and not t.external_data
                    for t in proto.graph.initializer)
     x = np.random.default_rng(0).random((2, 12), dtype=np.float32)
-    assert OnnxGenerator(paths["augmenter"]).variants(x, seed=0).shape == (2, 12)
+    assert OnnxBackend(paths["augmenter"]).variants(x, seed=0).shape == (2, 12)
 
 
 def test_a_graph_over_the_protobuf_limit_fails_clearly(model: vaeaug.VAE, tmp_path: Path,
@@ -316,7 +316,7 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(change: str, 
     if change == "unconditional":  # names for 10 classes need num_classes = 10: drop them too
         blob = seal(_edit(blob, class_names="null"))
     path = _place(tmp_path, blobs, augmenter=blob)
-    for load in (read_onnx_metadata, OnnxGenerator):
+    for load in (read_onnx_metadata, OnnxBackend):
         with pytest.raises(ValueError, match="the augmenter graph's inputs are .* but its metadata") as e:
             load(path)
         assert REEXPORT in str(e.value) and str(e.value).count("\n") == 0
@@ -331,7 +331,7 @@ def test_more_classes_than_the_graph_holds_is_a_value_error_when_the_session_is_
     names = json.dumps([str(i) for i in range(12)])
     path = _place(tmp_path, blobs, **{g: seal(_edit(_json_edit(blobs[g], "config", more), class_names=names))
                                       for g in blobs})
-    gen = OnnxGenerator(path)
+    gen = OnnxBackend(path)
     x, y, noise = _x()
     with pytest.raises(ValueError, match="does not run on the inputs its metadata describes.*num_classes 12"):
         gen.variants(x, y, noise=noise)
@@ -412,7 +412,7 @@ def test_format_version_and_other_text_fields(changes: dict[str, str | None], me
                                               blobs: dict[str, bytes], tmp_path: Path) -> None:
     path = _place(tmp_path, blobs, augmenter=seal(_edit(blobs["augmenter"], **changes)))
     with pytest.raises(ValueError, match=message) as e:
-        OnnxGenerator(path)
+        OnnxBackend(path)
     assert "vaeaug" in str(e.value) and len(str(e.value)) < 2000
 
 
@@ -457,7 +457,7 @@ def test_only_regular_files_of_bounded_size_are_read(kind: str, blobs: dict[str,
                         .get(kind, kind), MAX_ONNX_BYTES + 1)
     expected = {"fifo": "FIFO", "dev_zero": "character device", "directory": "directory",
                 "too_large": "more than the 2147483648 bytes"}[kind]
-    for load in (read_onnx_metadata, OnnxGenerator):
+    for load in (read_onnx_metadata, OnnxBackend):
         t = time.perf_counter()
         err = _returns_within(lambda: load(path))  # noqa: B023 - called at once
         assert isinstance(err, ValueError) and expected in str(err), err
@@ -468,7 +468,7 @@ def test_a_fifo_companion_is_refused_when_needed(blobs: dict[str, bytes], tmp_pa
     path = _place(tmp_path, blobs)
     onnx_paths(path)["sampler"].unlink()
     os.mkfifo(onnx_paths(path)["sampler"])
-    gen = OnnxGenerator(path)
+    gen = OnnxBackend(path)
     x, y, noise = _x()
     err = _returns_within(lambda: gen.variants(x, y, mode="prior", noise=noise))
     assert isinstance(err, ValueError) and "FIFO" in str(err), err
@@ -638,7 +638,7 @@ def fuzz_path(blobs: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def reference(fuzz_path: Path) -> tuple[dict[str, Any], list[np.ndarray]]:
-    return read_onnx_metadata(fuzz_path), _outputs(OnnxGenerator(fuzz_path))
+    return read_onnx_metadata(fuzz_path), _outputs(OnnxBackend(fuzz_path))
 
 
 @settings(**fuzz_settings(60), database=None, suppress_health_check=list(HealthCheck))
@@ -652,10 +652,10 @@ def test_fuzz_damaged_exports_are_refused_or_identical(ops: list[Op], blobs: dic
         meta = read_onnx_metadata(fuzz_path)
     except ValueError:
         with pytest.raises(ValueError):
-            OnnxGenerator(fuzz_path)
+            OnnxBackend(fuzz_path)
         return
     assert meta == reference[0]
-    outputs = _outputs(OnnxGenerator(fuzz_path))
+    outputs = _outputs(OnnxBackend(fuzz_path))
     assert all(np.array_equal(a, b) for a, b in zip(outputs, reference[1], strict=True))
 
 
@@ -686,4 +686,4 @@ def test_fuzz_resealed_damage_is_validated(target: str, ops: list[Op], blobs: di
     except ValueError:
         return
     assert isinstance(meta["config"], vaeaug.VAEConfig) and isinstance(meta["value_range"], vaeaug.ValueRange)
-    assert OnnxGenerator(fuzz_path).config == meta["config"]
+    assert OnnxBackend(fuzz_path).config == meta["config"]

@@ -18,8 +18,8 @@ from torchvision.transforms import v2
 
 import vaeaug
 from vaeaug import VAEAugment
-from vaeaug.backends.torch_backend import TorchGenerator
-from vaeaug.core.backend import Generator
+from vaeaug.backends.torch_backend import TorchBackend
+from vaeaug.core.backend import Backend
 
 # DataLoader workers started with "spawn" unpickle the dataset by importing its module: keep it in
 # tests/_helpers.py and put this folder on sys.path (spawned workers inherit the parent's sys.path).
@@ -55,11 +55,11 @@ def labels() -> np.ndarray:
     return digits_uint8()[1][:300]
 
 
-class Recording(Generator):
-    """A Generator that records every model call (``generate``) and delegates to the torch backend."""
+class Recording(Backend):
+    """A Backend that records every model call (``generate``) and delegates to the torch backend."""
 
     def __init__(self, model: vaeaug.VAE) -> None:
-        self.inner = TorchGenerator(model)
+        self.inner = TorchBackend(model)
         self.config = self.inner.config
         self.value_range = self.inner.value_range
         self.class_names = self.inner.class_names
@@ -196,7 +196,7 @@ def test_output_stays_on_the_input_device(device: str, dtype: torch.dtype, model
     for inpt in (x.to(device), x.to(device)[0]):
         out = aug(inpt)
         assert out.device == inpt.device and out.dtype == inpt.dtype and out.shape == inpt.shape
-    assert aug.generator.device.type == device
+    assert aug.backend.device.type == device
 
 
 def test_non_contiguous_and_channels_last_inputs(model, u8) -> None:

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from vaeaug.augmented_dataset import VAEAugmentedDataset
     from vaeaug.backends.onnx.export import export_onnx
     from vaeaug.backends.onnx.metadata import read_onnx_metadata
-    from vaeaug.backends.onnx_backend import OnnxGenerator
-    from vaeaug.backends.torch_backend import TorchGenerator
-    from vaeaug.core.backend import Generator
+    from vaeaug.backends.onnx_backend import OnnxBackend
+    from vaeaug.backends.torch_backend import TorchBackend
+    from vaeaug.core.backend import Backend
     from vaeaug.core.rng import Noise
     from vaeaug.core.settings import AugmentSetting
     from vaeaug.data import TensorData, ValueRange, as_tensor_data
@@ -51,15 +51,15 @@ _LAZY = {
     "save": "model.vaefile",
     "VAEAugment": "transforms",
     "VAEAugmentedDataset": "augmented_dataset",
-    "Generator": "core.backend",
-    "TorchGenerator": "backends.torch_backend",
+    "Backend": "core.backend",
+    "TorchBackend": "backends.torch_backend",
     "Noise": "core.rng",
     "evaluate": "protocol.evaluation",
     "Budget": "protocol.classifier",
     "tune": "protocol.tuning",
     "AugmentSetting": "core.settings",
     "export_onnx": "backends.onnx.export",
-    "OnnxGenerator": "backends.onnx_backend",
+    "OnnxBackend": "backends.onnx_backend",
     "read_onnx_metadata": "backends.onnx.metadata",
     "pregenerate": "generated.writer",
     "verify_generated": "generated.format",
@@ -80,15 +80,15 @@ __all__ = [
     "save",
     "VAEAugment",
     "VAEAugmentedDataset",
-    "Generator",
-    "TorchGenerator",
+    "Backend",
+    "TorchBackend",
     "Noise",
     "evaluate",
     "Budget",
     "tune",
     "AugmentSetting",
     "export_onnx",
-    "OnnxGenerator",
+    "OnnxBackend",
     "read_onnx_metadata",
     "pregenerate",
     "verify_generated",

@@ -1,6 +1,6 @@
 """``VAEAugment`` for albumentations: replace an image by a VAE variant of it, inside ``A.Compose``.
 
-An ``albumentations.ImageOnlyTransform`` over the same :class:`~vaeaug.core.backend.Generator`, the
+An ``albumentations.ImageOnlyTransform`` over the same :class:`~vaeaug.core.backend.Backend`, the
 same per-sample keys and the same perturbation math as the torchvision transform
 (:class:`vaeaug.transforms.VAEAugment`): for the same key both give the same variant. It is reached
 as ``import vaeaug.albumentations``; ``import vaeaug`` never imports albumentations.
@@ -33,9 +33,9 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         f"pip install 'vaeaug[albumentations]' (import failed: {e})"
     ) from e
 
-from vaeaug.backends.factory import as_generator
+from vaeaug.backends.factory import as_backend
 from vaeaug.core.augment import Augmenter, sample_keys
-from vaeaug.core.backend import Generator
+from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import NumpyImages
 from vaeaug.core.rng import Stream, derive_keys, uniform, worker_component, worker_seed
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
@@ -65,7 +65,7 @@ def _process_entropy() -> int:
     return int(derive_keys(base, os.getpid())[0] & _MASK63)
 
 
-def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | None, Any, Any]:
+def _describe_model(model: Any, device: Any) -> tuple[str | None, Backend | None, Any, Any]:
     """``(path, generator, config, tuned setting)``: a path is only read for its metadata."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
@@ -84,7 +84,7 @@ def _describe_model(model: Any, device: Any) -> tuple[str | None, Generator | No
 
             meta = read_metadata(path)
         return path, None, meta["config"], meta.get("augment")
-    gen = as_generator(model, device=device)  # TypeError for anything else
+    gen = as_backend(model, device=device)  # TypeError for anything else
     return None, gen, gen.config, gen.augment
 
 
@@ -127,12 +127,12 @@ class VAEAugment(ImageOnlyTransform):
     before loading, so albumentations finds the class in its registry; note that albumentations
     does not serialize ``Compose(seed=...)``). The model is loaded lazily, on first use in each
     process, and dropped when the transform is pickled, so DataLoader workers started by spawn
-    reload it from the path. A ``VAE`` or ``Generator`` object works, but cannot be serialized.
+    reload it from the path. A ``VAE`` or ``Backend`` object works, but cannot be serialized.
 
     Args:
         model: the path of a ``.vae`` file or of an ``.onnx`` export (str or PathLike; needed for
             serialization; an ``.onnx`` model runs with numpy and onnxruntime only, torch need not
-            be installed), a fitted ``VAE``, or a ``Generator``.
+            be installed), a fitted ``VAE``, or a ``Backend``.
         p: probability that an image is replaced by a variant.
         strength: size of the latent move (``s``; see :mod:`vaeaug.core.functional`).
         mode: ``"posterior"``, ``"isotropic"``, ``"prior"`` (conditional models) or
@@ -215,17 +215,17 @@ class VAEAugment(ImageOnlyTransform):
         return self._generator.describe()
 
     @property
-    def generator(self) -> Generator:
+    def backend(self) -> Backend:
         """The generator that makes the variants (loaded from the path on first use here)."""
         if self._generator is None:
             assert self._path is not None
-            self._generator = as_generator(self._path, device=self.device)
+            self._generator = as_backend(self._path, device=self.device)
         return self._generator
 
     def _augmenter(self) -> tuple[Augmenter, NumpyImages, NumpyImages]:
         """The core and its two codecs (one image; a stack), built on first use in each process."""
         if self._core is None:
-            gen = self.generator
+            gen = self.backend
             shape, vr = tuple(gen.config.input_shape), gen.value_range
             hint = f"pass the label with the image, e.g. transform(image=img, {_LABEL_KEY}=3) - extra keys pass " \
                 "through A.Compose unchanged"

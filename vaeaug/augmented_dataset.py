@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaeaug.backends.factory import as_generator
+from vaeaug.backends.factory import as_backend
 from vaeaug.core.augment import Augmenter, class_members, same_class_partners
-from vaeaug.core.backend import Generator
+from vaeaug.core.backend import Backend
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
@@ -55,7 +55,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
     Args:
         base: a map-style dataset yielding ``x`` or ``(x, y)``; ``x`` a PIL image, a tensor
             ``(C, H, W)`` or a numpy ``(H, W[, C])`` array of the model's size.
-        model_or_path: a fitted ``VAE``, a ``.vae`` path or a ``Generator``.
+        model_or_path: a fitted ``VAE``, a ``.vae`` path or a ``Backend``.
         variants_per_sample: ``k``, variants per real sample.
         mode: latent move (see :mod:`vaeaug.core.functional`); ``interpolate`` and ``extrapolate`` pick
             partners of the same class from ``base``.
@@ -110,7 +110,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         self.n_real = len(base)
         if self.n_real == 0:
             raise ValueError("the base dataset is empty")
-        gen = as_generator(model_or_path, device=device)
+        gen = as_backend(model_or_path, device=device)
         if len(gen.config.input_shape) != 3:
             raise ValueError("VAEAugmentedDataset works on images; this model was fit on vectors (N, D)")
         if gen.augment is not None and gen.augment.get("p") == 0.0:
@@ -132,7 +132,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
                 f"{len(base[0])} fields; balance with variants (balance_with='variants', which keep every field of "
                 "their source), or wrap the base so it yields (x, y)"
             )
-        self.generator: Generator = gen
+        self.backend: Backend = gen
         self.balance_with = balance_with
         self._prior = Augmenter(gen, AugmentSetting("prior", 1.0, "decode", 1.0), invariant=True) if prior \
             else None
@@ -281,7 +281,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
             out[p] = self._wrap(_replace_x(items[i], self._core.codec_for(x).put_back(x, None, made[r:r + 1])), True)
 
     def _make_prior(self, out: list[Any], pos: list[int], idx: np.ndarray) -> None:
-        gen = self.generator
+        gen = self.backend
         classes = self._extra[idx - self.n_real * (1 + self.variants_per_sample)]
         prior = self._prior
         assert prior is not None
@@ -304,4 +304,4 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         extra = f"{len(self._extra)}" + (f" ({self.balance_with})" if len(self._extra) else "")
         return (f"VAEAugmentedDataset(n_real={self.n_real}, variants_per_sample={self.variants_per_sample}, "
                 f"extra={extra}, mode={self.mode!r}, strength={self.strength}, form={self.form!r}, "
-                f"seed={self.seed}, model={getattr(self.generator, 'source', None) or self.generator.describe()!r})")
+                f"seed={self.seed}, model={getattr(self.backend, 'source', None) or self.backend.describe()!r})")

@@ -32,9 +32,9 @@ from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from vaeaug.backends.factory import as_generator
+from vaeaug.backends.factory import as_backend
 from vaeaug.core.augment import Augmenter
-from vaeaug.core.backend import Generator
+from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import Codec, not_an_image
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import derive_keys, worker_component
@@ -162,7 +162,7 @@ class _ImageList(Codec):
     """
 
     def __init__(self, core: Augmenter, column: Any) -> None:
-        super().__init__(tuple(core.generator.config.input_shape), core.generator.value_range)
+        super().__init__(tuple(core.backend.config.input_shape), core.backend.value_range)
         self._core, self._column = core, column
         self._codecs: list[Codec] = []
 
@@ -224,7 +224,7 @@ class VAEAugment(v2.Transform):
 
     Args:
         model_or_path: a fitted ``VAE``, the path of a ``.vae`` file or an ``.onnx`` export, or a
-            ``Generator``.
+            ``Backend``.
         p: probability that an image is replaced by a variant.
         strength: size of the latent move (``s``; see :mod:`vaeaug.core.functional`).
         mode: ``"posterior"``, ``"isotropic"``, ``"interpolate"`` or ``"extrapolate"`` (batches with
@@ -276,7 +276,7 @@ class VAEAugment(v2.Transform):
                                 f"got {type(k).__name__} {k!r}")
         if image_key is not None and image_key == label_key:
             raise ValueError(f"image_key and label_key are both {image_key!r}; name two different keys")
-        gen = as_generator(model_or_path, device=device)
+        gen = as_backend(model_or_path, device=device)
         if len(gen.config.input_shape) != 3:
             raise ValueError("VAEAugment works on images; this model was fit on vectors (N, D)")
         setting = resolve_setting(gen.augment, mode=mode, strength=strength, form=form, p=p)
@@ -291,9 +291,9 @@ class VAEAugment(v2.Transform):
         self._given_labels: tuple[Any] | None = None  # the label_key's value, for torchvision's path
 
     @property
-    def generator(self) -> Generator:
+    def backend(self) -> Backend:
         """The generator that makes the variants."""
-        return self._core.generator
+        return self._core.backend
 
     def _key(self) -> int:
         if self.seed is None:

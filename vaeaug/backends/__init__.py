@@ -1,4 +1,4 @@
 """The backends that run a model: torch (:mod:`.torch_backend`), onnxruntime (:mod:`.onnx_backend`, torch-free),
-the ONNX export and its metadata rules (:mod:`.onnx`), and :func:`.factory.as_generator`, the only place that
+the ONNX export and its metadata rules (:mod:`.onnx`), and :func:`.factory.as_backend`, the only place that
 knows both. Nothing is imported here, so the onnxruntime backend stays torch-free.
 """

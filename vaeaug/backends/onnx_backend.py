@@ -1,4 +1,4 @@
-"""``OnnxGenerator``: the Generator interface on onnxruntime, with only numpy (no torch needed).
+"""``OnnxBackend``: the Backend interface on onnxruntime, with only numpy (no torch needed).
 
 An export (:func:`vaeaug.export_onnx`; files and metadata: :mod:`.onnx_metadata`) is three graphs:
 
@@ -33,20 +33,20 @@ from typing import Any
 import numpy as np
 
 from vaeaug.backends.onnx.metadata import onnx_paths, read_onnx_file, read_onnx_metadata
-from vaeaug.core.backend import Generator, run_chunked
+from vaeaug.core.backend import Backend, run_chunked
 from vaeaug.core.codecs import is_tensor as _is_torch
 from vaeaug.core.functional import ONE_CALL_ROWS, perturb
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
 
-__all__ = ["OnnxGenerator"]
+__all__ = ["OnnxBackend"]
 
 # what the three files of one export share: a companion file must agree with the augmenter on all of it
 _SHARED = ("format_version", "model_sha256", "config", "value_range", "class_names", "augment")
 
 
-class OnnxGenerator(Generator):
-    """The onnxruntime backend of :class:`~vaeaug.core.backend.Generator`: numpy in, numpy out.
+class OnnxBackend(Backend):
+    """The onnxruntime backend of :class:`~vaeaug.core.backend.Backend`: numpy in, numpy out.
 
     Torch tensors are accepted too (moved to the CPU, returned as tensors on their device), so the
     torchvision transform and the dataset can use this backend; generating never imports torch.
@@ -64,7 +64,7 @@ class OnnxGenerator(Generator):
         >>> import os, tempfile, numpy as np, vaeaug
         >>> path = os.path.join(tempfile.mkdtemp(), "m.onnx")
         >>> _ = vaeaug.export_onnx(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))), path)
-        >>> gen = OnnxGenerator(path)
+        >>> gen = OnnxBackend(path)
         >>> x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
         >>> gen.variants(x, seed=0).shape
         (3, 1, 8, 8)

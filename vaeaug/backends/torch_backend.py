@@ -1,4 +1,4 @@
-"""``TorchGenerator``: the Generator interface on a torch :class:`~vaeaug.model.vae.VAE`, on its device."""
+"""``TorchBackend``: the Backend interface on a torch :class:`~vaeaug.model.vae.VAE`, on its device."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaeaug.core.backend import Generator, run_chunked
+from vaeaug.core.backend import Backend, run_chunked
 from vaeaug.core.functional import perturb
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.model.devices import resolve_device
 from vaeaug.model.vae import VAE, load
 
-__all__ = ["TorchGenerator"]
+__all__ = ["TorchBackend"]
 
 
-class TorchGenerator(Generator):
+class TorchBackend(Backend):
     """The torch backend: runs :func:`vaeaug.core.functional.perturb` on the model's device.
 
     Args:
@@ -31,7 +31,7 @@ class TorchGenerator(Generator):
 
     Example:
         >>> import vaeaug
-        >>> gen = TorchGenerator(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
+        >>> gen = TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
         >>> x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
         >>> gen.variants(x, seed=0).shape
         (3, 1, 8, 8)

@@ -1,7 +1,7 @@
 """The one augmentation core: coin, labels, partners, noise, model call, put back (torch-free).
 
 Every consumer (the torchvision transform, the albumentations adapter, ``VAEAugmentedDataset``,
-pre-generation, evaluation and tuning) builds one :class:`Augmenter` from a generator and a
+pre-generation, evaluation and tuning) builds one :class:`Augmenter` from a backend and a
 setting, and calls it with a batch, its labels and its random keys. The setting is validated
 once, at construction. Per call, in this order: the input's structure is checked (type, shape,
 dtype: usage errors never depend on the coin), labels are checked where the model or the mode
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vaeaug.core.backend import Generator
+from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import Codec, ModelSpace, NumpyImages, PILImages, TensorImages, is_tensor, not_an_image
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Noise, Stream, derive_keys, uniform
@@ -79,7 +79,7 @@ class Augmenter:
     """Replaces each sample of a batch by a variant with probability ``p``, in the batch's own type.
 
     Args:
-        generator: the generator (torch or ONNX backend).
+        backend: the backend that runs the model (torch or onnxruntime).
         setting: mode, strength, form and ``p``; checked here against the model, once.
         invariant: make each variant independent of the batch it is made in, bit for bit
             (fixed-size chunks; pre-generation and the dataset use it).
@@ -87,30 +87,30 @@ class Augmenter:
 
     Example:
         >>> import os, tempfile, vaeaug
-        >>> gen = vaeaug.TorchGenerator(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
+        >>> gen = vaeaug.TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
         >>> aug = Augmenter(gen, AugmentSetting(p=1.0))
         >>> out = aug(np.zeros((8, 8), np.uint8), key=0)
         >>> out.shape, out.dtype
         ((8, 8), dtype('uint8'))
     """
 
-    def __init__(self, generator: Generator, setting: AugmentSetting, *, invariant: bool = False,
+    def __init__(self, backend: Backend, setting: AugmentSetting, *, invariant: bool = False,
                  label_hint: str = "call the transform on (image, label), or on (images, labels) for a batch") -> None:
-        if not isinstance(generator, Generator):
-            raise TypeError(f"generator must be a vaeaug Generator; got {type(generator).__name__}")
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a vaeaug Backend; got {type(backend).__name__}")
         if not isinstance(setting, AugmentSetting):
             raise TypeError(f"setting must be an AugmentSetting; got {type(setting).__name__}")
-        self.generator = generator
-        self.setting = setting.check_for(conditional=generator.conditional)
+        self.backend = backend
+        self.setting = setting.check_for(conditional=backend.conditional)
         self.p = setting.p
         self.invariant = bool(invariant)
         self.label_hint = label_hint
-        self.conditional = generator.conditional
-        self.num_classes: int | None = generator.config.num_classes
+        self.conditional = backend.conditional
+        self.num_classes: int | None = backend.config.num_classes
         self._with_t = setting.mode in PARTNER_MODES  # a partner and the uniforms t for each sample
         self.needs_labels = self.conditional or self._with_t
-        self._latent = generator.latent_dim
-        shape, vr = tuple(generator.config.input_shape), generator.value_range
+        self._latent = backend.latent_dim
+        shape, vr = tuple(backend.config.input_shape), backend.value_range
         self._codecs: dict[str, Codec] = {}
         self._by_type: dict[type, Codec] = {}
         if len(shape) == 3:
@@ -209,8 +209,8 @@ class Augmenter:
         x = codec.to_model(inpt, rows)
         ys = None if not self.conditional or y is None else (y if rows is None else y[rows])
         noise = Noise.from_keys(ks, self._latent, with_t=self._with_t)
-        out = self.generator.generate(self.setting, x, ys, noise, partner, self.invariant)
+        out = self.backend.generate(self.setting, x, ys, noise, partner, self.invariant)
         return codec.put_back(inpt, rows, out)
 
     def __repr__(self) -> str:
-        return f"Augmenter({self.generator.describe()}, {self.setting.label()})"
+        return f"Augmenter({self.backend.describe()}, {self.setting.label()})"

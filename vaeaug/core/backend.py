@@ -1,7 +1,7 @@
-"""The Generator interface: one way to make variants, whatever runs the model (torch-free).
+"""The Backend interface: one way to make variants, whatever runs the model (torch-free).
 
-Everything that makes a variant goes through a :class:`Generator`: the augmentation core calls
-:meth:`Generator.generate` with a setting it validated once; users call :meth:`Generator.variants`,
+Everything that makes a variant goes through a :class:`Backend`: the augmentation core calls
+:meth:`Backend.generate` with a setting it validated once; users call :meth:`Backend.variants`,
 which checks its arguments and can draw the noise from a seed. Noise is drawn outside the model
 from integer keys (:mod:`vaeaug.core.rng`), so two backends given the same keys give the same variants.
 """
@@ -19,10 +19,10 @@ from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting
 
-__all__ = ["Generator", "run_chunked"]
+__all__ = ["Backend", "run_chunked"]
 
 
-class Generator(ABC):
+class Backend(ABC):
     """Makes variants of a batch in model space. Backends: torch and onnxruntime.
 
     Attributes:
@@ -100,7 +100,7 @@ class Generator(ABC):
 
         Example:
             >>> import vaeaug
-            >>> gen = vaeaug.TorchGenerator(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
+            >>> gen = vaeaug.TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))))
             >>> x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
             >>> gen.variants(x, seed=0).shape
             (3, 1, 8, 8)

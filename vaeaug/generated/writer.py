@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from vaeaug._version import __version__
-from vaeaug.backends.factory import as_generator
-from vaeaug.backends.onnx_backend import OnnxGenerator
+from vaeaug.backends.factory import as_backend
+from vaeaug.backends.onnx_backend import OnnxBackend
 from vaeaug.core.augment import Augmenter, class_members, same_class_partners
-from vaeaug.core.backend import Generator
+from vaeaug.core.backend import Backend
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import resolve_setting
 from vaeaug.core.values import check_int
@@ -53,11 +53,11 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _model_identity(gen: Generator) -> dict[str, Any]:
+def _model_identity(gen: Backend) -> dict[str, Any]:
     """What decides the bytes besides the arguments: the model (the SHA-256 of its ``.vae`` file; an
     export records the same), the backend, its device and chunk size, and the software versions."""
     chunk = int(getattr(gen, "chunk_size", 0))
-    if isinstance(gen, OnnxGenerator):
+    if isinstance(gen, OnnxBackend):
         import onnxruntime
 
         return {"sha256": gen.model_sha256, "backend": "onnx", "device": "cpu", "chunk_size": chunk,
@@ -247,7 +247,7 @@ def pregenerate(
     Args:
         data: anything :func:`vaeaug.as_tensor_data` accepts (arrays, a Dataset, a folder, ``.npz``,
             ``"digits"``, ``"fashion-mnist"``); labels are kept with every variant.
-        model_or_path: a ``VAE``, a ``.vae`` path, an ``.onnx`` export or a ``Generator``.
+        model_or_path: a ``VAE``, a ``.vae`` path, an ``.onnx`` export or a ``Backend``.
         out_dir: the output folder (created; may already hold this same run, to resume).
         variants_per_sample: ``k`` variants per source sample.
         mode: latent move; ``mode``, ``strength`` and ``form`` left as ``None`` come from the
@@ -294,7 +294,7 @@ def pregenerate(
         raise ValueError(f"shard_index must be an integer in 0..{num_shards - 1}; got {shard_index!r}")
     if not include_real and k == 0:
         raise ValueError("nothing to generate: variants_per_sample=0 and include_real=False")
-    gen = as_generator(model_or_path)
+    gen = as_backend(model_or_path)
     device = getattr(gen, "device", None)
     if workers > 1 and device is not None and getattr(device, "type", "cpu") != "cpu":
         raise ValueError(f"workers > 1 runs the model in forked CPU processes; this model is on {device} - use "

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.settings import DEFAULT_AUGMENT, AugmentSetting
 from vaeaug.data import as_tensor_data
@@ -298,7 +298,7 @@ def evaluate(
         vae = fit(xr, yr, seed=seed, progress=False, device="cpu", **fit_kw)
         fit_seconds.append(time.perf_counter() - t0)
         val_losses.append(min((h["val_loss"] for h in vae.history if "val_loss" in h), default=math.nan))
-        gen = TorchGenerator(vae)
+        gen = TorchBackend(vae)
         bar.update()
         done: dict[_Arm, tuple[ClassifierRun, float, list[float]]] = {}
         for arm_name, arm in plan.items():

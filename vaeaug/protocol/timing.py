@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaeaug.backends.factory import as_generator
-from vaeaug.backends.torch_backend import TorchGenerator
-from vaeaug.core.backend import Generator
+from vaeaug.backends.factory import as_backend
+from vaeaug.backends.torch_backend import TorchBackend
+from vaeaug.core.backend import Backend
 from vaeaug.core.rng import Noise, derive_keys
 
 __all__ = ["generation_speed", "time_generator"]
 
 
-def time_generator(gen: Generator, batch: int, *, mode: str = "isotropic", form: str = "delta",
+def time_generator(gen: Backend, batch: int, *, mode: str = "isotropic", form: str = "delta",
                    seconds: float = 0.5, seed: int = 0) -> float:
     """Samples per second of ``gen.variants`` on batches of ``batch`` random images (best of 3 rounds).
 
@@ -38,7 +38,7 @@ def time_generator(gen: Generator, batch: int, *, mode: str = "isotropic", form:
     x = np.random.default_rng(seed).random((batch, *cfg.input_shape), dtype=np.float32)
     y = (np.arange(batch) % cfg.num_classes).astype(np.int64) if cfg.num_classes else None
     noise = Noise.from_keys(derive_keys(seed, np.arange(batch)), cfg.latent_dim)
-    arg: Any = x if not isinstance(gen, TorchGenerator) else torch.from_numpy(x)
+    arg: Any = x if not isinstance(gen, TorchBackend) else torch.from_numpy(x)
     gen.variants(arg, y, mode=mode, form=form, noise=noise)  # warm-up (session creation, allocations)
     best = 0.0
     for _ in range(3):
@@ -68,7 +68,7 @@ def generation_speed(model: Any, onnx_path: Any, *, batch: int, seconds: float =
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        tgen, ogen = as_generator(model), as_generator(str(onnx_path))
+        tgen, ogen = as_backend(model), as_backend(str(onnx_path))
         return {"torch": time_generator(tgen, batch, mode=mode, form=form, seconds=seconds),
                 "onnx": time_generator(ogen, batch, mode=mode, form=form, seconds=seconds)}
     finally:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.data import as_tensor_data
@@ -249,7 +249,7 @@ def tune(
             x_tr, y_tr = td.x[rest[tr]], labels[rest[tr]]
             judge = _refit(model, x_tr, y_tr, epochs, seed + 101 * f) if refit else model
             fold_cache[f] = ((x_tr, y_tr), (td.x[rest[iv]], labels[rest[iv]]),
-                             (td.x[fold_idx[f]], labels[fold_idx[f]]), TorchGenerator(judge))
+                             (td.x[fold_idx[f]], labels[fold_idx[f]]), TorchBackend(judge))
         return fold_cache[f]
 
     names = ["none"] + [s.label() for s in grid]

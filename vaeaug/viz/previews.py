@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import resolve_setting
 from vaeaug.data import TensorData, as_tensor_data
@@ -80,7 +80,7 @@ def preview(
     idx = torch.randperm(len(td), generator=g)[:n]
     x = td.x[idx].to(model.device)
     y = td.y[idx] if (td.y is not None and model.conditional) else None
-    gen = TorchGenerator(model)
+    gen = TorchBackend(model)
     setting = resolve_setting(model.augment)
     # the strength columns show a Gaussian move: the tuned one, else isotropic (prior, reconstruct and the
     # partner modes have no size to show on a source alone)

@@ -43,8 +43,8 @@ from vaeaug.backends.onnx.metadata import (
     onnx_paths,
     seal,
 )
-from vaeaug.backends.onnx_backend import OnnxGenerator
-from vaeaug.backends.torch_backend import TorchGenerator
+from vaeaug.backends.onnx_backend import OnnxBackend
+from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.functional import delta_output, gaussian_move
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES
@@ -153,8 +153,8 @@ def _export_graph(vae: VAE, graph: str, meta: dict[str, str], opset: int | None)
 
 def _verify(vae: VAE, paths: dict[str, Path]) -> float:
     """Max abs difference between onnxruntime and the torch backend over every exported path."""
-    onnx_gen = OnnxGenerator(paths["augmenter"])
-    torch_gen = TorchGenerator(vae)
+    onnx_gen = OnnxBackend(paths["augmenter"])
+    torch_gen = TorchBackend(vae)
     cfg = vae.config
     rng = np.random.default_rng(0)
     worst = 0.0
