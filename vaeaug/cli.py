@@ -11,6 +11,7 @@ to are checked before any long work starts.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -50,176 +51,235 @@ def _widths(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64; got {s!r}") from None
 
 
-def _build_parser() -> _Parser:
-    from vaeaug._version import __version__
+_AUGMENTS = ["classic", "classic+flip"]
+
+
+@functools.cache
+def _shared_options() -> dict[str, dict[str, Any]]:
+    """The flags several subcommands take, declared once: flag -> ``add_argument`` keywords."""
     from vaeaug.core.settings import MODES
+
+    return {
+        "--model": {"required": True, "help": "a .vae model file"},
+        "--data": {"required": True,
+                   "help": "'digits', 'fashion-mnist', a .npz file with arrays x (and y), or an image folder"},
+        "--out": {"required": True},
+        "--force": {"action": "store_true", "help": "overwrite --out if it exists"},
+        "--split": {"default": "train", "help": "split of a built-in dataset (default: %(default)s)"},
+        "--root": {"default": None, "help": "folder holding a built-in dataset's files"},
+        "--mode": {"default": None, "choices": MODES},
+        "--strength": {"type": float, "default": None, "help": "size of the latent move"},
+        "--form": {"default": None, "choices": ["decode", "delta"],
+                   "help": "decode: the decoded variant; delta: the input plus the decoded change"},
+        "--seed": {"type": int, "default": 0},
+        "--no-progress": {"action": "store_true", "help": "no progress bar"},
+    }
+
+
+def _shared(p: argparse.ArgumentParser, *flags: str, **helps: str) -> None:
+    """Add the shared ``flags`` to ``p`` in this order; ``helps`` replaces a flag's help by its dest (``out=...``)."""
+    specs, dests = _shared_options(), [flag.lstrip("-").replace("-", "_") for flag in flags]
+    if set(helps) - set(dests):
+        raise TypeError(f"help given for flags not added: {sorted(set(helps) - set(dests))}")
+    for flag, dest in zip(flags, dests, strict=True):
+        p.add_argument(flag, **{**specs[flag], **({"help": helps[dest]} if dest in helps else {})})
+
+
+def _build_parser() -> _Parser:
+    """The ``vaeaug`` parser: the global flags, then a subparser per subcommand."""
+    from vaeaug._version import __version__
 
     parser = _Parser(prog="vaeaug", description="Fit and inspect VAEs used as data augmentation.")
     parser.add_argument("--version", action="version", version=f"vaeaug {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of any error (also: environment variable VAEAUG_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_fit(sub)
+    _add_evaluate(sub)
+    _add_model_on_data(sub, "score")
+    _add_model_on_data(sub, "preview")
+    _add_export(sub)
+    _add_generate(sub)
+    _add_verify(sub)
+    _add_info(sub)
+    return parser
 
-    f = sub.add_parser("fit", help="fit a VAE and save it to one model file",
+
+def _add_fit(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``vaeaug fit``: the data, the model and its training, then what is done after (tuning, curves)."""
+    p = sub.add_parser("fit", help="fit a VAE and save it to one model file",
                        description="Fit a VAE on a built-in dataset, a .npz file or an image folder.")
-    f.add_argument("--data", required=True,
-                   help="'digits', 'fashion-mnist', a .npz file with arrays x (and y), or an image folder")
-    f.add_argument("--out", required=True, help="model file to write, e.g. digits.vae")
-    f.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    f.add_argument("--split", default="train", help="split of a built-in dataset (default: train)")
-    f.add_argument("--root", default=None, help="folder holding a built-in dataset's files")
-    f.add_argument("--download", action="store_true", help="download a built-in dataset if missing")
-    f.add_argument("--epochs", type=_positive_int, default=50)
-    f.add_argument("--batch-size", type=_positive_int, default=128)
-    f.add_argument("--lr", type=float, default=2e-3)
-    f.add_argument("--latent-dim", type=_positive_int, default=16)
-    f.add_argument("--widths", type=_widths, default=None, help="e.g. 32,64 (default: automatic)")
-    f.add_argument("--conditional", action="store_true", help="fit a class-conditional VAE")
-    f.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
-    f.add_argument("--gaussian-std", type=float, default=0.1)
-    f.add_argument("--learn-std", action="store_true")
-    f.add_argument("--beta", type=float, default=1.0)
-    f.add_argument("--kl-warmup", type=int, default=10, help="epochs of linear KL warm-up")
-    f.add_argument("--val-fraction", type=float, default=0.1)
-    f.add_argument("--patience", type=int, default=10, help="early-stopping patience; 0 disables it")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    f.add_argument("--stream", action="store_true",
+    _shared(p, "--data", "--out", "--force", "--split", "--root", out="model file to write, e.g. digits.vae")
+    p.add_argument("--download", action="store_true", help="download a built-in dataset if missing")
+    _add_fit_training(p)
+    p.add_argument("--stream", action="store_true",
                    help="read --data (an image folder or a generated set) through DataLoader workers instead of "
                         "loading it into memory: for data that does not fit")
-    f.add_argument("--workers", type=int, default=2, help="DataLoader workers with --stream (default 2)")
-    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers with --stream (default 2)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast where the hardware has native bf16, fp16 on older GPUs, else fp32")
-    f.add_argument("--augment", default=None, choices=["classic", "classic+flip"],
+    p.add_argument("--augment", default=None, choices=_AUGMENTS,
                    help="augment the training batches on the fly: classic = random affine (rotation, scale, shift), "
                         "no flips (right for digits and text); classic+flip adds horizontal flips (images only)")
-    f.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
-    f.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
-    f.add_argument("--tune", action="store_true",
+    p.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
+    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
+    _add_fit_after(p)
+
+
+def _add_fit_training(p: argparse.ArgumentParser) -> None:
+    """``vaeaug fit``'s model and optimisation flags."""
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--latent-dim", type=_positive_int, default=16)
+    p.add_argument("--widths", type=_widths, default=None, help="e.g. 32,64 (default: automatic)")
+    p.add_argument("--conditional", action="store_true", help="fit a class-conditional VAE")
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
+    p.add_argument("--gaussian-std", type=float, default=0.1)
+    p.add_argument("--learn-std", action="store_true")
+    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--kl-warmup", type=int, default=10, help="epochs of linear KL warm-up")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience; 0 disables it")
+    _shared(p, "--seed", seed="seeds initialisation, split, shuffling and noise")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _add_fit_after(p: argparse.ArgumentParser) -> None:
+    """``vaeaug fit``'s flags for what follows the fit: ``--tune`` and the training curves."""
+    p.add_argument("--tune", action="store_true",
                    help="after fitting, choose the augmentation setting by cross-validation on the data "
                         "(vaeaug.tune: k folds, successive halving, a paired test) and store it in the model file")
-    f.add_argument("--curves", default=None,
+    p.add_argument("--curves", default=None,
                    help="also write the training curves to this PNG file (axes, values and legend with matplotlib, "
                         "the 'plot' extra; a plain drawing without it)")
-    f.add_argument("--curves-scale", choices=["auto", "log", "linear"], default="auto",
+    p.add_argument("--curves-scale", choices=["auto", "log", "linear"], default="auto",
                    help="y scale of --curves: auto = log where a panel's values span more than a decade")
-    f.add_argument("--tune-steps", type=_positive_int, default=2000,
+    p.add_argument("--tune-steps", type=_positive_int, default=2000,
                    help="at most this many classifier steps per tuning run (each stops at convergence)")
-    f.add_argument("--tune-folds", type=_positive_int, default=3, help="cross-validation folds of --tune (>= 2)")
-    f.add_argument("--tune-repeats", type=_positive_int, default=2, help="classifier seeds of tune's finalist")
-    f.add_argument("--tune-alpha", type=float, default=0.1,
+    p.add_argument("--tune-folds", type=_positive_int, default=3, help="cross-validation folds of --tune (>= 2)")
+    p.add_argument("--tune-repeats", type=_positive_int, default=2, help="classifier seeds of tune's finalist")
+    p.add_argument("--tune-alpha", type=float, default=0.1,
                    help="false-positive rate of tune's paired test (default 0.1)")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar or summary line")
+    _shared(p, "--no-progress", no_progress="no progress bar or summary line")
 
-    e = sub.add_parser("evaluate", help="measure downstream accuracy with and without vaeaug",
+
+def _add_evaluate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``vaeaug evaluate``: the data, the training budget, then the arms and their setting."""
+    p = sub.add_parser("evaluate", help="measure downstream accuracy with and without vaeaug",
                        description="The protocol: per seed, draw --per-class images per class, carve a "
                        "stratified validation split from them, fit a VAE on the rest only, train the same CNN under "
                        "each arm until its validation accuracy stops improving (or --steps), test the best "
                        "checkpoint on the full test split; report accuracy, steps used and paired gains over "
                        "'none' and 'classic'.")
-    e.add_argument("--data", required=True, help="'digits', 'fashion-mnist' or a .npz with x and y")
-    e.add_argument("--test", default=None, help="a .npz with x and y (default: the built-in's test split)")
-    e.add_argument("--out", required=True,
-                   help="folder for report.json, report.md and gains.png (the paired gains per arm with error bars; "
-                        "needs matplotlib, the 'plot' extra)")
-    e.add_argument("--root", default=None, help="folder holding a built-in dataset's files")
-    e.add_argument("--per-class", type=_positive_int, default=50)
-    e.add_argument("--seeds", type=_positive_int, default=3)
-    e.add_argument("--steps", type=_positive_int, default=None,
+    _shared(p, "--data", data="'digits', 'fashion-mnist' or a .npz with x and y")
+    p.add_argument("--test", default=None, help="a .npz with x and y (default: the built-in's test split)")
+    _shared(p, "--out", "--root", out="folder for report.json, report.md and gains.png (the paired gains per arm "
+                                      "with error bars; needs matplotlib, the 'plot' extra)")
+    p.add_argument("--per-class", type=_positive_int, default=50)
+    p.add_argument("--seeds", type=_positive_int, default=3)
+    p.add_argument("--steps", type=_positive_int, default=None,
                    help="a fixed budget of optimizer steps per arm (default: each arm trains to convergence)")
-    e.add_argument("--max-steps", type=_positive_int, default=4000, help="converged mode: the step cap")
-    e.add_argument("--eval-every", type=_positive_int, default=100, help="converged mode: steps between checks")
-    e.add_argument("--patience", type=_positive_int, default=6,
+    p.add_argument("--max-steps", type=_positive_int, default=4000, help="converged mode: the step cap")
+    p.add_argument("--eval-every", type=_positive_int, default=100, help="converged mode: steps between checks")
+    p.add_argument("--patience", type=_positive_int, default=6,
                    help="converged mode: checks without improvement before an arm stops")
-    e.add_argument("--min-steps", type=int, default=1000, help="converged mode: no stop before this step")
-    e.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for stopping")
-    e.add_argument("--imbalance", type=float, default=None, metavar="R",
+    p.add_argument("--min-steps", type=int, default=1000, help="converged mode: no stop before this step")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for stopping")
+    _add_evaluate_arms(p)
+
+
+def _add_evaluate_arms(p: argparse.ArgumentParser) -> None:
+    """``vaeaug evaluate``'s flags for the arms: which ones, the classifier's batch, the VAE arms' setting."""
+    p.add_argument("--imbalance", type=float, default=None, metavar="R",
                    help="half of the classes keep --per-class / R images; reports balanced accuracy and "
                         "per-class recall (default arms: none,oversample,classic,balance,balance+vae,vae)")
-    e.add_argument("--batch-size", type=_positive_int, default=64)
-    e.add_argument("--arms", default=None,
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--arms", default=None,
                    help="comma-separated, from none,classic,vae,vae+classic,tuned,tuned+classic,oversample,balance,"
                         "balance+vae "
                         "(default: none,classic,vae,vae+classic; 'tuned' runs vaeaug.tune per seed: minutes more)")
-    e.add_argument("--vae-epochs", type=_positive_int, default=300)
-    e.add_argument("--vae-augment", default=None, choices=["classic", "classic+flip"],
+    p.add_argument("--vae-epochs", type=_positive_int, default=300)
+    p.add_argument("--vae-augment", default=None, choices=_AUGMENTS,
                    help="fit each seed's VAE on classic-augmented batches (vaeaug.fit(augment=...))")
-    e.add_argument("--mode", default=None, choices=MODES, help="VAE arms' mode (default: vaeaug's)")
-    e.add_argument("--strength", type=float, default=None)
-    e.add_argument("--form", default=None, choices=["decode", "delta"])
-    e.add_argument("--p", type=float, default=None, help="share of each batch replaced by variants")
-    e.add_argument("--flip", choices=["auto", "on", "off"], default="auto", help="horizontal flips in classic")
-    e.add_argument("--no-progress", action="store_true")
+    _shared(p, "--mode", "--strength", "--form", mode="VAE arms' mode (default: vaeaug's)")
+    p.add_argument("--p", type=float, default=None, help="share of each batch replaced by variants")
+    p.add_argument("--flip", choices=["auto", "on", "off"], default="auto", help="horizontal flips in classic")
+    _shared(p, "--no-progress")
 
-    sc = sub.add_parser("score", help="anomaly scores: per-sample negative ELBO under a model",
-                        description="Write one anomaly score per sample (negative ELBO in nats; higher = "
-                        "less like the model's training data) to a CSV with columns index,label,score.")
-    sc.add_argument("--model", required=True, help="a .vae model file")
-    sc.add_argument("--data", required=True, help="'digits', 'fashion-mnist', a .npz file or an image folder")
-    sc.add_argument("--out", required=True, help="CSV file to write")
-    sc.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    sc.add_argument("--split", default="test")
-    sc.add_argument("--root", default=None)
-    sc.add_argument("--k", type=_positive_int, default=1, help="importance samples (k > 1: tighter bound)")
-    sc.add_argument("--seed", type=int, default=0)
 
-    pv = sub.add_parser("preview", help="a labelled PNG of what a model makes from data",
-                        description="One row per real sample: original, reconstruction, variants at increasing "
-                        "strength; prior samples per class for conditional models; a latent interpolation strip.")
-    pv.add_argument("--model", required=True, help="a .vae model file")
-    pv.add_argument("--data", required=True, help="'digits', 'fashion-mnist', a .npz file or an image folder")
-    pv.add_argument("--out", required=True, help="PNG file to write")
-    pv.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    pv.add_argument("--split", default="test")
-    pv.add_argument("--root", default=None)
-    pv.add_argument("--n", type=_positive_int, default=6, help="real samples (rows)")
-    pv.add_argument("--seed", type=int, default=0)
+# score and preview apply a model to data and write one file: name -> (summary, description, --out's help,
+# the subcommand's own flag as (flag, default, help), --seed's help)
+_MODEL_ON_DATA: dict[str, tuple[str, str, str, tuple[str, int, str], str]] = {
+    "score": ("anomaly scores: per-sample negative ELBO under a model",
+              "Write one anomaly score per sample (negative ELBO in nats; higher = less like the model's training "
+              "data) to a CSV with columns index,label,score.",
+              "CSV file to write", ("--k", 1, "importance samples (k > 1: tighter bound)"),
+              "seed of the posterior samples"),
+    "preview": ("a labelled PNG of what a model makes from data",
+                "One row per real sample: original, reconstruction, variants at increasing strength; prior samples "
+                "per class for conditional models; a latent interpolation strip.",
+                "PNG file to write", ("--n", 6, "real samples (rows)"), "seed of the variants"),
+}
 
-    x = sub.add_parser("export", help="export a model to ONNX for torch-free CPU generation",
+
+def _add_model_on_data(sub: argparse._SubParsersAction[_Parser], name: str) -> None:
+    """``vaeaug score`` or ``vaeaug preview`` (``name``), from ``_MODEL_ON_DATA``; they read the test split."""
+    summary, description, out, (flag, default, flag_help), seed = _MODEL_ON_DATA[name]
+    p = sub.add_parser(name, help=summary, description=description)
+    _shared(p, "--model", "--data", "--out", "--force", "--split", "--root", out=out)
+    p.set_defaults(split="test")
+    p.add_argument(flag, type=_positive_int, default=default, help=flag_help)
+    _shared(p, "--seed", seed=seed)
+
+
+def _add_export(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``vaeaug export``."""
+    p = sub.add_parser("export", help="export a model to ONNX for torch-free CPU generation",
                        description="Export a .vae model to ONNX: OUT (the augmenter graph) plus OUT's stem "
                        ".encoder.onnx and .sampler.onnx beside it, verified against the torch backend.")
-    x.add_argument("model", help="a .vae model file")
-    x.add_argument("--out", required=True, help="the .onnx file to write, e.g. digits.onnx")
-    x.add_argument("--force", action="store_true", help="overwrite the output files if they exist")
-    x.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
-    x.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
-    x.add_argument("--speed", action="store_true",
+    p.add_argument("model", help="a .vae model file")
+    _shared(p, "--out", "--force", out="the .onnx file to write, e.g. digits.onnx",
+            force="overwrite the output files if they exist")
+    p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
+    p.add_argument("--speed", action="store_true",
                    help="also measure generation speed, onnxruntime vs torch, one thread, batch 1 and 64")
 
-    g = sub.add_parser("generate", help="pre-generate an augmented dataset to disk (resumable, verifiable)",
+
+def _add_generate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``vaeaug generate``: the inputs and the variants, then how the work is stored and split."""
+    p = sub.add_parser("generate", help="pre-generate an augmented dataset to disk (resumable, verifiable)",
                        description="Write real samples and VAE variants of each to DIR as .npy shards (or PNGs in "
                        "class folders) with a manifest; resumable after any interruption, identical however the "
                        "work is split.")
-    g.add_argument("--model", required=True, help="a .vae model file or an .onnx export")
-    g.add_argument("--data", required=True,
-                   help="'digits', 'fashion-mnist', a .npz file with arrays x (and y), or an image folder")
-    g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--variants", type=int, default=4, help="variants per real sample (default 4)")
-    g.add_argument("--mode", default=None, choices=MODES,
-                   help="latent move; interpolate and extrapolate use partners of the same class from the data "
-                   "(default: the model's tuned setting, else isotropic)")
-    g.add_argument("--strength", type=float, default=None)
-    g.add_argument("--form", default=None, choices=["decode", "delta"])
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-real", action="store_true", help="store only the variants, not the real samples")
-    g.add_argument("--format", default="shards", choices=["shards", "imagefolder"])
-    g.add_argument("--shard-size", type=_positive_int, default=8192, help="samples per shard")
-    g.add_argument("--num-shards", type=_positive_int, default=1, help="jobs the shards are split between")
-    g.add_argument("--shard-index", type=int, default=None, help="this job's index (0..num-shards-1)")
-    g.add_argument("--workers", type=_positive_int, default=1, help="processes generating in parallel")
-    g.add_argument("--no-resume", action="store_true", help="refuse a folder that already holds this run")
-    g.add_argument("--split", default="train", help="split of a built-in dataset")
-    g.add_argument("--root", default=None, help="folder for built-in datasets")
-    g.add_argument("--no-progress", action="store_true")
+    _shared(p, "--model", "--data", "--out", model="a .vae model file or an .onnx export", out="output folder")
+    p.add_argument("--variants", type=int, default=4, help="variants per real sample (default 4)")
+    _shared(p, "--mode", "--strength", "--form", "--seed", seed="root of every variant's noise",
+            mode="latent move; interpolate and extrapolate use partners of the same class from the data "
+                 "(default: the model's tuned setting, else isotropic)")
+    p.add_argument("--no-real", action="store_true", help="store only the variants, not the real samples")
+    p.add_argument("--format", default="shards", choices=["shards", "imagefolder"])
+    p.add_argument("--shard-size", type=_positive_int, default=8192, help="samples per shard")
+    p.add_argument("--num-shards", type=_positive_int, default=1, help="jobs the shards are split between")
+    p.add_argument("--shard-index", type=int, default=None, help="this job's index (0..num-shards-1)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="processes generating in parallel")
+    p.add_argument("--no-resume", action="store_true", help="refuse a folder that already holds this run")
+    _shared(p, "--split", "--root", "--no-progress", no_progress="no progress bar; one summary line instead")
 
-    v = sub.add_parser("verify", help="check a generated set: completeness and SHA-256 of every file",
+
+def _add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``vaeaug verify``."""
+    p = sub.add_parser("verify", help="check a generated set: completeness and SHA-256 of every file",
                        description="Check a generated set; exit code 0 if complete and intact, 1 otherwise.")
-    v.add_argument("dir", help="a folder written by vaeaug generate")
+    p.add_argument("dir", help="a folder written by vaeaug generate")
 
-    i = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
-    i.add_argument("model", help="a .vae model file or an .onnx export")
-    i.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    return parser
+
+def _add_info(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``vaeaug info``."""
+    p = sub.add_parser("info", help="describe a model file", description="Describe a vaeaug model file.")
+    p.add_argument("model", help="a .vae model file or an .onnx export")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 _USER_ERRORS = (UsageError, ValueError, TypeError, OSError, ImportError, FloatingPointError)
@@ -315,7 +375,7 @@ def _check_writable(path: Path, flag: str, *, force: bool = False, folder: bool 
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from vaeaug.data import as_tensor_data
+    """``vaeaug fit``: check where it writes, read the data, fit; then tune, save and draw the curves."""
     from vaeaug.fitting.training import fit
 
     out = Path(args.out)
@@ -326,22 +386,40 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         _check_writable(Path(args.curves), "--curves", force=True)
     from vaeaug.fitting.distributed import is_main_process
 
-    main = is_main_process()  # under torchrun: only rank 0 prints and writes
+    is_main = is_main_process()  # under torchrun: only rank 0 prints and writes
+    data = _fit_data(args, is_main)
+    model = fit(data, **_fit_options(args))
+    if not is_main:
+        return 0
+    if args.tune:
+        _tune(args, model, data)
+    _save_fit(args, model, out)
+    return 0
+
+
+def _fit_data(args: argparse.Namespace, is_main: bool) -> Any:
+    """``--data`` as ``fit`` takes it: the folder's path with ``--stream``, else the data loaded into memory."""
     if args.stream:  # read batch by batch through DataLoader workers: nothing loaded up front
         if not Path(args.data).is_dir():
             raise UsageError(f"--stream reads an image folder or a generated set; {args.data!r} is not a folder")
-        data: Any = args.data
         if args.tune:
             raise UsageError("--tune needs the data in memory; fit with --stream, then tune from Python")
-        if not args.no_progress and main:
+        if not args.no_progress and is_main:
             print(f"{args.data}: streamed with {args.workers} DataLoader workers", flush=True)
-    else:
-        data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
-                              root=args.root, split=args.split, download=args.download)
-        if not args.no_progress and main:
-            print(data.summary(), flush=True)
-    model = fit(
-        data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
+        return args.data
+    from vaeaug.data import as_tensor_data
+
+    data = as_tensor_data(args.data, layout=args.layout, value_range=args.value_range,
+                          root=args.root, split=args.split, download=args.download)
+    if not args.no_progress and is_main:
+        print(data.summary(), flush=True)
+    return data
+
+
+def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of ``vaeaug.fit`` that ``vaeaug fit``'s flags give."""
+    return dict(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, latent_dim=args.latent_dim,
         conditional=args.conditional, widths=args.widths, likelihood=args.likelihood,
         gaussian_std=args.gaussian_std, learn_std=args.learn_std, beta=args.beta,
         kl_warmup=args.kl_warmup, val_fraction=args.val_fraction,
@@ -350,29 +428,34 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         stream=args.stream, num_workers=args.workers, augment=args.augment,
         **({"value_range": args.value_range} if args.stream and args.value_range else {}),
     )
-    if not main:
-        return 0
-    if args.tune:
-        from vaeaug.protocol.tuning import tune
 
-        if data.y is None:
-            raise UsageError("--tune trains classifiers on the data's labels, and this data has none")
-        if not data.is_image:
-            raise UsageError("--tune trains a CNN and needs images; this data is vectors")
-        if args.tune_folds < 2:
-            raise UsageError(f"--tune-folds must be >= 2; got {args.tune_folds}")
-        if not 0.0 < args.tune_alpha < 1.0:
-            raise UsageError(f"--tune-alpha must be in (0, 1); got {args.tune_alpha}")
-        from vaeaug.protocol.classifier import Budget
-        from vaeaug.protocol.tuning import TUNE_BUDGET
 
-        budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience,
-                        min_steps=min(TUNE_BUDGET.min_steps, args.tune_steps))
-        try:
-            tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
-                 alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress)
-        except ValueError as e:
-            raise UsageError(f"--tune: {e}") from None
+def _tune(args: argparse.Namespace, model: Any, data: Any) -> None:
+    """``vaeaug fit --tune``: choose the model's augmentation setting on the data (stored in the model)."""
+    from vaeaug.protocol.tuning import tune
+
+    if data.y is None:
+        raise UsageError("--tune trains classifiers on the data's labels, and this data has none")
+    if not data.is_image:
+        raise UsageError("--tune trains a CNN and needs images; this data is vectors")
+    if args.tune_folds < 2:
+        raise UsageError(f"--tune-folds must be >= 2; got {args.tune_folds}")
+    if not 0.0 < args.tune_alpha < 1.0:
+        raise UsageError(f"--tune-alpha must be in (0, 1); got {args.tune_alpha}")
+    from vaeaug.protocol.classifier import Budget
+    from vaeaug.protocol.tuning import TUNE_BUDGET
+
+    budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience,
+                    min_steps=min(TUNE_BUDGET.min_steps, args.tune_steps))
+    try:
+        tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
+             alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress)
+    except ValueError as e:
+        raise UsageError(f"--tune: {e}") from None
+
+
+def _save_fit(args: argparse.Namespace, model: Any, out: Path) -> None:
+    """Write the fitted model to ``out`` and, with ``--curves``, its training curves."""
     model.save(out)
     if not args.no_progress:
         print(f"saved {out} ({_size(out.stat().st_size)})")
@@ -384,23 +467,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if not args.no_progress:
             plain = "" if has_matplotlib() else f" (a plain drawing: {PLOT_EXTRA} for axes with values)"
             print(f"wrote {args.curves}{plain}")
-    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-
+    """``vaeaug evaluate``: check the flags and ``--out``, run the protocol, write the report."""
     from vaeaug.protocol.classifier import Budget
-    from vaeaug.protocol.evaluation import ARMS, evaluate, report_markdown
+    from vaeaug.protocol.evaluation import evaluate
 
-    arms = None if args.arms is None else [a.strip() for a in args.arms.split(",") if a.strip()]
-    allowed = [a for a in ARMS if not a.startswith("base")]  # base arms take a Python transform
-    bad = [a for a in arms or [] if a not in allowed]
-    if bad:
-        raise UsageError(f"unknown arms {bad}; choose from {', '.join(allowed)}")
-    if not 0.0 < args.val_fraction < 1.0:
-        raise UsageError(f"--val-fraction must be in (0, 1); got {args.val_fraction}")
-    if args.imbalance is not None and not (math.isfinite(args.imbalance) and args.imbalance >= 1):
-        raise UsageError(f"--imbalance must be a number >= 1; got {args.imbalance}")
+    arms = _evaluate_arms(args)
     out = Path(args.out)
     _check_writable(out, "--out", folder=True)
     from vaeaug.core.settings import resolve_setting
@@ -415,6 +489,31 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, arms=arms, setting=setting, vae_epochs=args.vae_epochs,
                       vae_kwargs={"augment": args.vae_augment} if args.vae_augment else None,
                       flip=flip, root=args.root, progress=not args.no_progress)
+    _write_report(report, out)
+    return 0
+
+
+def _evaluate_arms(args: argparse.Namespace) -> list[str] | None:
+    """The arms of ``--arms`` (None: the default ones), once ``--arms``, ``--val-fraction`` and ``--imbalance``
+    are checked."""
+    from vaeaug.protocol.evaluation import ARMS
+
+    arms = None if args.arms is None else [a.strip() for a in args.arms.split(",") if a.strip()]
+    allowed = [a for a in ARMS if not a.startswith("base")]  # base arms take a Python transform
+    bad = [a for a in arms or [] if a not in allowed]
+    if bad:
+        raise UsageError(f"unknown arms {bad}; choose from {', '.join(allowed)}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must be in (0, 1); got {args.val_fraction}")
+    if args.imbalance is not None and not (math.isfinite(args.imbalance) and args.imbalance >= 1):
+        raise UsageError(f"--imbalance must be a number >= 1; got {args.imbalance}")
+    return arms
+
+
+def _write_report(report: dict[str, Any], out: Path) -> None:
+    """Write ``report.json``, ``report.md`` and (with matplotlib) ``gains.png`` to ``out``; print the report."""
+    from vaeaug.protocol.evaluation import report_markdown
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     from vaeaug.viz.plots import PLOT_EXTRA, gains_chart, has_matplotlib
@@ -435,7 +534,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(map(str, wrote[:-1]))} and {wrote[-1]}")
     if chart is None and paired:
         print(f"no gains.png: the chart draws with matplotlib ({PLOT_EXTRA})")
-    return 0
 
 
 def _data_for(model: Any, args: argparse.Namespace) -> Any:
@@ -495,16 +593,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vaeaug.backends.onnx.metadata import onnx_paths
-
-    if not str(args.out).endswith(".onnx"):
-        raise UsageError(f"--out must end in .onnx; got {args.out!r}")
-    targets = onnx_paths(args.out)
-    existing = [str(p) for p in targets.values() if p.exists()]
-    if existing and not args.force:
-        raise UsageError(f"{', '.join(existing)} exist(s); pass --force to overwrite or choose another --out")
-    for p in targets.values():
-        _check_writable(p, "--out", force=True)
+    """``vaeaug export``: check the output files and the model, export and verify, optionally time it."""
+    _check_export_outputs(args)
     _check_model_file(args.model)
     import time
 
@@ -521,13 +611,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"verified: onnxruntime matches torch within {VERIFY_ATOL:g} on every mode"
     print(f"exported in {took:.1f} s; {check}")
     if args.speed:
-        from vaeaug.protocol.timing import generation_speed
-
-        for batch in (1, 64):
-            r = generation_speed(model, paths["augmenter"], batch=batch)
-            print(f"speed, batch {batch:>2}, one thread, delta form: onnxruntime {r['onnx']:,.0f} samples/s, "
-                  f"torch {r['torch']:,.0f} samples/s ({r['onnx'] / r['torch']:.1f}x)")
+        _print_speed(model, paths["augmenter"])
     return 0
+
+
+def _check_export_outputs(args: argparse.Namespace) -> None:
+    """Fail now if ``--out`` is no .onnx name or any of the export's files cannot be written."""
+    from vaeaug.backends.onnx.metadata import onnx_paths
+
+    if not str(args.out).endswith(".onnx"):
+        raise UsageError(f"--out must end in .onnx; got {args.out!r}")
+    targets = onnx_paths(args.out)
+    existing = [str(p) for p in targets.values() if p.exists()]
+    if existing and not args.force:
+        raise UsageError(f"{', '.join(existing)} exist(s); pass --force to overwrite or choose another --out")
+    for p in targets.values():
+        _check_writable(p, "--out", force=True)
+
+
+def _print_speed(model: Any, augmenter: Path) -> None:
+    """``vaeaug export --speed``: samples per second, onnxruntime vs torch, at batch 1 and 64."""
+    from vaeaug.protocol.timing import generation_speed
+
+    for batch in (1, 64):
+        r = generation_speed(model, augmenter, batch=batch)
+        print(f"speed, batch {batch:>2}, one thread, delta form: onnxruntime {r['onnx']:,.0f} samples/s, "
+              f"torch {r['torch']:,.0f} samples/s ({r['onnx'] / r['torch']:.1f}x)")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -547,7 +656,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from vaeaug.generated.format import read_manifest, verify_generated
+    from vaeaug.generated.format import read_manifest
+    from vaeaug.generated.reader import verify_generated
 
     d = Path(args.dir)
     if not d.exists():
@@ -577,7 +687,19 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _data_line(cfg: Any, vr: Any) -> str:
+    """``info``'s line on the data a model takes: shape, kind, dtype and value range."""
+    shape = "x".join(map(str, cfg.input_shape))
+    return f"data        {shape} {'images' if cfg.is_image else 'vectors'}, {vr.dtype} in [{vr.low:g}, {vr.high:g}]"
+
+
+def _augment_line(a: dict[str, Any]) -> str:
+    """``info``'s line on a model's tuned augmentation setting."""
+    return f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)"
+
+
 def _cmd_onnx_info(args: argparse.Namespace) -> int:
+    """``vaeaug info`` of an ONNX export: its graphs' files and the metadata stored in them."""
     from vaeaug.backends.onnx.metadata import onnx_paths, read_onnx_metadata
 
     meta = read_onnx_metadata(args.model)
@@ -591,62 +713,76 @@ def _cmd_onnx_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    shape = "x".join(map(str, cfg.input_shape))
     cond = f"conditional on {cfg.num_classes} classes" if cfg.num_classes else "unconditional"
     lines = [f"file        {args.model} (ONNX export, {meta['graph']} graph, vaeaug {meta['vaeaug_version']})"]
     for g, f in files.items():
         size = f["size"]
         lines.append(f"  {g:<9} {f['file']} ({_size(int(size)) if size is not None else 'MISSING'})")
     lines += [
-        f"data        {shape} {'images' if cfg.is_image else 'vectors'}, {vr.dtype} in [{vr.low:g}, {vr.high:g}]",
+        _data_line(cfg, vr),
         f"model       latent {cfg.latent_dim}, widths {list(cfg.widths or ())}, {cond}; "
         f"from the .vae file with SHA-256 {meta['model_sha256'][:16]}...",
     ]
     if meta["augment"] is not None:
-        a = meta["augment"]
-        lines.append(f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)")
+        lines.append(_augment_line(meta["augment"]))
     print("\n".join(lines))
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    """``vaeaug info``: describe a .vae model file (or an ONNX export), as text or ``--json``."""
     from vaeaug.model.vae import load
 
     if str(args.model).endswith(".onnx"):
         return _cmd_onnx_info(args)
     path = Path(args.model)
     model = load(path)  # validates everything, not only the header
-    cfg, vr, names, hist = model.config, model.value_range, model.class_names, model.history
-    n_params = sum(p.numel() for p in model.parameters())
-    best = min((h for h in hist if "val_loss" in h), key=lambda h: h["val_loss"], default=None)
+    info = _model_info(path, model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("\n".join(_model_lines(info, model)))
+    return 0
+
+
+def _model_info(path: Path, model: Any) -> dict[str, Any]:
+    """``vaeaug info --json`` of a loaded .vae model."""
+    hist = model.history
+    best = _best_epoch(hist)
     fit_augment = hist[-1].get("fit_augment") if hist else None  # absent from files written before it existed
-    info: dict[str, Any] = {
-        "file": str(path), "file_size": path.stat().st_size, "config": cfg.to_dict(),
-        "value_range": vr.to_dict(), "class_names": names, "parameters": n_params,
+    return {
+        "file": str(path), "file_size": path.stat().st_size, "config": model.config.to_dict(),
+        "value_range": model.value_range.to_dict(), "class_names": model.class_names,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": len(hist), "best_val_loss": best["val_loss"] if best else None,
         "best_epoch": best["epoch"] if best else None, "fit_augment": fit_augment,
         "augment": model.augment, "tuning": model.tuning,
     }
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch of a model's history with the lowest validation loss (None: no epoch has one)."""
+    return min((h for h in history if "val_loss" in h), key=lambda h: h["val_loss"], default=None)
+
+
+def _model_lines(info: dict[str, Any], model: Any) -> list[str]:
+    """``vaeaug info``'s text of a loaded .vae model, a line each."""
+    cfg, names, epochs, best = model.config, model.class_names, info["epochs"], _best_epoch(model.history)
     kind = "conv" if cfg.is_image else "mlp"
-    shape = "x".join(map(str, cfg.input_shape))
     cond = f"conditional on {cfg.num_classes} classes" if cfg.num_classes else "unconditional"
     lines = [
-        f"file        {path} ({_size(info['file_size'])})",
-        f"data        {shape} {'images' if cfg.is_image else 'vectors'}, {vr.dtype} in [{vr.low:g}, {vr.high:g}]",
+        f"file        {info['file']} ({_size(info['file_size'])})",
+        _data_line(cfg, model.value_range),
         f"model       {kind}, latent {cfg.latent_dim}, widths {list(cfg.widths or ())}, {cond}, "
-        f"{cfg.likelihood} likelihood, beta {cfg.beta:g}, {n_params:,} parameters",
+        f"{cfg.likelihood} likelihood, beta {cfg.beta:g}, {info['parameters']:,} parameters",
         f"classes     {len(names)}: {', '.join(names)}" if names else "classes     none recorded",
-        (f"fit         {len(hist)} epochs, best val loss {best['val_loss']:.2f} nats/sample at epoch {best['epoch']}"
-         if best else f"fit         {len(hist)} epochs, no validation loss recorded"),
+        (f"fit         {epochs} epochs, best val loss {best['val_loss']:.2f} nats/sample at epoch {best['epoch']}"
+         if best else f"fit         {epochs} epochs, no validation loss recorded"),
     ]
-    if fit_augment is not None:
-        lines.append(f"fit augment {fit_augment} (training batches only)")
+    if info["fit_augment"] is not None:
+        lines.append(f"fit augment {info['fit_augment']} (training batches only)")
     if model.augment is not None:
-        a = model.augment
-        lines.append(f"augment     {a['form']} {a['mode']} strength {a['strength']:g} p {a['p']:g} (tuned)")
+        lines.append(_augment_line(model.augment))
     if model.tuning is not None:
         lines.append(f"tuning      {model.tuning['reason']}")
         if model.tuning.get("base"):
@@ -654,8 +790,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for r in model.tuning["scores"]:
             runs = f" ({len(r['runs'])} runs)" if "runs" in r else ""  # files tuned by the earlier split rule lack runs
             lines.append(f"            {r['label']:<32} val acc {r['mean']:.2f}  gain {r['gain']:+.2f}{runs}")
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 _COMMANDS = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "score": _cmd_score, "preview": _cmd_preview,
