@@ -158,7 +158,7 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         assert meta["augment"] == vae.augment
         assert meta["model_sha256"] == file_sha, "the export names the exact model file it came from"
         props = {e.key: e.value for e in onnx.load(str(p)).metadata_props}  # readable by any ONNX tool
-        assert json.loads(props["vaeaug.model.config"]) == vae.config.to_dict()
+        assert json.loads(props["vaeaug.config"]) == vae.config.to_dict()
     gen = OnnxBackend(paths["augmenter"])
     assert gen.augment == vae.augment and gen.conditional and gen.latent_dim == vae.config.latent_dim
     aug = VAEAugment(paths["augmenter"])  # the tuned setting travels with the export

@@ -222,7 +222,7 @@ def test_an_export_whose_metadata_disagrees_with_its_graph_is_one_line_in_genera
     paths = vaeaug.export_onnx(model, tmp_path / "m.onnx", verify=False)
     proto = onnx.load_from_string(paths["augmenter"].read_bytes())
     for e in proto.metadata_props:
-        if e.key == "vaeaug.model.config":
+        if e.key == "vaeaug.config":
             e.value = json.dumps({**json.loads(e.value), "latent_dim": 8})
     paths["augmenter"].write_bytes(seal(proto.SerializeToString()))
     assert onnx_paths(tmp_path / "m.onnx")["augmenter"] == paths["augmenter"]

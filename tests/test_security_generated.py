@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 
 import vaeaug
 from vaeaug import GeneratedDataset, pregenerate, verify_generated
-from vaeaug.generated.format import FORMAT_VERSION, META_DTYPE, manifest_sha256
+from vaeaug.generated.format import FORMAT_VERSION, manifest_sha256
+from vaeaug.generated.shards import META_DTYPE
 
 SHARD = 10  # 12 sources x 3 samples = 36 samples: shards of 10, 10, 10, 6
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from vaeaug.data import TensorData, ValueRange, as_tensor_data
     from vaeaug.data.builtin import load_builtin
     from vaeaug.fitting.training import fit
-    from vaeaug.generated.format import GeneratedDataset, verify_generated
+    from vaeaug.generated.reader import GeneratedDataset, verify_generated
     from vaeaug.generated.writer import pregenerate
     from vaeaug.model.vae import VAE, VAEConfig, load
     from vaeaug.model.vaefile import read_metadata, save
@@ -62,8 +62,8 @@ _LAZY = {
     "OnnxBackend": "backends.onnx_backend",
     "read_onnx_metadata": "backends.onnx.metadata",
     "pregenerate": "generated.writer",
-    "verify_generated": "generated.format",
-    "GeneratedDataset": "generated.format",
+    "verify_generated": "generated.reader",
+    "GeneratedDataset": "generated.reader",
 }
 
 __all__ = [

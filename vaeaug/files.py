@@ -1,4 +1,5 @@
-"""Opening files a user names, safely: regular files only, bounded reads, never a hang (torch-free).
+"""Files, safely, once for every module (torch-free): opening regular files only, bounded reads that never
+hang, strict bounded JSON, SHA-256 of files and bytes, and atomic writes.
 
 Every reader of vaeaug (model files, ONNX exports, generated sets, ``.npz`` and image folders)
 opens what it reads through :func:`open_regular` or :func:`read_bounded`:
@@ -19,12 +20,16 @@ path and the kind of file that was expected.
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import stat
+import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
-__all__ = ["open_regular", "read_bounded", "size_of", "file_kind", "MiB", "GiB"]
+__all__ = ["open_regular", "read_bounded", "size_of", "file_kind", "read_json", "parse_json", "canonical_json",
+           "sha256_file", "sha256_bytes", "write_atomic", "MAX_JSON_DEPTH", "MiB", "GiB"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -128,3 +133,183 @@ def size_of(path: str | os.PathLike[str], what: str) -> int:
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{str(path)!r} is {file_kind(st.st_mode)}, not a {what}; vaeaug reads only regular files")
     return st.st_size
+
+
+def sha256_bytes(blob: bytes | memoryview) -> str:
+    """The SHA-256 of ``blob``, as hex.
+
+    Example:
+        >>> sha256_bytes(b"")[:12]
+        'e3b0c44298fc'
+    """
+    return hashlib.sha256(blob).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The SHA-256 of a regular file (see :func:`open_regular`), read in blocks of 1 MiB, as hex.
+
+    A file that shrinks while it is read is refused.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+        >>> _ = p.write_bytes(b"")
+        >>> sha256_file(p) == sha256_bytes(b"")
+        True
+    """
+    h = hashlib.sha256()
+    with open_regular(path, what) as f:
+        left = os.fstat(f.fileno()).st_size
+        while left > 0 and (block := f.read(min(MiB, left))):
+            h.update(block)
+            left -= len(block)
+    if left:
+        raise ValueError(f"{str(path)!r} changed while it was read ({left} bytes short); read it again when "
+                         "nothing is writing to it")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON: strict (no NaN or infinities), bounded in bytes and nesting
+
+
+MAX_JSON_DEPTH = 32
+"""Nesting of any JSON vaeaug reads (it writes at most 6 levels); deeper is refused before it is used."""
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _too_deep(doc: Any) -> bool:
+    """Whether a parsed JSON document nests deeper than :data:`MAX_JSON_DEPTH` (iterative: no recursion)."""
+    stack = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, fix: str = "") -> Any:
+    """Parse strict JSON: no ``NaN``/``Infinity``, no number out of float range, at most :data:`MAX_JSON_DEPTH`
+    levels; any failure is a ``ValueError`` that names ``where`` and says ``what`` was expected.
+
+    Args:
+        blob: the JSON text (bytes are decoded as UTF-8).
+        where: the file (or the file and field) it came from, for messages.
+        what: what it should be (``"manifest"``, ``"model header"``...).
+        fix: what to do about it, appended to messages.
+
+    Example:
+        >>> parse_json(b'{"a": 1e999}', "m.json", "manifest")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'm.json' is not valid JSON (1e999 is out of the range of a float); expected a manifest
+    """
+    hint = f"; {fix}" if fix else ""
+    try:
+        text = blob.decode("utf-8") if isinstance(blob, bytes) else blob
+        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        doc = deep = None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        raise ValueError(f"{str(where)!r} is not valid JSON ({str(e)[:200]}); expected a {what}{hint}") from None
+    else:
+        deep = _too_deep(doc)
+    if deep is not False:  # later code recurses over what it reads
+        raise ValueError(f"{str(where)!r} is nested more than {MAX_JSON_DEPTH} levels deep: it is not a {what} "
+                         f"vaeaug wrote{hint}")
+    return doc
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of the range of a float")
+    return v
+
+
+def read_json(path: str | os.PathLike[str], what: str, *, max_bytes: int, fix: str = "") -> Any:
+    """Parse a JSON file of at most ``max_bytes`` (a regular file, :func:`read_bounded`; :func:`parse_json`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a regular file, too large, not UTF-8 or not strict JSON (the message names the file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
+        >>> _ = p.write_text('{"a": NaN}')
+        >>> read_json(p, "test file", max_bytes=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is not valid JSON (NaN is not a number JSON allows); expected a test file
+    """
+    return parse_json(read_bounded(path, what, max_bytes=max_bytes), path, what, fix=fix)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical JSON bytes of ``obj`` (sorted keys, no spaces, ASCII, no NaN): what checksums cover.
+
+    Example:
+        >>> canonical_json({"b": 1, "a": [1.5]})
+        b'{"a":[1.5],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once: os.umask is process-wide, changing it per write would race
+
+
+def write_atomic(path: str | os.PathLike[str], blob: bytes, *, tmp_tag: str | None = None,
+                 exclusive: bool = False) -> Path:
+    """Write ``blob`` to ``path`` through a temporary file renamed into place (fsynced, umask honoured).
+
+    A crash leaves either the old file or the new one, never half of one.
+
+    Args:
+        path: destination.
+        blob: the bytes.
+        tmp_tag: name the temporary file ``.<name>.<tag>.tmp`` instead of a random name, so that
+            the writer that owns the tag can find and remove it after a crash.
+        exclusive: publish with a hard link, which fails with ``FileExistsError`` if ``path``
+            exists (two writers racing: exactly one wins).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tmp_tag is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    else:
+        tmp = str(path.with_name(f".{path.name}.{tmp_tag}.tmp"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # like open(): mkstemp's 0o600 would make the file private
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        if exclusive:
+            os.link(tmp, path)
+            Path(tmp).unlink()
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

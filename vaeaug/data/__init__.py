@@ -17,8 +17,8 @@ import torch
 
 from vaeaug.core.values import ValueRange
 from vaeaug.data import builtin
-from vaeaug.data.arrays import _LAYOUTS, MIN_IMAGE_SIDE, Layout, TensorData, check_labels, from_arrays
-from vaeaug.data.readers import _from_dataset, _from_image_folder, _from_npz
+from vaeaug.data.arrays import LAYOUTS, MIN_IMAGE_SIDE, Layout, TensorData, check_labels, from_arrays
+from vaeaug.data.readers import from_dataset, from_image_folder, from_npz
 
 __all__ = ["Layout", "ValueRange", "TensorData", "as_tensor_data", "from_arrays", "check_labels", "MIN_IMAGE_SIDE"]
 
@@ -63,8 +63,8 @@ def as_tensor_data(
     """
     if isinstance(data, TensorData):
         return data
-    if layout is not None and layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}; got {layout!r}")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
     if isinstance(data, (str, os.PathLike)):
         if y is not None:
             raise ValueError(
@@ -81,7 +81,7 @@ def as_tensor_data(
                 "y was given together with a Dataset; a Dataset carries its own labels "
                 "(yield (x, y) from __getitem__) - drop the y argument"
             )
-        return _from_dataset(data, layout=layout, value_range=value_range)
+        return from_dataset(data, layout=layout, value_range=value_range)
     raise TypeError(
         "data must be a numpy array, torch tensor, torch Dataset, .npz path, image folder "
         f"or built-in name ('digits', 'fashion-mnist'); got {type(data).__name__}"
@@ -106,11 +106,11 @@ def _from_name_or_path(
                 "whose layout and value range are known - drop them"
             )
     if path.is_dir():
-        return _from_image_folder(path)
+        return from_image_folder(path)
     if path.suffix == ".npz":
         if not path.exists():
             raise FileNotFoundError(f"no such .npz file: {str(path)!r}")
-        return _from_npz(path, layout=layout, value_range=value_range)  # a FIFO or device: a ValueError there
+        return from_npz(path, layout=layout, value_range=value_range)  # a FIFO or device: a ValueError there
     name = str(data)
     if builtin.is_builtin(name):
         return builtin.load_builtin(name, root=root, split=split, download=download)

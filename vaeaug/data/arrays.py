@@ -11,10 +11,10 @@ import torch
 
 from vaeaug.core.values import ValueRange
 
-__all__ = ["Layout", "ValueRange", "TensorData", "from_arrays", "check_labels", "MIN_IMAGE_SIDE"]
+__all__ = ["Layout", "LAYOUTS", "ValueRange", "TensorData", "from_arrays", "check_labels", "MIN_IMAGE_SIDE"]
 
 Layout = Literal["NCHW", "NHWC", "NHW", "ND"]
-_LAYOUTS = ("NCHW", "NHWC", "NHW", "ND")
+LAYOUTS = ("NCHW", "NHWC", "NHW", "ND")
 _CHANNELS = (1, 3, 4)
 MIN_IMAGE_SIDE = 8
 
@@ -183,8 +183,8 @@ def _to_model_layout(t: torch.Tensor, layout: Layout | None) -> tuple[torch.Tens
     shape = tuple(t.shape)
     if layout is None:
         layout = _infer_layout(shape)
-    elif layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}; got {layout!r}")
+    elif layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
     expected_dims = {"NCHW": 4, "NHWC": 4, "NHW": 3, "ND": 2}[layout]
     if t.dim() != expected_dims:
         raise ValueError(f"layout {layout!r} needs a {expected_dims}-D array; got shape {shape}")

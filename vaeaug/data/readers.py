@@ -21,7 +21,8 @@ from vaeaug.data.arrays import Layout, TensorData, from_arrays
 from vaeaug.files import GiB, MiB, open_regular
 from vaeaug.model.config import MAX_INPUT_ELEMENTS
 
-__all__ = ["MAX_NPZ_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FILE"]
+__all__ = ["from_dataset", "from_npz", "from_image_folder", "read_image", "item_to_array", "pil_to_array",
+           "MAX_NPZ_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FILE"]
 
 # .npz: the arrays' declared size once decompressed, in all (the float32 model-space copy is 4x a
 # uint8 array's size); np.savez writes x, y and class_names, so a handful of members
@@ -42,12 +43,12 @@ _IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".ti
 _KIND_NAMES = {"uifb": "integers or floats", "US": "strings"}
 
 
-def _item_to_array(x: Any, index: int) -> tuple[np.ndarray, str | None]:
+def item_to_array(x: Any, index: int) -> tuple[np.ndarray, str | None]:
     """One dataset item as a numpy array and its per-sample layout hint."""
     from PIL import Image
 
     if isinstance(x, Image.Image):
-        return _pil_to_array(x, f"sample {index}"), "HWC"
+        return pil_to_array(x, f"sample {index}"), "HWC"
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         arr = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
@@ -61,7 +62,8 @@ def _item_to_array(x: Any, index: int) -> tuple[np.ndarray, str | None]:
     )
 
 
-def _pil_to_array(img: Any, what: str) -> np.ndarray:
+def pil_to_array(img: Any, what: str) -> np.ndarray:
+    """A PIL image as a ``(H, W)`` or ``(H, W, C)`` array in ``L``, ``RGB`` or ``RGBA`` (palettes expanded)."""
     if img.mode == "1":
         img = img.convert("L")
     elif img.mode == "P":
@@ -74,7 +76,8 @@ def _pil_to_array(img: Any, what: str) -> np.ndarray:
     return np.asarray(img)
 
 
-def _from_dataset(ds: Any, *, layout: Layout | None, value_range: Any) -> TensorData:
+def from_dataset(ds: Any, *, layout: Layout | None, value_range: Any) -> TensorData:
+    """Every item of a map-style ``Dataset`` (image or ``(image, label)``) read into one :class:`TensorData`."""
     n = len(ds)
     if n == 0:
         raise ValueError("the dataset is empty; expected at least one sample")
@@ -95,7 +98,7 @@ def _from_dataset(ds: Any, *, layout: Layout | None, value_range: Any) -> Tensor
                 f"{'(x, y)' if has_labels else 'x'}; every sample must have the same form"
             )
         x = item[0] if labelled else item
-        arr, h = _item_to_array(x, i)
+        arr, h = item_to_array(x, i)
         if i == 0:
             hint = h
         elif arr.shape != xs[0].shape or arr.dtype != xs[0].dtype:
@@ -129,7 +132,7 @@ def _label_to_int(label: Any, index: int) -> int:
     return label
 
 
-def _from_npz(path: Path, *, layout: Layout | None, value_range: Any) -> TensorData:
+def from_npz(path: Path, *, layout: Layout | None, value_range: Any) -> TensorData:
     """Read arrays ``x`` (and ``y``, ``class_names``) from a ``.npz`` file, bounded and without unpickling."""
     where = repr(str(path))
     with open_regular(path, ".npz file", max_bytes=MAX_NPZ_BYTES) as f:
@@ -274,7 +277,7 @@ def _image_files(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
-def _read_image(file: str) -> np.ndarray:
+def read_image(file: str) -> np.ndarray:
     """One image file as an array: a regular file, a known format, a bounded size checked before decoding."""
     from PIL import Image
 
@@ -297,14 +300,15 @@ def _read_image(file: str) -> np.ndarray:
                 img.load()
             except Exception as e:
                 raise ValueError(f"cannot read {what}: {type(e).__name__}: {e} (is it truncated or corrupt?)") from None
-            return _pil_to_array(img, what)
+            return pil_to_array(img, what)
 
 
-def _from_image_folder(path: Path) -> TensorData:
+def from_image_folder(path: Path) -> TensorData:
+    """An image folder (one subfolder per class), every file through :func:`read_image`."""
     classes, samples = _image_files(path)
     xs: list[np.ndarray] = []
     for file, _ in samples:
-        arr = _read_image(file)
+        arr = read_image(file)
         if xs and arr.shape != xs[0].shape:
             raise ValueError(
                 f"image {file!r} has shape {arr.shape} but {samples[0][0]!r} has {xs[0].shape}; "

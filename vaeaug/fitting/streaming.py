@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from vaeaug.core.values import ValueRange
-from vaeaug.data.readers import _item_to_array, _pil_to_array
-from vaeaug.generated.format import GeneratedDataset
+from vaeaug.data.readers import item_to_array, read_image
+from vaeaug.generated.reader import GeneratedDataset
 
 __all__ = ["StreamData", "open_stream", "StreamBatches"]
 
 
 def _as_chw(x: Any, index: int) -> np.ndarray:
     """One item's image as a ``(C, H, W)`` numpy array (PIL and HWC arrays transposed)."""
-    arr, hint = _item_to_array(x, index)
+    arr, hint = item_to_array(x, index)
     if arr.ndim == 2:
         return arr[None]
     if arr.ndim == 3 and hint != "CHW" and arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4):
@@ -37,17 +37,6 @@ def _as_chw(x: Any, index: int) -> np.ndarray:
         raise ValueError(f"dataset sample {index} has shape {arr.shape}; expected an image (H, W), (C, H, W) "
                          "or (H, W, C)")
     return arr
-
-
-def _load_image(file: str) -> np.ndarray:
-    """An image file as the in-memory reader sees it (``L``, ``RGB`` or ``RGBA``; palettes expanded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(file) as img:
-            return _pil_to_array(img, f"image {file!r}")
-    except OSError as e:
-        raise ValueError(f"cannot read image {file!r}: {e}") from None
 
 
 @dataclass
@@ -84,7 +73,7 @@ def open_stream(data: Any, value_range: tuple[float, float] | None = None) -> St
         elif path.is_dir():
             from torchvision.datasets import ImageFolder
 
-            data = ImageFolder(str(path), loader=_load_image)  # modes kept: L stays 1 channel, as in memory
+            data = ImageFolder(str(path), loader=read_image)  # modes kept: L stays 1 channel, as in memory
         else:
             raise ValueError(f"stream=True reads a Dataset, an image folder or a generated set; {path} is neither")
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):

@@ -47,61 +47,44 @@ synthetic flag with ``return_is_synthetic=True``.
 
 from __future__ import annotations
 
-import ast
-import bisect
-import hashlib
 import json
 import math
 import os
 import re
-import struct
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
-import torch
-from numpy.lib.format import dtype_to_descr
 
-from vaeaug.core.values import ValueRange
-from vaeaug.files import MiB, open_regular, read_bounded
+from vaeaug.core.values import ValueRange, short_repr
+from vaeaug.files import MiB, canonical_json, read_json, sha256_bytes
 
-__all__ = ["GeneratedDataset", "read_manifest", "validate_manifest", "manifest_sha256", "verify_generated",
-           "load_json", "parse_json", "class_key", "META_DTYPE", "FORMAT", "FORMAT_VERSION", "MAX_JSON_BYTES"]
+__all__ = ["read_manifest", "validate_manifest", "manifest_sha256", "class_key", "shard_files", "marker_path",
+           "Schema", "FORMAT", "FORMAT_VERSION", "FORMATS", "MAX_JSON_BYTES", "MAX_COUNT",
+           "PNG_NAME"]
 
 FORMAT = "vaeaug-generated"
 FORMAT_VERSION = 2  # 2: manifest_sha256, every field validated; 1 (no checksum) is refused
-META_DTYPE = np.dtype([("y", "<i8"), ("source", "<i8"), ("variant", "<i4"), ("synthetic", "?")])
 MAX_JSON_BYTES = 64 * MiB  # manifest.json, run.json, a shard's record
-_FORMATS = ("shards", "imagefolder")
+FORMATS = ("shards", "imagefolder")
 _IDENTITY = ("format", "format_version", "vaeaug_version", "model", "data", "arguments")  # == run.json
 _TOP_KEYS = frozenset((*_IDENTITY, "counts", "shards", "manifest_sha256"))
 _DATA_KEYS = frozenset(("source", "count", "shape", "labelled", "value_range", "class_names", "sha256"))
 _ARG_KEYS = frozenset(("variants_per_sample", "mode", "strength", "form", "seed", "include_real", "format",
                        "shard_size", "layout"))
-_MAX_COUNT = 1 << 40  # samples, sources, shard size
+MAX_COUNT = 1 << 40  # samples, sources, shard size
 _MAX_SIDE = 1 << 16  # channels, height, width
 _MAX_FILE = 1 << 50  # bytes
-_MAX_NPY_HEADER = 1 << 14  # np.save writes ~128 bytes
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_PNG_NAME = re.compile(r"(?!\.)[^/\\\0]+/\d{8}\.png")
+PNG_NAME = re.compile(r"(?!\.)[^/\\\0]+/\d{8}\.png")
 
 
-def _sha256_file(path: Path) -> str:
-    """SHA-256 of a regular file (see :func:`vaeaug.files.open_regular`)."""
-    h = hashlib.sha256()
-    with open_regular(path, "file") as f:
-        left = os.fstat(f.fileno()).st_size
-        while left > 0 and (block := f.read(min(1 << 20, left))):
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
-
-
-def _shard_files(out: Path, m: int) -> dict[str, Path]:
+def shard_files(out: Path, m: int) -> dict[str, Path]:
+    """The two files of shard ``m``: images (``x``) and labels and flags (``meta``)."""
     return {"x": out / f"shard-{m:05d}-x.npy", "meta": out / f"shard-{m:05d}-meta.npy"}
 
 
-def _marker(out: Path, m: int) -> Path:
+def marker_path(out: Path, m: int) -> Path:
     """``shard-00000.json``: written last, with the SHA-256 of the shard's files as they were written."""
     return out / f"shard-{m:05d}.json"
 
@@ -118,68 +101,6 @@ def class_key(label: int, class_names: list[str] | None) -> str:
     return class_names[label] if class_names is not None and label < len(class_names) else str(label)
 
 
-# ---------------------------------------------------------------------------------------------------
-# JSON: bounded, strict, canonical
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def load_json(path: Path, what: str, *, max_bytes: int = MAX_JSON_BYTES, fix: str = "") -> Any:
-    """Parse a JSON file of at most ``max_bytes`` (a regular file; strict JSON: no NaN, no deep nesting).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a regular file, too large, not UTF-8 or not JSON (the message names the file).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"
-        >>> _ = p.write_text('{"a": NaN}')
-        >>> load_json(p, "test file")
-        Traceback (most recent call last):
-        ...
-        ValueError: ... is not valid JSON (NaN is not a number JSON allows); expected a test file
-    """
-    return parse_json(read_bounded(path, what, max_bytes=max_bytes), path, what, fix=fix)
-
-
-def parse_json(blob: bytes, path: Path, what: str, *, fix: str = "") -> Any:
-    """Parse the bytes of ``path`` (see :func:`load_json`)."""
-    hint = f"; {fix}" if fix else ""
-    try:
-        doc = json.loads(blob.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError:
-        doc = deep = None
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
-        raise ValueError(f"{str(path)!r} is not valid JSON ({str(e)[:200]}); expected a {what}{hint}") from None
-    else:
-        deep = _too_deep(doc)
-    if deep is not False:  # vaeaug writes 6 levels; later code recurses over what it reads
-        raise ValueError(f"{str(path)!r} is nested more than {_MAX_DEPTH} levels deep: it is not a {what} vaeaug "
-                         f"wrote{hint}")
-    return doc
-
-
-_MAX_DEPTH = 32
-
-
-def _too_deep(doc: Any) -> bool:
-    """Whether a parsed JSON document nests deeper than ``_MAX_DEPTH`` (iterative: no recursion)."""
-    stack = [(doc, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth >= _MAX_DEPTH:
-                return True
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return False
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
-
 
 def manifest_sha256(manifest: dict[str, Any]) -> str:
     """The SHA-256 a manifest records about itself: over its canonical JSON, ``manifest_sha256`` left out.
@@ -188,7 +109,9 @@ def manifest_sha256(manifest: dict[str, Any]) -> str:
         >>> manifest_sha256({"b": 1, "a": [1.0]}) == manifest_sha256({"a": [1.0], "b": 1, "manifest_sha256": "x"})
         True
     """
-    return hashlib.sha256(_canonical({k: v for k, v in manifest.items() if k != "manifest_sha256"})).hexdigest()
+    return sha256_bytes(canonical_json({k: v for k, v in manifest.items() if k != "manifest_sha256"}))
+
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -209,7 +132,7 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class _Schema:
+class Schema:
     """Field checks that fail with 'FIELD must be EXPECTED; got CAME' (then where and how to fix)."""
 
     def __init__(self, where: str, fix: str) -> None:
@@ -288,7 +211,7 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
         ...
         ValueError: manifest.json was written by an older vaeaug (generated-set format 1; ...
     """
-    s = _Schema(where, fix)
+    s = Schema(where, fix)
     top = s.obj(manifest, "the manifest")
     if top.get("format") != FORMAT:
         s.fail("format", repr(FORMAT) + " (a vaeaug generated-set manifest)", top.get("format"))
@@ -312,20 +235,20 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
     if k + r == 0:
         s.fail("arguments.variants_per_sample", "at least 1 without include_real", k)
     s.integer(args["seed"], "arguments.seed", 0, (1 << 64) - 1)
-    shard_size = s.integer(args["shard_size"], "arguments.shard_size", 1, _MAX_COUNT)
+    shard_size = s.integer(args["shard_size"], "arguments.shard_size", 1, MAX_COUNT)
     s.text(args["mode"], "arguments.mode", 64)
     s.text(args["form"], "arguments.form", 64)
     strength = args["strength"]
     if isinstance(strength, bool) or not (type(strength) is int or (type(strength) is float
                                                                     and math.isfinite(strength))):
         s.fail("arguments.strength", "a finite number", strength)
-    if args["format"] not in _FORMATS:
-        s.fail("arguments.format", f"one of {list(_FORMATS)}", args["format"])
+    if args["format"] not in FORMATS:
+        s.fail("arguments.format", f"one of {list(FORMATS)}", args["format"])
     if args["layout"] != "NCHW":
         s.fail("arguments.layout", "'NCHW'", args["layout"])
 
     data = s.obj(top["data"], "data", _DATA_KEYS)
-    n = s.integer(data["count"], "data.count", 0, _MAX_COUNT)
+    n = s.integer(data["count"], "data.count", 0, MAX_COUNT)
     shape = data["shape"]
     if (not isinstance(shape, list) or len(shape) != 3
             or not all(type(v) is int and 1 <= v <= _MAX_SIDE for v in shape)):
@@ -380,7 +303,7 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
 
 def _differences(a: Any, b: Any, path: str = "", depth: int = 2) -> list[str]:
     """The fields where two JSON values differ (dotted paths, down to ``depth`` levels)."""
-    if _canonical(a) == _canonical(b):
+    if canonical_json(a) == canonical_json(b):
         return []
     if depth == 0 or not (isinstance(a, dict) and isinstance(b, dict)):
         return [path or "everything"]
@@ -407,7 +330,7 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     fix = (f"run the same vaeaug generate command again (it rewrites {path.name} from the shards' own records), or "
            "regenerate the set into a new folder")
     try:
-        manifest = load_json(path, "generated-set manifest (manifest.json)", fix=fix)
+        manifest = read_json(path, "generated-set manifest (manifest.json)", fix=fix, max_bytes=MAX_JSON_BYTES)
     except FileNotFoundError:
         if os.path.lexists(out / "run.json"):
             raise ValueError(f"{out} is an incomplete generated set (no manifest.json yet): resume the run, or run "
@@ -419,362 +342,16 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         actual = manifest_sha256(manifest)
         if recorded != actual:
             raise ValueError(f"{path} was changed after it was written: its content's SHA-256 is {actual[:16]}..., "
-                             f"it records {_short(recorded[:16])}...; {fix}")
+                             f"it records {short_repr(recorded[:16])}...; {fix}")
     validate_manifest(manifest, str(path), fix)  # then every field, whoever computed the checksum
     run_path = out / "run.json"
     try:
-        run = load_json(run_path, "run identity (run.json)", fix=fix)
+        run = read_json(run_path, "run identity (run.json)", fix=fix, max_bytes=MAX_JSON_BYTES)
     except FileNotFoundError:
         raise ValueError(f"{run_path} is missing: the set's identity cannot be checked; {fix}") from None
     identity = {key: manifest[key] for key in _IDENTITY}
-    if _canonical(run) != _canonical(identity):
+    if canonical_json(run) != canonical_json(identity):
         diff = _differences(identity, run)
         raise ValueError(f"{run_path} and {path} disagree on {', '.join(diff[:5])}: one of them was changed after "
                          "the set was written; regenerate the set into a new folder (or delete this one first)")
     return manifest  # type: ignore[no-any-return]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Shard files
-
-
-def _npy_header(f: BinaryIO, where: str, fix: str) -> tuple[dict[str, Any], int]:
-    """The header dict of an ``.npy`` file open at 0 and the data's offset; parsed as a literal, no pickle."""
-    def bad(why: str) -> NoReturn:
-        raise ValueError(f"{where} is not a valid .npy file written by vaeaug ({why}); {fix}")
-
-    head = f.read(12)
-    if len(head) < 10 or head[:6] != b"\x93NUMPY":
-        bad("it does not start with the .npy signature")
-    if head[6:8] == b"\x01\x00":
-        (n,), start = struct.unpack("<H", head[8:10]), 10
-    elif head[6:8] == b"\x02\x00" and len(head) == 12:
-        (n,), start = struct.unpack("<I", head[8:12]), 12
-    else:
-        bad(f".npy version {head[6]}.{head[7]}; vaeaug writes 1.0")
-    if n > _MAX_NPY_HEADER:
-        bad(f"a header of {n} bytes")
-    f.seek(start)
-    text = f.read(n)
-    if len(text) != n:
-        bad("its header is cut short")
-    try:
-        d = ast.literal_eval(text.decode("latin1"))
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        bad("its header is not a Python literal")
-    if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
-        bad("its header is not a dict of descr, fortran_order and shape")
-    return d, start + n
-
-
-def _mentions_object(descr: Any) -> bool:
-    """Whether an ``.npy`` header's ``descr`` names Python objects (``'|O'``, a field of them, a subarray)."""
-    if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, tuple):  # (type, shape)
-        return len(descr) > 0 and _mentions_object(descr[0])
-    return isinstance(descr, list) and any(  # fields (name, type[, shape])
-        isinstance(field, tuple) and len(field) > 1 and _mentions_object(field[1]) for field in descr)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _open_npy(root: Path, shard: dict[str, Any], key: str, dtype: np.dtype[Any],
-              shape: tuple[int, ...]) -> tuple[BinaryIO, int, int]:
-    """Open a shard's ``.npy`` file (regular), check its header and size; ``(file, size, data offset)``."""
-    entry, i = shard["files"][key], shard["index"]
-    where = f"{entry['name']} (shard {i} of {root})"
-    fix = (f"run vaeaug verify {root}; to repair, delete shard {i}'s files ({root / f'shard-{i:05d}'}*) and run the "
-           "same vaeaug generate command again")
-    try:
-        f = open_regular(root / entry["name"], "generated-set shard (.npy)")
-    except FileNotFoundError:
-        raise ValueError(f"{where} is missing; {fix}") from None
-    except ValueError as e:  # a FIFO, a device, a folder, unreadable
-        raise ValueError(f"{e}; {fix}") from None
-    try:
-        size = os.fstat(f.fileno()).st_size
-        header, offset = _npy_header(f, where, fix)
-        want = dtype_to_descr(dtype)
-        if _mentions_object(header["descr"]):
-            raise ValueError(f"{where} holds Python objects (dtype {_short(header['descr'])}), which vaeaug never "
-                             f"writes and never reads (reading them would unpickle; the manifest says {want!r}); {fix}")
-        if header["descr"] != want:
-            raise ValueError(f"{where} holds dtype {_short(header['descr'])}; the manifest says {want!r}; {fix}")
-        if header["fortran_order"] is not False:
-            raise ValueError(f"{where} is in Fortran order; vaeaug writes C order (the manifest says {want!r} in C "
-                             f"order); {fix}")
-        got = header["shape"]
-        if not isinstance(got, tuple) or tuple(type(v) for v in got) != (int,) * len(shape) or got != shape:
-            raise ValueError(f"{where} holds shape {_short(got)}; the manifest says {shape}; {fix}")
-        need = offset + math.prod(shape) * dtype.itemsize
-        if size != need:
-            raise ValueError(f"{where} is {size} bytes; its header (shape {shape}, {want!r}) needs exactly {need} "
-                             f"({'cut short' if size < need else 'trailing bytes'}); {fix}")
-        if size != entry["bytes"]:
-            raise ValueError(f"{where} is {size} bytes; the manifest says {entry['bytes']}; {fix}")
-        return f, size, offset
-    except BaseException:
-        f.close()
-        raise
-
-
-def _map_x(root: Path, shard: dict[str, Any], dtype: np.dtype[Any], sample_shape: tuple[int, ...]) -> np.ndarray:
-    """Memory-map a shard's images from the very descriptor whose header and size were checked."""
-    shape = (int(shard["count"]), *sample_shape)
-    f, _, offset = _open_npy(root, shard, "x", dtype, shape)
-    with f:
-        if math.prod(shape) == 0:
-            return np.zeros(shape, dtype)
-        return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
-
-
-def _read_meta(root: Path, shard: dict[str, Any]) -> np.ndarray:
-    """A shard's labels and flags: header and size checked, bytes against the manifest's SHA-256."""
-    count = int(shard["count"])
-    f, size, offset = _open_npy(root, shard, "meta", META_DTYPE, (count,))
-    with f:
-        f.seek(0)
-        blob = f.read(size + 1)
-    entry, i = shard["files"]["meta"], shard["index"]
-    if len(blob) != size or hashlib.sha256(blob).hexdigest() != entry["sha256"]:
-        raise ValueError(f"{entry['name']} (shard {i} of {root}) does not match the SHA-256 in the manifest: its "
-                         f"labels or flags were changed; to repair, delete shard {i}'s files and run the same vaeaug "
-                         "generate command again")
-    return np.frombuffer(blob, META_DTYPE, count=count, offset=offset)
-
-
-def _check_meta(meta: np.ndarray, manifest: dict[str, Any], root: Path, chunk: int = 1 << 20) -> None:
-    """Every sample's source, variant, flag and label as the layout and the manifest's counts say
-    (in chunks: the temporaries stay small whatever the set's size)."""
-    args, data = manifest["arguments"], manifest["data"]
-    r = int(args["include_real"])
-    per = args["variants_per_sample"] + r
-    names, labelled = data["class_names"], data["labelled"]
-    fix = f"run vaeaug verify {root}, and regenerate the set"
-    counts: dict[str, int] = {}
-    for lo in range(0, len(meta), chunk):
-        part = meta[lo:lo + chunk]
-        s = np.arange(lo, lo + len(part), dtype=np.int64)
-        variant = s % per - r
-        if not (np.array_equal(part["source"], s // per) and np.array_equal(part["variant"], variant)
-                and np.array_equal(part["synthetic"], variant >= 0)):
-            raise ValueError(f"the label files of {root} do not follow the set's layout (source, variant and "
-                             f"synthetic flag of each sample); {fix}")
-        y = part["y"]
-        if labelled:  # in range, and the same for every sample of a source
-            bad = bool((y < 0).any()) or (names is not None and int(y.max()) >= len(names))
-            bad = bad or not np.array_equal(y, meta["y"][s - s % per])
-        else:
-            bad = bool((y != -1).any())
-        if bad:
-            raise ValueError(f"the labels in {root} do not match its manifest (out of range, or not the same for "
-                             f"every variant of a source); {fix}")
-        labels, n = np.unique(y, return_counts=True)
-        for label, c in zip(labels.tolist(), n.tolist(), strict=True):
-            key = class_key(label, names)
-            counts[key] = counts.get(key, 0) + c
-    if counts != manifest["counts"]["per_class"]:
-        raise ValueError(f"the labels in {root} do not match its manifest: per-class counts {_short(counts)}, the "
-                         f"manifest says {_short(manifest['counts']['per_class'])}; {fix}")
-
-
-def _check_file(out: Path, entry: dict[str, Any], shard: int) -> list[str]:
-    """A file's size and SHA-256 against its manifest entry: [] or one problem."""
-    name = entry["name"]
-    try:
-        with open_regular(out / name, "generated-set file") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != entry["bytes"]:
-                return [f"shard {shard}: {name} is corrupt ({size} bytes, the manifest says {entry['bytes']})"]
-            h, left = hashlib.sha256(), size
-            while left > 0 and (block := f.read(min(1 << 20, left))):
-                h.update(block)
-                left -= len(block)
-    except FileNotFoundError:
-        return [f"shard {shard}: {name} is missing"]
-    except ValueError as e:
-        return [f"shard {shard}: {e}"]
-    if left or h.hexdigest() != entry["sha256"]:
-        return [f"shard {shard}: {name} is corrupt (SHA-256 differs from the manifest)"]
-    return []
-
-
-def _marker_images(out: Path, shard: dict[str, Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The PNG entries of an image-folder shard's record (already checked against its SHA-256)."""
-    first, count = shard["first"], shard["count"]
-    s = _Schema(f"{out / shard['marker']['name']}", "regenerate the set")
-    record = s.obj(load_json(out / shard["marker"]["name"], "shard record", max_bytes=shard["marker"]["bytes"]),
-                   "the record")
-    images = record.get("images")
-    if not isinstance(images, list) or len(images) != count:
-        s.fail("images", f"a list of {count} entries", images)
-    args, data = manifest["arguments"], manifest["data"]
-    r = int(args["include_real"])
-    per = args["variants_per_sample"] + r
-    for j, image in enumerate(images):
-        field, sample = f"images[{j}]", first + j
-        also = ("y", "source", "variant")
-        entry = s.obj(image, field, frozenset(("name", "bytes", "sha256", *also)))
-        y = s.integer(entry["y"], f"{field}.y", 0 if data["labelled"] else -1, _MAX_COUNT if data["labelled"] else -1)
-        s.equal(entry["source"], f"{field}.source", sample // per)
-        s.equal(entry["variant"], f"{field}.variant", sample % per - r)
-        name = f"{class_key(y, data['class_names'])}/{sample:08d}.png"
-        if not _PNG_NAME.fullmatch(name):
-            s.fail(f"{field}.name", "a safe relative name class/00000000.png", name)
-        s.file(entry, field, name, also=also)
-    return images
-
-
-def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
-    """Check a generated set: its manifest (schema, own SHA-256, ``run.json``), every file's size and
-    SHA-256 as recorded when it was written, every ``.npy`` header, and the labels against the layout.
-
-    Returns:
-        The problems found (empty when the set is complete and intact).
-
-    Example:
-        >>> verify_generated("/no/such/folder")[0].startswith("no generated set")
-        True
-    """
-    out = Path(out_dir)
-    try:
-        manifest = read_manifest(out)
-    except (OSError, ValueError) as e:
-        return [str(e)]
-    problems: list[str] = []
-    if manifest["arguments"]["format"] != "shards":
-        for shard in manifest["shards"]:
-            i = shard["index"]
-            found = _check_file(out, shard["marker"], i)
-            if not found:
-                try:
-                    for image in _marker_images(out, shard, manifest):
-                        found += _check_file(out, image, i)
-                except (OSError, ValueError) as e:
-                    found.append(f"shard {i}: {e}")
-            problems += found
-        return problems
-    dtype, sample_shape = np.dtype(manifest["data"]["value_range"]["dtype"]), tuple(manifest["data"]["shape"])
-    metas: list[np.ndarray] = []
-    for shard in manifest["shards"]:
-        i = shard["index"]
-        problems += _check_file(out, shard["marker"], i)
-        for key in ("x", "meta"):
-            found = _check_file(out, shard["files"][key], i)
-            if not found:  # the bytes are as written: now their header, and the labels' content
-                try:
-                    if key == "x":
-                        _map_x(out, shard, dtype, sample_shape)  # its header and size; the map is dropped
-                    else:
-                        metas.append(_read_meta(out, shard))
-                except ValueError as e:
-                    found.append(f"shard {i}: {e}")
-            problems += found
-    if len(metas) == len(manifest["shards"]):
-        try:
-            _check_meta(np.concatenate(metas), manifest, out)
-        except ValueError as e:
-            problems.append(str(e))
-    return problems
-
-
-class GeneratedDataset(torch.utils.data.Dataset):
-    """The samples of a generated set, in order: source by source, real first, then its variants.
-
-    Args:
-        out_dir: a folder written by :func:`vaeaug.pregenerate` (format ``"shards"``).
-        verify: check every file's SHA-256 against the manifest first (reads the whole set once).
-            Without it, the manifest, the label files and every image file's header and size are
-            still checked (see the module's documentation).
-        transform: applied to each image.
-        return_is_synthetic: append ``True`` for variants, ``False`` for real samples.
-
-    Raises:
-        ValueError: the set is incomplete, damaged or edited (the message says which file and what to do).
-
-    Example:
-        >>> import os, tempfile, vaeaug
-        >>> out = os.path.join(tempfile.mkdtemp(), "gen")
-        >>> _ = vaeaug.pregenerate("digits", vaeaug.fit("digits", epochs=1, progress=False), out,
-        ...                        variants_per_sample=1, progress=False)
-        >>> ds = GeneratedDataset(out, return_is_synthetic=True)
-        >>> x, y, synthetic = ds[1]
-        >>> x.shape, x.dtype, synthetic
-        (torch.Size([1, 8, 8]), torch.float64, True)
-    """
-
-    def __init__(self, out_dir: str | os.PathLike[str], verify: bool = False, transform: Any = None,
-                 return_is_synthetic: bool = False) -> None:
-        self.root = Path(out_dir)
-        self.manifest = read_manifest(self.root)
-        if self.manifest["arguments"]["format"] != "shards":
-            raise ValueError(
-                f"{self.root} was written as an image folder: read it with torchvision.datasets.ImageFolder"
-            )
-        if verify:
-            problems = verify_generated(self.root)
-            if problems:
-                raise ValueError(f"{self.root} failed verification: {'; '.join(problems[:5])}"
-                                 + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
-        self.transform = transform
-        self.return_is_synthetic = return_is_synthetic
-        self.class_names = self.manifest["data"]["class_names"]
-        self._x: list[np.ndarray] | None = None
-        metas = [_read_meta(self.root, shard) for shard in self.manifest["shards"]]
-        self.meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
-        _check_meta(self.meta, self.manifest, self.root)
-        self._open()
-        self._starts = [int(s["first"]) for s in self.manifest["shards"]]
-
-    def _open(self) -> list[np.ndarray]:
-        """Memory-map the image shards, headers and sizes checked (again after unpickling: maps are never pickled)."""
-        dtype = np.dtype(self.manifest["data"]["value_range"]["dtype"])
-        sample_shape = tuple(self.manifest["data"]["shape"])
-        self._x = [_map_x(self.root, shard, dtype, sample_shape) for shard in self.manifest["shards"]]
-        return self._x
-
-    def __getstate__(self) -> dict[str, Any]:
-        # pickling a memory map copies its data: DataLoader workers started by spawn or forkserver
-        # would each receive the whole set. They reopen the files instead.
-        state = self.__dict__.copy()
-        state["_x"] = None
-        return state
-
-    def __len__(self) -> int:
-        return len(self.meta)
-
-    @property
-    def value_range(self) -> Any:
-        """The stored images' value range and dtype (a :class:`vaeaug.ValueRange`)."""
-        return ValueRange.from_dict(self.manifest["data"]["value_range"])
-
-    @property
-    def targets(self) -> np.ndarray:
-        """Every sample's label (int64), like torchvision datasets' ``targets``."""
-        return np.asarray(self.meta["y"])
-
-    @property
-    def is_synthetic(self) -> np.ndarray:
-        """Every sample's synthetic flag."""
-        return np.asarray(self.meta["synthetic"])
-
-    def __getitem__(self, index: int) -> Any:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"GeneratedDataset indices must be integers; got {type(index).__name__}")
-        n = len(self)
-        i = int(index) + n if index < 0 else int(index)
-        if not 0 <= i < n:
-            raise IndexError(f"index {index} is out of range for a set of {n} samples")
-        m = bisect.bisect_right(self._starts, i) - 1
-        maps = self._x if self._x is not None else self._open()
-        x = torch.from_numpy(np.array(maps[m][i - self._starts[m]]))
-        if self.transform is not None:
-            x = self.transform(x)
-        row = self.meta[i]
-        if self.return_is_synthetic:
-            return x, int(row["y"]), bool(row["synthetic"])
-        return x, int(row["y"])

@@ -26,23 +26,20 @@ from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import resolve_setting
 from vaeaug.core.values import check_int
 from vaeaug.data import as_tensor_data
-from vaeaug.files import read_bounded
+from vaeaug.files import parse_json, read_bounded, read_json, sha256_bytes, sha256_file, write_atomic
 from vaeaug.generated.format import (
-    _FORMATS,
     FORMAT,
     FORMAT_VERSION,
+    FORMATS,
     MAX_JSON_BYTES,
-    META_DTYPE,
-    _marker,
-    _sha256_file,
-    _shard_files,
     class_key,
-    load_json,
     manifest_sha256,
-    parse_json,
+    marker_path,
+    shard_files,
     validate_manifest,
 )
-from vaeaug.model.vaefile import model_bytes, write_atomic
+from vaeaug.generated.shards import META_DTYPE
+from vaeaug.model.vaefile import model_bytes
 
 __all__ = ["pregenerate"]
 
@@ -65,9 +62,9 @@ def _model_identity(gen: Backend) -> dict[str, Any]:
                 "config": gen.config.to_dict()}
     source = getattr(gen, "source", None)
     if source is not None:
-        sha = _sha256_file(Path(source))
+        sha = sha256_file(Path(source))
     else:
-        sha = hashlib.sha256(model_bytes(gen.model)).hexdigest()  # type: ignore[attr-defined]
+        sha = sha256_bytes(model_bytes(gen.model))  # type: ignore[attr-defined]
     return {"sha256": sha, "backend": "torch", "device": str(getattr(gen, "device", "cpu")), "chunk_size": chunk,
             "software": {"torch": torch.__version__, "numpy": np.__version__}, "config": gen.config.to_dict()}
 
@@ -125,7 +122,7 @@ def _make_shard(plan: _Plan, aug: Augmenter, m: int, value_range: Any) -> tuple[
 
 
 def _file_entry(name: str, blob: bytes) -> dict[str, Any]:
-    return {"name": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    return {"name": name, "bytes": len(blob), "sha256": sha256_bytes(blob)}
 
 
 def _class_counts(meta: np.ndarray) -> dict[str, int]:
@@ -165,7 +162,7 @@ def _write_shard_files(out: Path, fmt: str, m: int, images: np.ndarray, meta: np
     marker: dict[str, Any] = {"shard": m, "first": lo, "count": len(meta), "real": int((~meta["synthetic"]).sum()),
                               "synthetic": int(meta["synthetic"].sum()), "per_class": _class_counts(meta)}
     if fmt == "shards":
-        files = _shard_files(out, m)
+        files = shard_files(out, m)
         blobs = {"x": _npy_bytes(images), "meta": _npy_bytes(meta)}
         for key in ("meta", "x"):
             write_atomic(files[key], blobs[key])
@@ -179,11 +176,11 @@ def _write_shard_files(out: Path, fmt: str, m: int, images: np.ndarray, meta: np
             entries.append({**_file_entry(rel, blob), "y": int(row["y"]), "source": int(row["source"]),
                             "variant": int(row["variant"])})
         marker["images"] = entries
-    write_atomic(_marker(out, m), _json_bytes(marker))  # written last: the shard is done
+    write_atomic(marker_path(out, m), _json_bytes(marker))  # written last: the shard is done
 
 
 def _shard_done(out: Path, m: int) -> bool:
-    return _marker(out, m).is_file()
+    return marker_path(out, m).is_file()
 
 
 class _ShardTasks(torch.utils.data.Dataset):
@@ -284,8 +281,8 @@ def pregenerate(
                                ("shard_size", shard_size, 1), ("num_shards", num_shards, 1), ("workers", workers, 1)):
         check_int(name, value, least)
     k = variants_per_sample
-    if format not in _FORMATS:
-        raise ValueError(f"format must be one of {_FORMATS}; got {format!r}")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
     if shard_index is None:
         if num_shards != 1:
             raise ValueError(f"with num_shards={num_shards}, pass this job's shard_index (0..{num_shards - 1})")
@@ -429,7 +426,7 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
             raise OSError(f"cannot write to {out}: {e.strerror or e}") from None
     if os.path.lexists(run):
         try:  # a regular file of bounded size: a FIFO or /dev/zero planted as run.json is refused, not read
-            theirs = load_json(run, "run identity (run.json)")
+            theirs = read_json(run, "run identity (run.json)", max_bytes=MAX_JSON_BYTES)
         except (OSError, ValueError) as e:
             raise ValueError(f"{run} is unreadable ({e}); choose an empty folder") from None
         if json.dumps(theirs, sort_keys=True) != json.dumps(identity, sort_keys=True):  # 1 == 1.0 == true
@@ -470,7 +467,7 @@ def _remove_leftovers(out: Path, mine: set[int], shard_size: int, tag: str) -> N
 def _read_marker(out: Path, m: int, lo: int, hi: int, fmt: str) -> tuple[dict[str, Any], bytes]:
     """Shard ``m``'s record and its bytes, checked for what :func:`_finish` takes from it (bounded read,
     regular file)."""
-    path = _marker(out, m)
+    path = marker_path(out, m)
     fix = f"delete shard {m}'s files ({out / f'shard-{m:05d}'}*) and run the same command again"
     try:
         blob = read_bounded(path, "shard record", max_bytes=MAX_JSON_BYTES)
@@ -511,7 +508,7 @@ def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str, tag: str
             name = class_key(int(c), class_names)
             per_class[name] = per_class.get(name, 0) + n
         entry: dict[str, Any] = {"index": m, "first": lo, "count": hi - lo,
-                                 "marker": _file_entry(_marker(out, m).name, blob)}
+                                 "marker": _file_entry(marker_path(out, m).name, blob)}
         if fmt == "shards":
             entry["files"] = marker["files"]
         shards.append(entry)

@@ -25,7 +25,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -36,7 +35,7 @@ from safetensors.torch import load as st_load
 from vaeaug._version import __version__
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import ValueRange
-from vaeaug.files import MiB, open_regular
+from vaeaug.files import MAX_JSON_DEPTH, MiB, open_regular, write_atomic
 from vaeaug.model.config import MAX_PARAMETERS, MAX_STRENGTH, VAEConfig, check_class_names, parameter_count
 
 if TYPE_CHECKING:
@@ -67,56 +66,6 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
         True
     """
     return write_atomic(path, model_bytes(model))
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()  # read once: os.umask is process-wide, changing it per write would race
-
-
-def write_atomic(path: str | os.PathLike[str], blob: bytes, *, tmp_tag: str | None = None,
-                 exclusive: bool = False) -> Path:
-    """Write ``blob`` to ``path`` through a temporary file renamed into place (fsynced, umask honoured).
-
-    A crash leaves either the old file or the new one, never half of one.
-
-    Args:
-        path: destination.
-        blob: the bytes.
-        tmp_tag: name the temporary file ``.<name>.<tag>.tmp`` instead of a random name, so that
-            the writer that owns the tag can find and remove it after a crash.
-        exclusive: publish with a hard link, which fails with ``FileExistsError`` if ``path``
-            exists (two writers racing: exactly one wins).
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if tmp_tag is None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    else:
-        tmp = str(path.with_name(f".{path.name}.{tmp_tag}.tmp"))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # like open(): mkstemp's 0o600 would make the file private
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)
-            Path(tmp).unlink()
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def model_bytes(model: VAE) -> bytes:
@@ -180,7 +129,6 @@ def _content_hash(meta: dict[str, Any], entries: dict[str, Any]) -> Any:
 
 
 _MAX_HEADER = 64 * MiB  # metadata (config, history, tuning) and the tensor table
-_MAX_DEPTH = 32  # JSON nesting of the header and of each metadata entry (vaeaug writes at most 5)
 _MAX_TENSORS = 1024  # a VAE has fewer than 40
 _MAX_DIMS = 8
 _MAX_VERSION_TEXT = 64
@@ -204,9 +152,9 @@ def _loads(raw: str | bytes, where: str, what: str) -> Any:
     """``json.loads`` refusing deep nesting before parsing (a RecursionError otherwise) and any error."""
     text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     depth = _json_depth(text)
-    if depth > _MAX_DEPTH:
+    if depth > MAX_JSON_DEPTH:
         raise ValueError(f"{where} has a tampered {what}: JSON nested {depth} levels deep, expected at most "
-                         f"{_MAX_DEPTH}")
+                         f"{MAX_JSON_DEPTH}")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, too many digits

@@ -64,7 +64,8 @@ def _tile(x: torch.Tensor, size: int) -> Image.Image:
 
 
 def grid(rows: list[list[torch.Tensor]], col_titles: Sequence[str], row_titles: Sequence[str], title: str,
-          size: int) -> Image.Image:
+         size: int) -> Image.Image:
+    """A titled grid of image tiles: one row per list of ``(C, H, W)`` tensors in ``[0, 1]``, columns titled."""
     font = _font()
     t0 = _tile(rows[0][0], size)
     tw, th, pad = t0.width, t0.height, 4
@@ -86,6 +87,7 @@ def grid(rows: list[list[torch.Tensor]], col_titles: Sequence[str], row_titles: 
 
 
 def stack_rows(parts: list[Image.Image], center: bool = False) -> Image.Image:
+    """Pictures stacked top to bottom on the page background (centred or left-aligned)."""
     w = max(p.width for p in parts)
     out = Image.new("RGB", (w, sum(p.height for p in parts) + 8 * (len(parts) - 1)), _BG)
     y = 0

@@ -18,7 +18,6 @@ failure the temporaries are removed and files that were there before are put bac
 from __future__ import annotations
 
 import copy
-import hashlib
 import io as _io
 import json
 import os
@@ -48,9 +47,9 @@ from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.functional import delta_output, gaussian_move
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES
-from vaeaug.files import read_bounded
+from vaeaug.files import read_bounded, sha256_bytes, write_atomic
 from vaeaug.model.vae import VAE, load
-from vaeaug.model.vaefile import model_bytes, write_atomic
+from vaeaug.model.vaefile import model_bytes
 
 __all__ = ["export_onnx", "VERIFY_ATOL"]
 
@@ -301,9 +300,9 @@ def export_onnx(
     """
     paths = onnx_paths(out_path)
     if isinstance(model_or_path, (str, os.PathLike)):
-        before = hashlib.sha256(read_bounded(model_or_path, "model file", max_bytes=MAX_ONNX_BYTES)).hexdigest()
+        before = sha256_bytes(read_bounded(model_or_path, "model file", max_bytes=MAX_ONNX_BYTES))
         vae = load(model_or_path)
-        if hashlib.sha256(read_bounded(model_or_path, "model file", max_bytes=MAX_ONNX_BYTES)).hexdigest() != before:
+        if sha256_bytes(read_bounded(model_or_path, "model file", max_bytes=MAX_ONNX_BYTES)) != before:
             raise ValueError(f"{str(model_or_path)!r} changed while it was loaded; export it again when nothing is "
                              "writing to it")
         sha = before  # the file's own bytes, whatever version wrote it
@@ -321,17 +320,17 @@ def export_onnx(
     except ImportError as e:
         raise ImportError(f"ONNX export needs onnx and onnxscript: pip install 'vaeaug[onnx]' ({e})") from e
     if not sha:
-        sha = hashlib.sha256(model_bytes(vae)).hexdigest()  # the bytes vae.save() would write
+        sha = sha256_bytes(model_bytes(vae))  # the bytes vae.save() would write
     vae = copy.deepcopy(vae).to(device="cpu", dtype=torch.float32)
     vae = vae.to(memory_format=torch.contiguous_format).eval()
     meta = {
         "vaeaug.format_version": str(ONNX_FORMAT_VERSION),
         "vaeaug.version": __version__,
         "vaeaug.model_sha256": sha,
-        "vaeaug.model.config": json.dumps(vae.config.to_dict(), sort_keys=True),
+        "vaeaug.config": json.dumps(vae.config.to_dict(), sort_keys=True),
         "vaeaug.value_range": json.dumps(vae.value_range.to_dict(), sort_keys=True),
         "vaeaug.class_names": json.dumps(vae.class_names),
-        "vaeaug.core.augment": json.dumps(vae.augment, sort_keys=True),
+        "vaeaug.augment": json.dumps(vae.augment, sort_keys=True),
         "vaeaug.files": json.dumps({g: p.name for g, p in paths.items()}, sort_keys=True),
     }
     # the description must be one the reader accepts: say so now, not after tracing

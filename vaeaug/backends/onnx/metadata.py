@@ -445,9 +445,9 @@ def check_metadata(props: dict[str, str], where: str) -> dict[str, Any]:
         try:
             setting = AugmentSetting.from_dict(augment).check_for(conditional=cfg.num_classes is not None)
         except (ValueError, TypeError, OverflowError) as e:
-            raise _bad(where, "vaeaug.core.augment", f"null or a setting this model can use ({e})", augment) from None
+            raise _bad(where, "vaeaug.augment", f"null or a setting this model can use ({e})", augment) from None
         if setting.strength > MAX_STRENGTH:
-            raise _bad(where, "vaeaug.core.augment strength", f"at most {MAX_STRENGTH:g}", setting.strength)
+            raise _bad(where, "vaeaug.augment strength", f"at most {MAX_STRENGTH:g}", setting.strength)
     files = _json(props, "files", where)
     if not isinstance(files, dict) or set(files) != set(GRAPHS) or not all(
             isinstance(v, str) and v.endswith(".onnx") and "/" not in v and "\\" not in v for v in files.values()):
