@@ -198,3 +198,32 @@ def test_tune_says_yes_where_variants_obviously_help(digits) -> None:
     assert result["chosen"] == vars(GRID[0]) and model.augment == vars(GRID[0])
     assert result["p_value"] < result["alpha"] and result["gain"] > 1.0
     assert "paired one-sided t-test" in result["reason"]
+
+
+def test_tune_chooses_the_pipeline_and_pairs_image_by_image(digits) -> None:
+    """transforms=: the candidates are none, each transform, each setting, and each setting then each
+    transform; the first transform is the reference. A candidate that trains exactly what the reference
+    trains (the same transform under a second name) differs from it by exactly 0 on every image."""
+
+    def shift(img: torch.Tensor) -> torch.Tensor:
+        return torch.roll(img, 1, dims=-1)
+
+    x, y = digits.x[:150], digits.y[:150]
+    model = vaeaug.fit(x, y, epochs=1, conditional=True, progress=False)
+    result = vaeaug.tune(model, x, y, grid=GRID[:1], transforms={"shift": shift, "same": shift}, budget=QUICK,
+                         folds=2, repeats=1, refit=False, progress=False)
+    vae = f"vaeaug {GRID[0].label()}"
+    labels = [r["label"] for r in result["scores"]]
+    assert labels == ["shift", "none", "same", vae, f"{vae}, then shift", f"{vae}, then same"]
+    assert result["reference"] == "shift"
+    by = {r["label"]: r for r in result["scores"]}
+    assert by["same"]["loss_gain"] == 0.0 and by["same"]["gain"] == 0.0  # paired: bit-identical runs
+    assert by[f"{vae}, then same"]["val_accuracy"][0] == by[f"{vae}, then shift"]["val_accuracy"][0]
+    chosen = result["pipeline"]
+    assert chosen["label"] in labels and result["recommendation"].startswith(("use ", "keep shift"))
+    assert (chosen["transform"], chosen["setting"]) == {
+        "shift": ("shift", None), "none": (None, None), "same": ("same", None), vae: (None, vars(GRID[0])),
+        f"{vae}, then shift": ("shift", vars(GRID[0])), f"{vae}, then same": ("same", vars(GRID[0]))}[chosen["label"]]
+    assert result["chosen"] == chosen["setting"]
+    with pytest.raises(ValueError, match="not both"):
+        vaeaug.tune(model, x, y, grid=GRID[:1], base=shift, transforms=[shift], progress=False)

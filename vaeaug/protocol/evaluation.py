@@ -16,6 +16,8 @@ best checkpoint on the full test split. Arms:
 * ``tuned``: what :func:`vaeaug.tune` chooses on the training part (the validation split unseen);
 * ``tuned+classic``: what ``tune(..., base=ClassicTransform())`` chooses (vaeaug on top of the
   classic transforms), trained as ``vae+classic`` with that choice (``classic`` if it says no);
+* ``pipeline``: the pipeline ``tune(..., transforms={"classic": ClassicTransform()})`` chooses among
+  ``classic`` (the reference), ``none``, the VAE settings alone and each followed by ``classic``;
 * ``base`` and ``base+vae``: a user's own per-image transform, without and with VAE variants first;
 * for imbalanced data: ``oversample`` (class-balanced draws), ``balance`` (class-balanced draws,
   the extra draws of the small classes replaced by ``prior`` samples of their class, as
@@ -55,8 +57,8 @@ from vaeaug.protocol.tuning import stratified_split, tune
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
            "report_markdown", "reduce_per_class"]
 
-ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "tuned+classic", "base", "base+vae", "oversample",
-        "balance", "balance+vae")
+ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "tuned+classic", "pipeline", "base", "base+vae",
+        "oversample", "balance", "balance+vae")
 DEFAULT_ARMS = ("none", "classic", "vae", "vae+classic")
 IMBALANCE_ARMS = ("none", "oversample", "classic", "balance", "balance+vae", "vae")
 PRIOR = AugmentSetting("prior", 1.0, "decode", 1.0)
@@ -140,7 +142,7 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
             plan[a] = _Arm(classic=True, setting=setting)
         elif a == "base+vae":
             plan[a] = _Arm(base=True, setting=setting)
-        elif a in ("tuned", "tuned+classic"):
+        elif a in ("tuned", "tuned+classic", "pipeline"):
             plan[a] = _Arm()  # decided per seed
     for n, s in extra_arms.items():
         kw: dict[str, Any] = {"setting": s} if isinstance(s, AugmentSetting) else \
@@ -302,15 +304,19 @@ def evaluate(
         bar.update()
         done: dict[_Arm, tuple[ClassifierRun, float, list[float]]] = {}
         for arm_name, arm in plan.items():
-            if arm_name in ("tuned", "tuned+classic"):
+            if arm_name in ("tuned", "tuned+classic", "pipeline"):
                 bar.set_postfix_str(f"seed {seed}: {arm_name}: tuning")
                 on_classic = arm_name == "tuned+classic"
                 t1 = time.perf_counter()
-                res = tune(vae, xr, yr, seed=seed, progress=False, base=ClassicTransform(flip) if on_classic else None,
-                           **(tune_kwargs or {}))
+                choice = {"transforms": {"classic": ClassicTransform(flip)}} if arm_name == "pipeline" else \
+                    {"base": ClassicTransform(flip) if on_classic else None}
+                res = tune(vae, xr, yr, seed=seed, progress=False, **choice, **(tune_kwargs or {}))
                 tune_seconds.setdefault(arm_name, []).append(time.perf_counter() - t1)
                 chosen = res["chosen"]
-                tuned_choice.setdefault(arm_name, []).append({"chosen": chosen, "reason": res["reason"]})
+                tuned_choice.setdefault(arm_name, []).append({"chosen": chosen, "reason": res["reason"],
+                                                              "pipeline": res["pipeline"]["label"]})
+                if arm_name == "pipeline":
+                    on_classic = res["pipeline"]["transform"] == "classic"
                 arm = _Arm(classic=on_classic, setting=AugmentSetting.from_dict(chosen) if chosen else None)
             bar.set_postfix_str(f"seed {seed}: {arm_name}")
             if arm not in done:
@@ -394,7 +400,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     for a, st in report["arms"].items():
         s = cfg["settings"].get(a)
         setting = AugmentSetting(**s).label() if s else ""
-        if a in ("tuned", "tuned+classic") and a in report:
+        if a == "pipeline" and a in report:
+            setting = "; ".join(t["pipeline"] for t in report[a]["per_seed"])
+        elif a in ("tuned", "tuned+classic") and a in report:
             setting = "; ".join(AugmentSetting(**t["chosen"]).label() if t["chosen"] else "off"
                                 for t in report[a]["per_seed"])
         m = st["balanced"] if imb else st
@@ -413,7 +421,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     v = report["vae"]
     lines += ["", f"VAE fit: {statistics.fmean(v['fit_seconds']):.1f} s per seed, best val loss "
                   f"{', '.join(f'{x:.2f}' for x in v['best_val_loss'])} nats/image."]
-    for a in ("tuned", "tuned+classic"):
+    for a in ("tuned", "tuned+classic", "pipeline"):
         if a in report:
             lines.append(f"{a}: tune {statistics.fmean(report[a]['seconds']):.0f} s per seed; "
                          + " | ".join(t["reason"] for t in report[a]["per_seed"]))

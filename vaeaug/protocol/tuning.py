@@ -7,13 +7,24 @@ the other folds (to convergence on a small inner validation slice) and is scored
 Every candidate of a fold and repeat shares the data, the VAE, the initialisation and the
 batches, so its gain over ``none`` is a paired difference.
 
-Successive halving keeps it cheap: every setting of the grid runs on the first fold; the better
-half goes on to the other folds; the best of those is the finalist, which runs again with
-``repeats - 1`` fresh classifier seeds on every fold. The finalist is chosen only if a one-sided
-paired t-test over all its (fold, repeat) gains rejects "no gain" at level ``alpha`` (the
-false-positive rate of that test; the selection before it makes the overall rate somewhat
-higher, which BENCHMARKS.md measures on data where nothing can help) and the mean gain is at
-least ``min_gain``; otherwise the choice is ``p = 0``, and the result says so plainly.
+The score is per image, not 0/1 accuracy: each held-out image's true-class log-loss (capped at
+:data:`MAX_LOSS`), paired image by image with the reference's classifier of the same fold and
+repeat; the mean over the fold's images is one unit. Accuracy over a hundred images moves in steps
+of a point and flips with the classifier's seed; the paired log-loss sees a one-point gain.
+
+Successive halving keeps it cheap: every candidate runs on the first fold; the better half goes on
+to the other folds; the best of those is the finalist, which runs again with ``repeats - 1`` fresh
+classifier seeds on every fold. The finalist is chosen only if a one-sided t-test over its
+(fold, repeat) units of paired log-loss rejects "no gain" at level ``alpha`` and its mean accuracy
+gain is at least ``min_gain`` (0: no accuracy loss); otherwise the reference stays, and the result
+says so plainly. The selection before the test makes the overall false-positive rate somewhat
+higher than ``alpha``; ``benchmarks/tune_calibration.py`` measures it on shuffled labels and on
+candidates that cannot differ from the reference.
+
+The reference is ``none`` (no augmentation), or with ``transforms=`` your own pipeline (the first
+transform): the candidates are ``none``, each transform, each VAE setting, and each setting
+followed by each transform, and the result (``"pipeline"``, ``"recommendation"``) names the
+pipeline to use.
 
 With ``base=`` (the user's own per-image transform) every candidate, ``none`` included, trains
 with that transform after the VAE move: the question becomes "does vaeaug help on top of my
@@ -28,7 +39,7 @@ import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,6 +165,7 @@ def tune(
     *,
     grid: Sequence[AugmentSetting] = DEFAULT_GRID,
     base: Transform | None = None,
+    transforms: Mapping[str, Transform] | Sequence[Transform] | None = None,
     folds: int = 3,
     repeats: int = 2,
     alpha: float = 0.1,
@@ -175,6 +187,10 @@ def tune(
         grid: the settings to try (``none`` is always tried).
         base: your own per-image transform (``(C, H, W)`` float in ``[0, 1]`` in and out), applied
             in every candidate after the VAE move; the choice is then "on top of ``base``".
+        transforms: your classic pipelines instead (name -> transform, or a list named by their
+            class): the candidates become ``none``, each transform, each VAE setting, and each
+            setting followed by each transform; the first transform is your pipeline, the
+            reference that any other candidate must beat beyond the noise.
         folds: cross-validation folds (>= 2).
         repeats: classifier seeds of the finalist on every fold (>= 1; more: more power, more time).
         alpha: the false-positive rate of the one-sided paired t-test that must reject "no gain".
@@ -190,8 +206,9 @@ def tune(
         progress: progress bar and a one-line verdict.
 
     Returns:
-        ``{"chosen": {...} | None, "reason": str, "scores": [...], "p_value": float, ...}``;
-        also stored as ``model.tuning``, with the chosen setting (or ``p = 0``) as ``model.augment``.
+        ``{"chosen": {...} | None, "pipeline": {"transform": name | None, "setting": {...} | None},
+        "recommendation": str, "reason": str, "scores": [...], "p_value": float, ...}``; also stored
+        as ``model.tuning``, with the chosen VAE setting (or ``p = 0``) as ``model.augment``.
 
     Example:
         >>> import vaeaug
@@ -252,76 +269,129 @@ def tune(
                              (td.x[fold_idx[f]], labels[fold_idx[f]]), TorchBackend(judge))
         return fold_cache[f]
 
-    names = ["none"] + [s.label() for s in grid]
-    settings: dict[str, AugmentSetting | None] = {"none": None, **{s.label(): s for s in grid}}
-    acc: dict[str, dict[tuple[int, int], float]] = {k: {} for k in names}
-    steps_used: dict[str, list[int]] = {k: [] for k in names}
-    n_planned = (len(grid) + 1) + (folds - 1) * (1 + max(1, len(grid) // 2)) + 2 * folds * (repeats - 1)
+    candidates = _candidates(grid, base, transforms)
+    reference = next(iter(candidates))  # "none", or your pipeline: a switch needs evidence
+    data_n: dict[str, dict[tuple[int, int], tuple[float, torch.Tensor]]] = {k: {} for k in candidates}
+    steps_used: dict[str, list[int]] = {k: [] for k in candidates}
+    others = [k for k in candidates if k != reference]
+    n_planned = len(candidates) + (folds - 1) * (1 + max(1, len(others) // 2)) + 2 * folds * (repeats - 1)
     bar = tqdm(total=n_planned, desc="tune", unit="run", disable=not progress)
 
     def run(label: str, f: int, r: int) -> None:
-        if (f, r) in acc[label]:
+        if (f, r) in data_n[label]:
             return
         bar.set_postfix_str(f"{label}, fold {f + 1}/{folds}, repeat {r + 1}")
         (x_tr, y_tr), inner, held, gen = fold(f)
-        s = settings[label]
+        _, transform, s = candidates[label]
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
-                               base=base, val=inner)
-        acc[label][(f, r)] = res.accuracy
+                               base=transform, val=inner)
+        assert res.true_logprob is not None
+        data_n[label][(f, r)] = (res.accuracy, (-res.true_logprob).clamp(max=MAX_LOSS))
         steps_used[label].append(res.steps)
         bar.update()
 
-    def gains(label: str) -> list[float]:
-        return [acc[label][k] - acc["none"][k] for k in sorted(acc[label]) if k in acc["none"]]
+    def units(label: str) -> list[tuple[float, float]]:
+        """Per (fold, repeat): the paired mean per-image loss gain and the accuracy gain over the reference."""
+        ref = data_n[reference]
+        return [(float((ref[k][1] - v[1]).mean()), v[0] - ref[k][0]) for k, v in sorted(data_n[label].items())
+                if k in ref]
 
     # successive halving on repeat 0: every candidate on fold 0, the better half on every fold
-    alive = names[1:]
+    alive = others
     rungs = [[0], list(range(folds))]
     for i, rung in enumerate(rungs):
         for f in rung:
-            for label in ["none", *alive]:
+            for label in [reference, *alive]:
                 run(label, f, 0)
-        ranked = sorted(alive, key=lambda k: statistics.fmean(gains(k)), reverse=True)
+        ranked = sorted(alive, key=lambda k: statistics.fmean(u[0] for u in units(k)), reverse=True)
         alive = ranked[: max(1, len(ranked) // 2)] if i < len(rungs) - 1 else ranked[:1]
     finalist = alive[0]
     for r in range(1, repeats):
         for f in range(folds):
-            run("none", f, r)
+            run(reference, f, r)
             run(finalist, f, r)
     bar.close()
-    g = gains(finalist)
-    mean_gain = statistics.fmean(g)
-    sd = statistics.stdev(g) if len(g) > 1 else math.nan
-    t = mean_gain / (sd / math.sqrt(len(g))) if sd and sd > 0 else (math.inf if mean_gain > 0 else -math.inf)
-    p_value = t_sf(t, len(g) - 1) if len(g) > 1 else 1.0
-    chosen_setting = settings[finalist]
-    assert chosen_setting is not None
-    yes = p_value < alpha and mean_gain > min_gain
+    u = units(finalist)
+    loss_gain = [a for a, _ in u]
+    acc_gain = [b for _, b in u]
+    mean_loss, mean_gain = statistics.fmean(loss_gain), statistics.fmean(acc_gain)
+    sd_loss = statistics.stdev(loss_gain) if len(u) > 1 else math.nan
+    sd = statistics.stdev(acc_gain) if len(u) > 1 else math.nan
+    t = mean_loss / (sd_loss / math.sqrt(len(u))) if sd_loss and sd_loss > 0 else \
+        (math.inf if mean_loss > 0 else -math.inf)
+    p_value = t_sf(t, len(u) - 1) if len(u) > 1 else 1.0
+    yes = p_value < alpha and mean_gain >= min_gain and mean_loss > 0
+    chosen_label = finalist if yes else reference
+    chosen_name, _, chosen_setting = candidates[chosen_label]
     where = f"{folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}" if repeats > 1 else f"{folds} folds"
     on_top = "" if base is None else " on top of your base transform"
+    evidence = (f"{mean_gain:+.2f} ± {sd:.2f} accuracy points and {mean_loss:+.4f} ± {sd_loss:.4f} nats of "
+                f"true-class log-loss per image across {where}")
     if yes:
-        reason = (f"{finalist} gains {mean_gain:+.2f} ± {sd:.2f} points over none{on_top} across {where} "
-                  f"(paired one-sided t-test p = {p_value:.3f} < alpha = {alpha:g})")
+        reason = (f"{finalist} beats {reference}{on_top}: {evidence} (paired one-sided t-test on the log-loss "
+                  f"p = {p_value:.3g} < alpha = {alpha:g})")
     else:
-        reason = (f"no setting beat none{on_top} beyond the noise: the best, {finalist}, gains {mean_gain:+.2f} "
-                  f"± {sd:.2f} points across {where} (p = {p_value:.3f}, needed < {alpha:g}); augmentation is "
-                  "off (p = 0)")
-    scores = [{"setting": dataclasses.asdict(s) if s else None, "label": k,
-               "val_accuracy": [acc[k][key] for key in sorted(acc[k])],
-               "runs": [list(key) for key in sorted(acc[k])],
-               "mean": statistics.fmean(acc[k].values()),
-               "gain": statistics.fmean(gains(k)) if k != "none" else 0.0,
-               "steps": steps_used[k]} for k, s in settings.items()]
+        what, keep = ("setting", "augmentation is off (p = 0)") if transforms is None else \
+            ("candidate", f"keep {reference}")
+        reason = (f"no {what} beat {reference}{on_top} beyond the noise: the best, {finalist}, {evidence} "
+                  f"(p = {p_value:.3g}, needed < {alpha:g}, with no accuracy loss); {keep}")
+    recommendation = (f"use {chosen_label}: {mean_gain:+.2f} ± {sd:.2f} points over {reference}" if yes else
+                      f"keep {reference}: no candidate beat it beyond the noise (best: {finalist}, "
+                      f"{mean_gain:+.2f} ± {sd:.2f} points)")
+    scores = [{"setting": dataclasses.asdict(s_) if s_ else None, "transform": candidates[k][0],
+               "label": k, "val_accuracy": [v[0] for _, v in sorted(data_n[k].items())],
+               "runs": [list(key) for key in sorted(data_n[k])],
+               "mean": statistics.fmean(v[0] for v in data_n[k].values()),
+               "mean_loss": statistics.fmean(float(v[1].mean()) for v in data_n[k].values()),
+               "gain": statistics.fmean(b for _, b in units(k)) if k != reference else 0.0,
+               "loss_gain": statistics.fmean(a for a, _ in units(k)) if k != reference else 0.0,
+               "steps": steps_used[k]} for k, (_, _, s_) in candidates.items()]
     result: dict[str, Any] = {
-        "chosen": dataclasses.asdict(chosen_setting) if yes else None, "reason": reason, "finalist": finalist,
-        "gain": mean_gain, "gain_sd": sd, "p_value": p_value, "alpha": alpha, "min_gain": min_gain,
+        "chosen": dataclasses.asdict(chosen_setting) if chosen_setting is not None else None,
+        "pipeline": {"label": chosen_label, "transform": chosen_name,
+                     "setting": dataclasses.asdict(chosen_setting) if chosen_setting is not None else None},
+        "reference": reference, "recommendation": recommendation, "reason": reason, "finalist": finalist,
+        "gain": mean_gain, "gain_sd": sd, "loss_gain": mean_loss, "loss_gain_sd": sd_loss, "p_value": p_value,
+        "alpha": alpha, "min_gain": min_gain, "metric": "paired true-class log-loss per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
-        "runs": sum(len(v) for v in acc.values()), "seconds": time.perf_counter() - t_start,
+        "runs": sum(len(v) for v in data_n.values()), "seconds": time.perf_counter() - t_start,
     }
     model.tuning = result
-    model.augment = dict(result["chosen"]) if yes else {**dataclasses.asdict(grid[0]), "p": 0.0}
+    model.augment = dict(result["chosen"]) if chosen_setting is not None else \
+        {**dataclasses.asdict(grid[0]), "p": 0.0}
     if progress:
-        print(f"tune: {reason}", flush=True)
+        print(f"tune: {recommendation} ({reason})", flush=True)
     return result
+
+
+MAX_LOSS = 10.0
+"""A per-image loss (nats) counts at most this much (p(true class) >= 4.5e-5): one confidently wrong
+image cannot outweigh a hundred, and the paired differences keep a finite variance."""
+
+
+def _candidates(grid: Sequence[AugmentSetting], base: Transform | None,
+                transforms: Mapping[str, Transform] | Sequence[Transform] | None,
+                ) -> dict[str, tuple[str | None, Transform | None, AugmentSetting | None]]:
+    """label -> (the transform's name, the per-image transform, the VAE setting); the first is the reference."""
+    if transforms is None:
+        name = None if base is None else "base"
+        return {"none": (name, base, None), **{s.label(): (name, base, s) for s in grid}}
+    if base is not None:
+        raise ValueError("pass base= (vaeaug on top of one transform) or transforms= (choose the pipeline), not both")
+    named = dict(transforms) if isinstance(transforms, Mapping) else \
+        {getattr(t, "__name__", type(t).__name__): t for t in transforms}
+    if not named or len(named) != len(transforms):
+        raise ValueError("transforms must name each transform once: pass a dict name -> transform")
+    for k, t in named.items():
+        if not isinstance(k, str) or not callable(t):
+            raise TypeError(f"transforms maps names to callables; got {k!r} -> {type(t).__name__}")
+    out: dict[str, tuple[str | None, Transform | None, AugmentSetting | None]] = {}
+    first = next(iter(named))
+    out[first] = (first, named[first], None)  # your pipeline: the reference
+    out["none"] = (None, None, None)
+    out.update({k: (k, t, None) for k, t in named.items() if k != first})
+    out.update({f"vaeaug {s.label()}": (None, None, s) for s in grid})
+    out.update({f"vaeaug {s.label()}, then {k}": (k, t, s) for s in grid for k, t in named.items()})
+    return out
