@@ -79,7 +79,8 @@ def main() -> None:
     summary = (f"{args.case}: tune said yes on {k} of {n} runs ({100 * k / max(1, n):.0f}%, 95% interval "
                f"{100 * lo:.0f}-{100 * hi:.0f}%; alpha = {args.alpha:g}); {args.data} {args.per_class}/class, "
                f"{args.folds} folds x {args.repeats} repeats, {time.perf_counter() - t0:.0f} s, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+               f"{platform.processor() or platform.machine()}")
     print(summary)
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "args": vars(args) | {"json": str(args.json)},

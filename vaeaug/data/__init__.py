@@ -49,7 +49,7 @@ def as_tensor_data(
         value_range: ``(low, high)`` of the input values. Inferred for uint8 (0..255) and for
             floats already in ``[0, 1]``; required otherwise.
         root: folder for built-in datasets (e.g. holding ``FashionMNIST/raw``).
-        split: ``"train"``, ``"test"`` (or ``"all"`` for digits) for built-in builtin.
+        split: ``"train"``, ``"test"`` (or ``"all"`` for digits) for built-in datasets.
         download: let torchvision download a built-in dataset that is not found locally.
 
     Returns:

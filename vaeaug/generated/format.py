@@ -1,6 +1,8 @@
-"""The generated-set format on disk, its reader (:class:`GeneratedDataset`) and :func:`verify_generated`.
+"""The generated-set format on disk: the layout, ``run.json`` and ``manifest.json`` (schema, checksum, reading).
 
-Sets are written by :func:`vaeaug.pregenerate`.
+Sets are written by :func:`vaeaug.pregenerate` (:mod:`vaeaug.generated.writer`), read by
+:class:`~vaeaug.generated.reader.GeneratedDataset` and checked by :func:`~vaeaug.generated.reader.verify_generated`
+(:mod:`vaeaug.generated.reader`); their ``.npy`` files are :mod:`vaeaug.generated.shards`.
 
 Layout of a set of ``N`` sources with ``k`` variants each (``r = 1`` with ``include_real``): sample
 ``s`` is slot ``s % (k + r)`` of source ``s // (k + r)``; slot 0 is the real sample when ``r = 1``,
