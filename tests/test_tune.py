@@ -120,7 +120,7 @@ def test_tune_refuses_bad_arguments(digits) -> None:
     model = vaeaug.fit(digits.x[:100], epochs=1, progress=False)
     with pytest.raises(ValueError, match="needs labels"):
         vaeaug.tune(model, digits.x[:100], progress=False)
-    for kw, msg in [({"folds": 1}, "folds must be an int >= 2"), ({"repeats": 0}, "repeats must be"),
+    for kw, msg in [({"folds": 1}, "folds must be an integer >= 2"), ({"repeats": 0}, "repeats must be"),
                     ({"alpha": 1.5}, "alpha must be"), ({"grid": []}, "grid is empty"),
                     ({"budget": vaeaug.Budget.fixed(10)}, "converged"), ({"folds": 40}, "at least folds=40")]:
         with pytest.raises(ValueError, match=msg):

@@ -39,6 +39,7 @@ from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import NumpyImages
 from vaeaug.core.rng import Stream, derive_keys, uniform, worker_component, worker_seed
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
+from vaeaug.core.values import MAX_SEED, check_int
 
 __all__ = ["VAEAugment"]
 
@@ -168,15 +169,11 @@ class VAEAugment(ImageOnlyTransform):
     def __init__(
         self,
         model: str | os.PathLike[str] | Any,
-        p: float | None = None,
-        strength: float | None = None,
-        mode: str | None = None,
-        form: str | None = None,
+        p: float | None = None, strength: float | None = None, mode: str | None = None, form: str | None = None,
         seed: int | None = None,
         device: Any = None,
     ) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
+        check_int("seed", seed, 0, MAX_SEED, optional=True)
         if device is not None:
             torch = sys.modules.get("torch")
             if not isinstance(device, str) and not (torch is not None and isinstance(device, torch.device)):

@@ -27,6 +27,7 @@ from vaeaug.core.backend import Backend
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
+from vaeaug.core.values import MAX_SEED, check_int
 
 __all__ = ["VAEAugmentedDataset"]
 
@@ -87,9 +88,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         base: Any,
         model_or_path: Any,
         variants_per_sample: int = 1,
-        mode: str | None = None,
-        strength: float | None = None,
-        form: str | None = None,
+        mode: str | None = None, strength: float | None = None, form: str | None = None,
         seed: int = 0,
         return_is_synthetic: bool = False,
         resample_each_epoch: bool = False,
@@ -98,10 +97,8 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         device: Any = None,
     ) -> None:
         k = variants_per_sample
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"variants_per_sample must be an integer >= 0; got {k!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+        check_int("variants_per_sample", k, 0)
+        check_int("seed", seed, 0, MAX_SEED)
         if not (hasattr(base, "__getitem__") and hasattr(base, "__len__")):
             raise TypeError(
                 f"base must be a map-style dataset (with __len__ and __getitem__); got {type(base).__name__}"
@@ -190,8 +187,7 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         Call it before creating the epoch's DataLoader iterator (as with ``DistributedSampler``);
         persistent workers keep the value they started with.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0; got {epoch!r}")
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -39,6 +39,7 @@ from vaeaug.core.codecs import Codec, not_an_image
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import derive_keys, worker_component
 from vaeaug.core.settings import resolve_setting
+from vaeaug.core.values import MAX_SEED, check_int
 
 __all__ = ["VAEAugment"]
 
@@ -258,18 +259,14 @@ class VAEAugment(v2.Transform):
     def __init__(
         self,
         model_or_path: Any,
-        p: float | None = None,
-        strength: float | None = None,
-        mode: str | None = None,
-        form: str | None = None,
+        p: float | None = None, strength: float | None = None, mode: str | None = None, form: str | None = None,
         seed: int | None = None,
         device: Any = None,
         image_key: str | None = None,
         label_key: str | None = None,
     ) -> None:
         super().__init__()
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or an integer >= 0; got {seed!r}")
+        check_int("seed", seed, 0, MAX_SEED, optional=True)
         for name, k in (("image_key", image_key), ("label_key", label_key)):
             if k is not None and not isinstance(k, str):
                 raise TypeError(f"{name} must be None or the str key of a dict sample, e.g. {name}='image'; "

@@ -38,6 +38,7 @@ from vaeaug.core.codecs import is_tensor as _is_torch
 from vaeaug.core.functional import ONE_CALL_ROWS, perturb
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
+from vaeaug.core.values import check_int
 
 __all__ = ["OnnxBackend"]
 
@@ -81,8 +82,7 @@ class OnnxBackend(Backend):
         chunk_size: int = 64,
     ) -> None:
         for name, v in (("threads", threads), ("inter_op_threads", inter_op_threads), ("chunk_size", chunk_size)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
+            check_int(name, v, 1)
         self.paths = onnx_paths(path)
         meta = read_onnx_metadata(self.paths["augmenter"])
         if meta["graph"] != "augmenter":

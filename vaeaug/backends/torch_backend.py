@@ -14,6 +14,7 @@ from vaeaug.core.backend import Backend, run_chunked
 from vaeaug.core.functional import perturb
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
+from vaeaug.core.values import check_int
 from vaeaug.model.devices import resolve_device
 from vaeaug.model.vae import VAE, load
 
@@ -53,8 +54,7 @@ class TorchBackend(Backend):
             # caller's model is left as it is
             owned = model if self.source is not None else copy.deepcopy(model)
             model = owned.to(memory_format=torch.channels_last)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}")
+        check_int("chunk_size", chunk_size, 1)
         self.model = model.eval()
         self.chunk_size = chunk_size
         self._device = model.device  # cached: looking it up walks the parameters

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["is_int", "is_number", "in_range", "short_repr", "check_int", "check_number",
+__all__ = ["is_int", "is_number", "in_range", "short_repr", "check_int", "check_number", "MAX_SEED",
            "ValueRange", "DTYPES", "MAX_ABS_VALUE", "MIN_SPAN", "MIN_RELATIVE_SPAN"]
 
 
@@ -57,19 +57,31 @@ def short_repr(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_int(name: str, v: Any, minimum: int, maximum: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``v`` is an int (not a bool) in ``[minimum, maximum]``.
+def check_int(name: str, v: Any, minimum: int, maximum: int | None = None, *, optional: bool = False) -> None:
+    """Raise ``ValueError`` unless ``v`` is an int (not a bool) in ``[minimum, maximum]`` (or ``None`` if ``optional``).
 
     Example:
         >>> check_int("variants", 0, 1)
         Traceback (most recent call last):
         ...
         ValueError: variants must be an integer >= 1; got 0
+        >>> check_int("seed", 2**64, 0, 2**64 - 1, optional=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed must be None or an integer in [0, 18446744073709551615]; got 18446744073709551616
     """
+    if optional and v is None:
+        return
+    what = f"{name} must be {'None or ' if optional else ''}an integer"
     if not is_int(v) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {short_repr(v)}")
+        raise ValueError(f"{what} >= {minimum}" + (f" (at most {maximum})" if maximum is not None else "")
+                         + f"; got {short_repr(v)}")
     if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}]; got {short_repr(v)}")
+        raise ValueError(f"{what} in [{minimum}, {maximum}]; got {short_repr(v)}")
+
+
+MAX_SEED = 2**64 - 1
+"""Seeds are 64-bit: the counter-based keys are derived from ``seed mod 2**64``, so a larger one is refused."""
 
 
 def check_number(name: str, v: Any, low: float, high: float) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vaeaug.core.values import check_int
 from vaeaug.data import Layout, TensorData, as_tensor_data, check_labels
 from vaeaug.fitting.classic import CLASSIC_AUGMENTS, classic_augment
 from vaeaug.model.devices import PRECISIONS, resolve_device, resolve_precision
@@ -181,8 +182,7 @@ def fit(
 
         if y is not None or layout is not None:
             raise ValueError("stream=True reads labels and layout from the dataset; leave y and layout unset")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
+        check_int("num_workers", num_workers, 0)
         td = open_stream(data, value_range)
         shape: tuple[int, ...] = td.shape
         num_classes = _stream_classes(td, num_classes) if conditional else None
@@ -232,8 +232,7 @@ def _stream_classes(td: Any, num_classes: int | None = None) -> int:
     (as :func:`vaeaug.data.check_labels` asks of data in memory).
     """
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+        check_int("num_classes", num_classes, 1)
         if td.labels is not None and len(td.labels) and not 0 <= int(td.labels.min()) <= int(td.labels.max()) < \
                 num_classes:
             raise ValueError(f"labels must be in 0..{num_classes - 1} for num_classes={num_classes}; the dataset's "

@@ -223,9 +223,7 @@ def pregenerate(
     out_dir: str | os.PathLike[str],
     *,
     variants_per_sample: int = 4,
-    mode: str | None = None,
-    strength: float | None = None,
-    form: str | None = None,
+    mode: str | None = None, strength: float | None = None, form: str | None = None,
     seed: int = 0,
     include_real: bool = True,
     format: str = "shards",
@@ -287,8 +285,8 @@ def pregenerate(
         if num_shards != 1:
             raise ValueError(f"with num_shards={num_shards}, pass this job's shard_index (0..{num_shards - 1})")
         shard_index = 0
-    elif isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be an integer in 0..{num_shards - 1}; got {shard_index!r}")
+    else:
+        check_int("shard_index", shard_index, 0, num_shards - 1)
     if not include_real and k == 0:
         raise ValueError("nothing to generate: variants_per_sample=0 and include_real=False")
     gen = as_backend(model_or_path)

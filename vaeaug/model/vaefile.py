@@ -26,7 +26,7 @@ import re
 import struct
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -38,16 +38,26 @@ from vaeaug.core.values import ValueRange
 from vaeaug.files import MAX_JSON_DEPTH, MiB, open_regular, write_atomic
 from vaeaug.model.config import MAX_PARAMETERS, MAX_STRENGTH, VAEConfig, check_class_names, parameter_count
 
-if TYPE_CHECKING:
-    from vaeaug.model.vae import VAE
+__all__ = ["save", "read_model", "read_metadata", "model_bytes", "SavedModel", "FORMAT", "FORMAT_VERSION"]
 
-__all__ = ["save", "read_model", "read_metadata", "model_bytes", "write_atomic", "FORMAT", "FORMAT_VERSION"]
+
+class SavedModel(Protocol):
+    """What the file format stores of a model (a :class:`vaeaug.VAE` is one): its weights and description."""
+
+    config: VAEConfig
+    value_range: ValueRange
+    class_names: list[str] | None
+    history: list[dict[str, Any]]
+    augment: dict[str, Any] | None
+    tuning: dict[str, Any] | None
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
 
 FORMAT = "vaeaug-model"
 FORMAT_VERSION = 1
 
 
-def save(model: VAE, path: str | os.PathLike[str]) -> Path:
+def save(model: SavedModel, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` to ``path`` atomically (a temporary file renamed into place).
 
     Args:
@@ -68,7 +78,7 @@ def save(model: VAE, path: str | os.PathLike[str]) -> Path:
     return write_atomic(path, model_bytes(model))
 
 
-def model_bytes(model: VAE) -> bytes:
+def model_bytes(model: SavedModel) -> bytes:
     """The bytes :func:`save` writes for ``model`` (canonical: the same model gives the same bytes).
 
     Their SHA-256 identifies a model, e.g. in an ONNX export's metadata.

@@ -21,6 +21,7 @@ from torch import nn
 
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.rng import derive_keys
+from vaeaug.core.values import check_int
 from vaeaug.fitting.classic import classic_augment
 from vaeaug.model.devices import resolve_precision
 
@@ -69,10 +70,8 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_steps", "eval_every", "patience"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1; got {v!r}")
-        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
-            raise ValueError(f"min_steps must be an int >= 0; got {self.min_steps!r}")
+            check_int(name, v, 1)
+        check_int("min_steps", self.min_steps, 0)
 
     @classmethod
     def fixed(cls, steps: int) -> Budget:

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.settings import AugmentSetting
+from vaeaug.core.values import check_int
 from vaeaug.data import as_tensor_data
 from vaeaug.fitting import training
 from vaeaug.model.vae import VAE
@@ -220,8 +221,7 @@ def tune(
         (4, True)
     """
     for name, v, lo in (("folds", folds, 2), ("repeats", repeats, 1), ("batch_size", batch_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
+        check_int(name, v, lo)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be a float in (0, 1), the test's false-positive rate; got {alpha!r}")
     if not (isinstance(inner_val, float) and 0.0 < inner_val < 1.0):

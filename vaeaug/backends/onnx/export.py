@@ -47,6 +47,7 @@ from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.functional import delta_output, gaussian_move
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES
+from vaeaug.core.values import check_int
 from vaeaug.files import read_bounded, sha256_bytes, write_atomic
 from vaeaug.model.vae import VAE, load
 from vaeaug.model.vaefile import model_bytes
@@ -311,8 +312,7 @@ def export_onnx(
         sha = ""
     else:
         raise TypeError(f"model_or_path must be a vaeaug VAE or a .vae path; got {type(model_or_path).__name__}")
-    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
-        raise ValueError(f"opset must be None or a positive integer; got {opset!r}")
+    check_int("opset", opset, 1, optional=True)
     _refuse_directories(paths)
     try:
         import onnx  # noqa: F401
