@@ -217,27 +217,35 @@ def test_base_arms_run_a_user_transform() -> None:
 def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     from vaeaug.fitting.classic import ClassicTransform
 
-    calls: list[tuple[int, Any]] = []
+    calls: list[tuple[int, Any, Any]] = []
     real_tune = ev.tune
 
     def spy(model, x, y, **kw):
-        calls.append((len(x), kw.get("base")))
+        calls.append((len(x), kw.get("base"), kw.get("transforms")))
         return real_tune(model, x, y, **kw)
 
     monkeypatch.setattr(ev, "tune", spy)
     # alpha near 0: tune says no, so each tuned arm must be its reference arm's own run
     quick = {"grid": [AugmentSetting()], "folds": 2, "repeats": 1, "budget": TINY, "alpha": 1e-12}
     report = evaluate("digits", per_class=12, seeds=1, budget=TINY, vae_epochs=2, progress=False,
-                      arms=("none", "classic", "tuned", "tuned+classic"), tune_kwargs=quick)
+                      arms=("none", "classic", "tuned", "tuned+classic", "pipeline"), tune_kwargs=quick)
     n_train = report["config"]["n_train"]
-    assert [n for n, _ in calls] == [n_train, n_train]  # tuned on the training part, never the validation split
+    assert [c[0] for c in calls] == [n_train] * 3  # tuned on the training part, never the validation split
     assert calls[0][1] is None and isinstance(calls[1][1], ClassicTransform)
-    for arm, same_as in (("tuned", "none"), ("tuned+classic", "classic")):
+    assert calls[2][1] is None and list(calls[2][2]) == ["classic"]  # the pipeline: classic is the reference
+    for arm, same_as in (("tuned", "none"), ("tuned+classic", "classic"), ("pipeline", "classic")):
         choice = report[arm]["per_seed"][0]
-        assert choice["chosen"] is None and "augmentation is off" in choice["reason"]
+        assert choice["chosen"] is None and ("augmentation is off" in choice["reason"] or arm == "pipeline")
         assert report["arms"][arm]["per_seed"] == report["arms"][same_as]["per_seed"]
         assert report["arms"][arm]["steps"] == report["arms"][same_as]["steps"]
-    assert "tuned+classic: tune" in report_markdown(report)
+    assert report["pipeline"]["per_seed"][0]["pipeline"] == "classic" and "keep classic" in \
+        report["pipeline"]["per_seed"][0]["reason"]
+    assert "tuned+classic: tune" in report_markdown(report) and "pipeline: tune" in report_markdown(report)
+    best = max(("none", "classic"), key=lambda a: report["arms"][a]["mean"])
+    assert report["best_fixed"] == best and "Best fixed arm (by mean)" in report_markdown(report)
+    gain = report["gains_over_best_fixed"]["pipeline"]
+    assert gain["per_seed"] == [p - b for p, b in zip(report["arms"]["pipeline"]["per_seed"],
+                                                      report["arms"][best]["per_seed"], strict=True)]
 
 
 def test_a_data_file_without_test_data_is_refused_not_tested_on_itself(tmp_path: Path) -> None:

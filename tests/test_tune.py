@@ -177,8 +177,11 @@ def test_tune_with_a_base_transform_stores_it(digits) -> None:
 
     x, y = digits.x[:200], digits.y[:200]
     model = vaeaug.fit(x, y, epochs=1, conditional=True, progress=False)
-    result = vaeaug.tune(model, x, y, grid=GRID[:1], base=shift, budget=QUICK, folds=2, repeats=1, progress=False)
+    result = vaeaug.tune(model, x, y, grid=GRID[:1], base=shift, budget=QUICK, folds=2, repeats=1, balanced=True,
+                         progress=False)
     assert calls and set(calls) == {torch.Size([1, 8, 8])}  # per image, in every run (none included)
+    assert result["balanced"] is True and "class-balanced" in result["metric"] and "balanced-accuracy" in \
+        result["reason"]
     assert result["base"] == repr(shift) and model.tuning["base"] == repr(shift)
     assert "on top of your base transform" in result["reason"]
 
@@ -215,7 +218,7 @@ def test_tune_chooses_the_pipeline_and_pairs_image_by_image(digits) -> None:
     vae = f"vaeaug {GRID[0].label()}"
     labels = [r["label"] for r in result["scores"]]
     assert labels == ["shift", "none", "same", vae, f"{vae}, then shift", f"{vae}, then same"]
-    assert result["reference"] == "shift"
+    assert result["reference"] == "shift" and result["balanced"] is False  # digits' classes are near-equal
     by = {r["label"]: r for r in result["scores"]}
     assert by["same"]["loss_gain"] == 0.0 and by["same"]["gain"] == 0.0  # paired: bit-identical runs
     assert by[f"{vae}, then same"]["val_accuracy"][0] == by[f"{vae}, then shift"]["val_accuracy"][0]

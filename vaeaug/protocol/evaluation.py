@@ -231,7 +231,8 @@ def evaluate(
 
     Returns:
         ``{"arms": {name: {"mean", "std", "per_seed", "steps", ...}}, "gains": {...},
-        "gains_over_classic": {...}, "vae": {...}, "config": {...}}``.
+        "gains_over_classic": {...}, "vae": {...}, "config": {...}}``; with a tuned or pipeline arm,
+        also ``"best_fixed"`` (the fixed arm with the best mean) and ``"gains_over_best_fixed"``.
     """
     arms = tuple(arms if arms is not None else (IMBALANCE_ARMS if imbalance else DEFAULT_ARMS))
     unknown = set(arms) - set(ARMS)
@@ -362,6 +363,13 @@ def evaluate(
             for a, v in metric.items():
                 if a != ref:
                     report[key][a] = _stats([vi - bi for vi, bi in zip(v, metric[ref], strict=True)])
+    fixed = [a for a in metric if a not in ("tuned", "tuned+classic", "pipeline")]
+    if fixed and len(fixed) < len(metric):  # how the chosen arms compare with the best arm fixed in advance
+        best = max(fixed, key=lambda a: statistics.fmean(metric[a]))
+        report["best_fixed"] = best
+        report["gains_over_best_fixed"] = {
+            a: _stats([vi - bi for vi, bi in zip(metric[a], metric[best], strict=True)])
+            for a in metric if a not in fixed}
     report["vae"] = {"fit_seconds": fit_seconds, "best_val_loss": val_losses}
     for a, choices in tuned_choice.items():
         report[a] = {"per_seed": choices, "seconds": tune_seconds[a]}
@@ -418,6 +426,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         for a, st in report["arms"].items():
             mean_rec = np.mean(np.array(st["recall"]), axis=0)
             lines.append(f"| {a} | " + " | ".join(f"{r:.1f}" for r in mean_rec) + " |")
+    if "best_fixed" in report:
+        lines += ["", f"Best fixed arm (by mean): {report['best_fixed']}; paired gain over it: " + ", ".join(
+            f"{a} {_cell(st)}" for a, st in report["gains_over_best_fixed"].items()) + "."]
     v = report["vae"]
     lines += ["", f"VAE fit: {statistics.fmean(v['fit_seconds']):.1f} s per seed, best val loss "
                   f"{', '.join(f'{x:.2f}' for x in v['best_val_loss'])} nats/image."]

@@ -167,6 +167,7 @@ def tune(
     grid: Sequence[AugmentSetting] = DEFAULT_GRID,
     base: Transform | None = None,
     transforms: Mapping[str, Transform] | Sequence[Transform] | None = None,
+    balanced: bool | None = None,
     folds: int = 3,
     repeats: int = 2,
     alpha: float = 0.1,
@@ -192,6 +193,9 @@ def tune(
             class): the candidates become ``none``, each transform, each VAE setting, and each
             setting followed by each transform; the first transform is your pipeline, the
             reference that any other candidate must beat beyond the noise.
+        balanced: score every class equally (each held-out image weighted by 1 / its class's count:
+            balanced accuracy and class-balanced log-loss), for imbalanced data; default: when the
+            largest class has at least twice the images of the smallest.
         folds: cross-validation folds (>= 2).
         repeats: classifier seeds of the finalist on every fold (>= 1; more: more power, more time).
         alpha: the false-positive rate of the one-sided paired t-test that must reject "no gain".
@@ -252,6 +256,8 @@ def tune(
         raise ValueError(f"every class needs at least folds={folds} samples for cross-validation; the smallest "
                          f"has {int(counts[counts > 0].min())}: lower folds or add data")
     t_start = time.perf_counter()
+    if balanced is None:
+        balanced = bool(counts.max() >= 2 * counts[counts > 0].min())
     num_classes = int(labels.max()) + 1
     if model.conditional:
         num_classes = max(num_classes, int(model.config.num_classes or 0))
@@ -286,8 +292,10 @@ def tune(
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
                                base=transform, val=inner)
-        assert res.true_logprob is not None
-        data_n[label][(f, r)] = (res.accuracy, (-res.true_logprob).clamp(max=MAX_LOSS))
+        assert res.true_logprob is not None and res.predictions is not None
+        w = _image_weights(held[1], balanced)  # mean 1: the units are (class-balanced) means over the fold
+        correct = (res.predictions == held[1]).float()
+        data_n[label][(f, r)] = (100.0 * float((correct * w).mean()), (-res.true_logprob).clamp(max=MAX_LOSS) * w)
         steps_used[label].append(res.steps)
         bar.update()
 
@@ -326,8 +334,9 @@ def tune(
     chosen_name, _, chosen_setting = candidates[chosen_label]
     where = f"{folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}" if repeats > 1 else f"{folds} folds"
     on_top = "" if base is None else " on top of your base transform"
-    evidence = (f"{mean_gain:+.2f} ± {sd:.2f} accuracy points and {mean_loss:+.4f} ± {sd_loss:.4f} nats of "
-                f"true-class log-loss per image across {where}")
+    acc_name = "balanced-accuracy points" if balanced else "accuracy points"
+    evidence = (f"{mean_gain:+.2f} ± {sd:.2f} {acc_name} and {mean_loss:+.4f} ± {sd_loss:.4f} nats of "
+                f"{'class-balanced ' if balanced else ''}true-class log-loss per image across {where}")
     if yes:
         reason = (f"{finalist} beats {reference}{on_top}: {evidence} (paired one-sided t-test on the log-loss "
                   f"p = {p_value:.3g} < alpha = {alpha:g})")
@@ -353,7 +362,8 @@ def tune(
                      "setting": dataclasses.asdict(chosen_setting) if chosen_setting is not None else None},
         "reference": reference, "recommendation": recommendation, "reason": reason, "finalist": finalist,
         "gain": mean_gain, "gain_sd": sd, "loss_gain": mean_loss, "loss_gain_sd": sd_loss, "p_value": p_value,
-        "alpha": alpha, "min_gain": min_gain, "metric": "paired true-class log-loss per image",
+        "alpha": alpha, "min_gain": min_gain, "balanced": balanced,
+        "metric": f"paired {'class-balanced ' if balanced else ''}true-class log-loss per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
         "runs": sum(len(v) for v in data_n.values()), "seconds": time.perf_counter() - t_start,
@@ -364,6 +374,15 @@ def tune(
     if progress:
         print(f"tune: {recommendation} ({reason})", flush=True)
     return result
+
+
+def _image_weights(y: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Per-image weights of mean 1: all 1, or ``N / (C n_c)`` so that a weighted mean is a class-balanced one."""
+    if not balanced:
+        return torch.ones(len(y))
+    counts = torch.bincount(y).float()
+    present = int((counts > 0).sum())
+    return len(y) / (present * counts[y])
 
 
 MAX_LOSS = 10.0
