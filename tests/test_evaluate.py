@@ -189,16 +189,20 @@ def test_imbalanced_protocol_counts_and_balanced_accuracy() -> None:
     bacc, rec = balanced_accuracy(pred, truth, 3)
     assert rec == pytest.approx([100.0, 200 / 3, 100.0]) and bacc == pytest.approx((100 + 200 / 3 + 100) / 3)
     report = evaluate("digits", per_class=20, imbalance=10, seeds=1, budget=TINY, vae_epochs=2, progress=False)
-    assert list(report["arms"]) == ["none", "oversample", "classic", "balance", "balance+vae", "vae"]
+    assert list(report["arms"]) == ["none", "oversample", "oversample+classic", "classic", "balance", "balance+vae",
+                                    "vae"]
     assert report["config"]["metric"] == "balanced accuracy"
     for st in report["arms"].values():
         assert len(st["recall"][0]) == 10 and st["balanced"]["mean"] == pytest.approx(np.mean(st["recall"][0]))
     over = [a - b for a, b in zip(report["arms"]["balance+vae"]["balanced"]["per_seed"],
                                   report["arms"]["oversample"]["balanced"]["per_seed"], strict=True)]
     assert report["gains_over_oversample"]["balance+vae"]["per_seed"] == pytest.approx(over)
+    over_classic = [a - b for a, b in zip(report["arms"]["balance+vae"]["balanced"]["per_seed"],
+                                          report["arms"]["oversample+classic"]["balanced"]["per_seed"], strict=True)]
+    assert report["gains_over_oversample_classic"]["balance+vae"]["per_seed"] == pytest.approx(over_classic)
     assert report["config"]["threads"] == torch.get_num_threads()
     md = report_markdown(report)
-    assert "Per-class recall" in md and "balanced accuracy" in md and "paired gain over oversample" in md
+    assert "Per-class recall" in md and "balanced accuracy" in md and "paired gain over oversample+classic" in md
 
 
 def test_base_arms_run_a_user_transform() -> None:

@@ -19,11 +19,14 @@ best checkpoint on the full test split. Arms:
 * ``pipeline``: the pipeline ``tune(..., transforms={"classic": ClassicTransform()})`` chooses among
   ``classic`` (the reference), ``none``, the VAE settings alone and each followed by ``classic``;
 * ``base`` and ``base+vae``: a user's own per-image transform, without and with VAE variants first;
-* for imbalanced data: ``oversample`` (class-balanced draws), ``balance`` (class-balanced draws,
+* for imbalanced data: ``oversample`` (class-balanced draws), ``oversample+classic`` (the same with the
+  classic transforms: the practitioner's reference), ``balance`` (class-balanced draws,
   the extra draws of the small classes replaced by ``prior`` samples of their class, as
   ``VAEAugmentedDataset(balance_classes=True, balance_with="prior")`` does) and ``balance+vae``
   (the extra draws replaced by variants of the drawn image: in expectation the same mix as the
-  dataset's default ``balance_with="variants"``).
+  dataset's default ``balance_with="variants"``), and ``balance+vae+classic`` (that, then the classic
+  transforms on real and synthetic samples alike). With ``imbalance``, the ``pipeline`` arm tunes and
+  trains with class-balanced draws (its reference is ``oversample+classic``).
 
 Every arm of a seed uses the same subset, validation split, VAE and classifier initialisation;
 gains are paired differences per seed, reported as mean and standard deviation. Arms that
@@ -58,9 +61,9 @@ __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALAN
            "report_markdown", "reduce_per_class"]
 
 ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "tuned+classic", "pipeline", "base", "base+vae",
-        "oversample", "balance", "balance+vae")
+        "oversample", "oversample+classic", "balance", "balance+vae", "balance+vae+classic")
 DEFAULT_ARMS = ("none", "classic", "vae", "vae+classic")
-IMBALANCE_ARMS = ("none", "oversample", "classic", "balance", "balance+vae", "vae")
+IMBALANCE_ARMS = ("none", "oversample", "oversample+classic", "classic", "balance", "balance+vae", "vae")
 PRIOR = AugmentSetting("prior", 1.0, "decode", 1.0)
 
 
@@ -131,8 +134,10 @@ class _Arm:
 def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, Any]) -> dict[str, _Arm]:
     plan: dict[str, _Arm] = {}
     fixed = {"none": _Arm(), "classic": _Arm(classic=True), "base": _Arm(base=True),
-             "oversample": _Arm(oversample=True), "balance": _Arm(oversample=True, extra=PRIOR),
-             "balance+vae": _Arm(oversample=True, extra=dataclasses.replace(setting, p=1.0))}
+             "oversample": _Arm(oversample=True), "oversample+classic": _Arm(oversample=True, classic=True),
+             "balance": _Arm(oversample=True, extra=PRIOR),
+             "balance+vae": _Arm(oversample=True, extra=dataclasses.replace(setting, p=1.0)),
+             "balance+vae+classic": _Arm(oversample=True, extra=dataclasses.replace(setting, p=1.0), classic=True)}
     for a in arms:
         if a in fixed:
             plan[a] = fixed[a]
@@ -309,8 +314,8 @@ def evaluate(
                 bar.set_postfix_str(f"seed {seed}: {arm_name}: tuning")
                 on_classic = arm_name == "tuned+classic"
                 t1 = time.perf_counter()
-                choice = {"transforms": {"classic": ClassicTransform(flip)}} if arm_name == "pipeline" else \
-                    {"base": ClassicTransform(flip) if on_classic else None}
+                choice = {"transforms": {"classic": ClassicTransform(flip)}, "oversample": imbalance is not None} \
+                    if arm_name == "pipeline" else {"base": ClassicTransform(flip) if on_classic else None}
                 res = tune(vae, xr, yr, seed=seed, progress=False, **choice, **(tune_kwargs or {}))
                 tune_seconds.setdefault(arm_name, []).append(time.perf_counter() - t1)
                 chosen = res["chosen"]
@@ -318,7 +323,8 @@ def evaluate(
                                                               "pipeline": res["pipeline"]["label"]})
                 if arm_name == "pipeline":
                     on_classic = res["pipeline"]["transform"] == "classic"
-                arm = _Arm(classic=on_classic, setting=AugmentSetting.from_dict(chosen) if chosen else None)
+                arm = _Arm(classic=on_classic, setting=AugmentSetting.from_dict(chosen) if chosen else None,
+                           oversample=arm_name == "pipeline" and imbalance is not None)
             bar.set_postfix_str(f"seed {seed}: {arm_name}")
             if arm not in done:
                 aug: Any = None
@@ -347,6 +353,7 @@ def evaluate(
     report: dict[str, Any] = {"arms": {}, "gains": {}, "gains_over_classic": {}}
     if imbalance is not None:
         report["gains_over_oversample"] = {}
+        report["gains_over_oversample_classic"] = {}
     for a, rs in runs.items():
         st = _stats(acc[a])
         st.update(steps=[r.steps for r in rs], best_step=[r.best_step for r in rs],
@@ -356,7 +363,8 @@ def evaluate(
             st["recall"] = recalls[a]
         report["arms"][a] = st
     metric = balanced if imbalance is not None else acc
-    for ref, key in (("none", "gains"), ("classic", "gains_over_classic"), ("oversample", "gains_over_oversample")):
+    for ref, key in (("none", "gains"), ("classic", "gains_over_classic"), ("oversample", "gains_over_oversample"),
+                     ("oversample+classic", "gains_over_oversample_classic")):
         if key not in report:
             continue
         if ref in metric:
@@ -402,8 +410,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"flips {'on' if cfg['flip'] else 'off'}. Metric: test {metric}.",
         "",
         f"| arm | setting | {metric} (mean ± std) | per seed | steps used (per seed) | "
-        "paired gain over none | paired gain over classic |" + (" paired gain over oversample |" if imb else ""),
-        "|---|---|---|---|---|---|---|" + ("---|" if imb else ""),
+        "paired gain over none | paired gain over classic |"
+        + (" paired gain over oversample | paired gain over oversample+classic |" if imb else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if imb else ""),
     ]
     for a, st in report["arms"].items():
         s = cfg["settings"].get(a)
@@ -418,7 +427,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         used = ", ".join(str(v) for v in st.get("steps", []))
         lines.append(f"| {a} | {setting} | {m['mean']:.2f} ± {m['std']:.2f} | {per} | {used} | "
                      f"{_cell(report['gains'].get(a))} | {_cell(report.get('gains_over_classic', {}).get(a))} |"
-                     + (f" {_cell(report.get('gains_over_oversample', {}).get(a))} |" if imb else ""))
+                     + (f" {_cell(report.get('gains_over_oversample', {}).get(a))} |"
+                        f" {_cell(report.get('gains_over_oversample_classic', {}).get(a))} |" if imb else ""))
     if imb:
         lines += ["", "Per-class recall (%, mean over seeds):", "",
                   "| arm | " + " | ".join(str(c) for c in range(len(next(iter(report['arms'].values()))['recall'][0])))

@@ -168,6 +168,7 @@ def tune(
     base: Transform | None = None,
     transforms: Mapping[str, Transform] | Sequence[Transform] | None = None,
     balanced: bool | None = None,
+    oversample: bool = False,
     folds: int = 3,
     repeats: int = 2,
     alpha: float = 0.1,
@@ -196,6 +197,8 @@ def tune(
         balanced: score every class equally (each held-out image weighted by 1 / its class's count:
             balanced accuracy and class-balanced log-loss), for imbalanced data; default: when the
             largest class has at least twice the images of the smallest.
+        oversample: every candidate trains on class-balanced draws (each image drawn with weight
+            1 / its class's count), the practitioner's baseline on imbalanced data.
         folds: cross-validation folds (>= 2).
         repeats: classifier seeds of the finalist on every fold (>= 1; more: more power, more time).
         alpha: the false-positive rate of the one-sided paired t-test that must reject "no gain".
@@ -289,9 +292,10 @@ def tune(
         bar.set_postfix_str(f"{label}, fold {f + 1}/{folds}, repeat {r + 1}")
         (x_tr, y_tr), inner, held, gen = fold(f)
         _, transform, s = candidates[label]
+        weights = (1.0 / torch.bincount(y_tr).clamp(min=1).float())[y_tr] if oversample else None
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
-                               base=transform, val=inner)
+                               base=transform, val=inner, weights=weights)
         assert res.true_logprob is not None and res.predictions is not None
         w = _image_weights(held[1], balanced)  # mean 1: the units are (class-balanced) means over the fold
         correct = (res.predictions == held[1]).float()
@@ -333,7 +337,8 @@ def tune(
     chosen_label = finalist if yes else reference
     chosen_name, _, chosen_setting = candidates[chosen_label]
     where = f"{folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}" if repeats > 1 else f"{folds} folds"
-    on_top = "" if base is None else " on top of your base transform"
+    on_top = ("" if base is None else " on top of your base transform") + (" (class-balanced draws)" if oversample
+                                                                          else "")
     acc_name = "balanced-accuracy points" if balanced else "accuracy points"
     evidence = (f"{mean_gain:+.2f} ± {sd:.2f} {acc_name} and {mean_loss:+.4f} ± {sd_loss:.4f} nats of "
                 f"{'class-balanced ' if balanced else ''}true-class log-loss per image across {where}")
@@ -362,7 +367,7 @@ def tune(
                      "setting": dataclasses.asdict(chosen_setting) if chosen_setting is not None else None},
         "reference": reference, "recommendation": recommendation, "reason": reason, "finalist": finalist,
         "gain": mean_gain, "gain_sd": sd, "loss_gain": mean_loss, "loss_gain_sd": sd_loss, "p_value": p_value,
-        "alpha": alpha, "min_gain": min_gain, "balanced": balanced,
+        "alpha": alpha, "min_gain": min_gain, "balanced": balanced, "oversample": oversample,
         "metric": f"paired {'class-balanced ' if balanced else ''}true-class log-loss per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),

@@ -331,7 +331,8 @@ def curves(history: Sequence[Mapping[str, Any]], size: tuple[int, int] = (900, 3
 
 # --------------------------------------------------------------------------- evaluation's gains
 
-_REFERENCES = (("gains", "none"), ("gains_over_classic", "classic"), ("gains_over_oversample", "oversample"))
+_REFERENCES = (("gains", "none"), ("gains_over_classic", "classic"), ("gains_over_oversample", "oversample"),
+               ("gains_over_oversample_classic", "oversample+classic"))
 _GAIN_COLOR, _LOSS_COLOR = "#4c9a5b", "#c8524a"
 
 
