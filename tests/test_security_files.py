@@ -42,6 +42,7 @@ from PIL import Image
 
 import vaeaug
 from vaeaug import VAE, VAEConfig, ValueRange
+from vaeaug.core.functional import perturb
 from vaeaug.data import as_tensor_data, check_labels, from_arrays, readers
 from vaeaug.model.config import MAX_PARAMETERS, check_class_names, parameter_count
 from vaeaug.model.devices import resolve_device
@@ -408,6 +409,31 @@ def test_weights_whose_products_overflow_are_refused(tmp_path: Path) -> None:
         vaeaug.load(p)
 
 
+def _logvar_bias(value: float) -> Callable[[dict[str, Any], bytes], bytes]:
+    """Set the encoder's log-variance bias (the second half of ``to_latent.bias``) to ``value``."""
+    return set_weights("to_latent.bias", lambda b: np.concatenate([b[: b.size // 2], np.full(b.size // 2, value)]))
+
+
+@pytest.mark.parametrize("bias", [200.0, 5000.0, -5000.0])
+def test_a_huge_log_variance_bias_cannot_make_nan(bias: float, blob: bytes, tmp_path: Path) -> None:
+    """Issue 22, 1: a file whose log-variance bias is 200 (inside the weight bound) loaded, and exp(0.5 * logvar)
+    overflowed: posterior variants, model.score and generate --mode posterior were NaN. logvar is clamped now."""
+    p = _write(tmp_path, edit_model(blob, _logvar_bias(bias)))
+    model = vaeaug.load(p)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand((4, 1, 8, 8), generator=g), torch.arange(4)
+    with torch.no_grad():
+        outs = [model.score(x, y), model.score(x, y, k=4), *model.elbo_terms(x, y), model(x, y).recon]
+    for form in ("decode", "delta"):
+        aug = vaeaug.VAEAugment(model, mode="posterior", strength=100.0, form=form, p=1.0, seed=0)
+        outs.append(aug(x, 3)[0])
+    gen = vaeaug.pregenerate(x.numpy(), p, tmp_path / "gen", y=y.numpy(), variants_per_sample=2,
+                             mode="posterior", form="decode", progress=False)
+    outs += [x for x, _ in vaeaug.GeneratedDataset(gen["out_dir"])]
+    for t in outs:
+        assert torch.isfinite(t).all()
+
+
 def test_loaded_weights_have_the_configs_dtypes_and_shapes(blob: bytes, tmp_path: Path) -> None:
     def to_int(header: dict[str, Any], data: bytes) -> None:
         header["to_latent.bias"]["dtype"] = "I32"  # same byte count, checksum recomputed
@@ -648,7 +674,8 @@ _META_TEXT = st.one_of(
     st.text(max_size=12),
 )
 _NUM = st.one_of(  # value-range bounds and weights: the extremes that made NaN, and any float
-    st.sampled_from([0.0, 1.0, 255, -1.0, -1.7e308, 1.7e308, 5e-324, 1e-300, 3e38, -3e38, 1e30, 1e5, 10**400]),
+    st.sampled_from([0.0, 1.0, 255, -1.0, -1.7e308, 1.7e308, 5e-324, 1e-300, 3e38, -3e38, 1e30, 1e5, 10**400,
+                     200.0, -200.0, 9999.0]),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 _BYTE_OPS = st.one_of(
@@ -782,7 +809,9 @@ def test_fuzz_any_mutation_is_a_value_error_or_a_working_model(ops: list[tuple[A
         dec = model.decode(fuzz.z, y)
         smp = model.sample(4, y, generator=torch.Generator().manual_seed(1))
         user = model.value_range.from_model(rec).double()
-    for t in (rec, dec, smp, user):
+        post = perturb(model, fuzz.x, y, mode="posterior", strength=100.0, eps=fuzz.z, form="decode")
+        score = model.score(fuzz.x, y, k=2, generator=torch.Generator().manual_seed(1))
+    for t in (rec, dec, smp, user, post, score):
         assert torch.isfinite(t).all(), ops
     parts = split_model(mutated)
     if parts is not None and _content(*parts) == fuzz.content:  # untouched weights, config, value range

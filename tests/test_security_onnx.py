@@ -430,6 +430,49 @@ def test_a_model_whose_description_is_out_of_range_is_refused_before_tracing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("clamp_in_graph", [True, False], ids=["new-export", "encoder-without-clamp"])
+def test_a_huge_log_variance_bias_cannot_make_nan(clamp_in_graph: bool, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22, 1: exp(0.5 * logvar) of a log-variance bias of 200 overflowed to inf: NaN variants. The export
+    clamps logvar in its graphs, and the numpy side clamps it too, for an encoder graph without the clamp (an
+    export made before the clamp existed)."""
+    torch = pytest.importorskip("torch")
+    import vaeaug.model.vae as vae_module
+
+    torch.manual_seed(0)
+    vae = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8), num_classes=10)).eval()
+    with torch.no_grad():
+        vae.to_latent.bias[16:] = 200.0
+    if not clamp_in_graph:
+        monkeypatch.setattr(vae_module, "clamp_logvar", lambda v: v)
+    paths = vaeaug.export_onnx(vae, tmp_path / "m.onnx", verify=clamp_in_graph)
+    monkeypatch.undo()
+    gen = OnnxBackend(paths["augmenter"])
+    x, y, noise = _x(4)
+    for form in ("decode", "delta"):
+        for mode in ("posterior", "isotropic", "reconstruct"):
+            out = gen.variants(x, y, mode=mode, strength=100.0, form=form, noise=noise)
+            assert np.isfinite(out).all(), (mode, form)
+
+
+def test_a_crafted_graph_that_makes_nan_is_a_value_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resealed graph runs whatever operators it holds: one that makes NaN only for large codes (so the probe at
+    zero passes) is refused when it does, never handed on as variants."""
+    torch = pytest.importorskip("torch")
+
+    def nan_for_large_z(self: Any, z: Any, y: Any = None) -> Any:
+        big = (z.abs().amax(1) > 50).to(z.dtype).reshape(-1, 1, 1, 1)
+        return torch.sigmoid(self.vae.decode_logits_onehot(z, self.onehot(y))) + torch.log(1 - 2 * big)  # log(-1)
+
+    monkeypatch.setattr(export_module._Sampler, "forward", nan_for_large_z)
+    vae = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8), num_classes=10)).eval()
+    gen = OnnxBackend(vaeaug.export_onnx(vae, tmp_path / "m.onnx", verify=False)["augmenter"])
+    x, y, noise = _x(4)
+    assert np.isfinite(gen.variants(x, y, mode="isotropic", form="decode", noise=noise)).all()  # control
+    with pytest.raises(ValueError, match=r"non-finite values .*export the model again"):
+        gen.variants(x, y, mode="isotropic", strength=100.0, form="decode", noise=noise)
+
+
 # --------------------------------------------------------------------------- 5. bounded reads, regular files only
 
 

@@ -256,6 +256,12 @@ class OnnxBackend(Backend):
         else:
             out = run_chunked(lambda xc, yc, ec, tc, bc: self._perturb(setting, xc, yc, ec, tc, bc),
                               self.chunk_size, xn, y, eps, noise.t, xb)
+        if not np.isfinite(out).all():  # about 1 us a call: a graph's operators are whatever its file says
+            raise ValueError(
+                f"{self.source}: the export's graphs gave non-finite values (NaN or inf) for {setting.label()}; "
+                "vaeaug's exports never do (their log-variances are clamped, their weights bounded) - the graphs "
+                "were edited: export the model again (vaeaug export model.vae --out model.onnx)"
+            )
         if as_torch:
             return sys.modules["torch"].from_numpy(out).to(x.device)
         return out

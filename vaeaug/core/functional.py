@@ -3,7 +3,8 @@
 Both backends run these functions: the torch backend on tensors, the ONNX backend on numpy arrays
 around its encoder and sampler graphs, and the export traces them into the augmenter graph. Modes:
 
-* ``posterior``:   ``z = mu + s * sigma * eps`` (``s = 1`` samples ``q(z|x)``)
+* ``posterior``:   ``z = mu + s * sigma * eps`` (``s = 1`` samples ``q(z|x)``; ``logvar`` clamped to
+  :data:`LOGVAR_RANGE`, so ``sigma`` is finite for any encoder output)
 * ``isotropic``:   ``z = mu + s * eps``
 * ``interpolate``: ``z = (1 - t) * mu_a + t * mu_b``, ``t = s * u / 2`` with ``u ~ U(0, 1)``,
   ``b`` a sample of the same class (``s = 1`` gives ``t`` in ``[0, 0.5)``)
@@ -32,9 +33,27 @@ import numpy as np
 from vaeaug.core.settings import FORMS, MODES, PARTNER_MODES, Form, Mode, check_mode
 
 __all__ = ["MODES", "FORMS", "PARTNER_MODES", "Mode", "Form", "check_mode", "latent_move", "gaussian_move",
-           "delta_output", "perturb", "ONE_CALL_ROWS"]
+           "delta_output", "perturb", "ONE_CALL_ROWS", "LOGVAR_RANGE", "clamp_logvar"]
 
 ONE_CALL_ROWS = 256
+
+LOGVAR_RANGE = (-30.0, 20.0)
+"""The posterior log-variances every move and score uses: ``sigma = exp(logvar / 2)`` in ``[3e-7, 2.2e4]``.
+
+Far outside anything a fit produces (fitted posteriors have ``logvar`` within a few units of 0), so
+the clamp never binds on a real model; it keeps ``exp(logvar / 2)`` finite in float32 for any
+encoder output, e.g. a model file whose log-variance bias was edited to 200 (``exp(100)`` is inf).
+"""
+
+
+def clamp_logvar(logvar: Any) -> Any:
+    """``logvar`` clipped to :data:`LOGVAR_RANGE` (a torch tensor or a numpy array; traced into ONNX as Clip).
+
+    Example:
+        >>> clamp_logvar(np.array([-100.0, 0.5, 200.0])).tolist()
+        [-30.0, 0.5, 20.0]
+    """
+    return logvar.clip(*LOGVAR_RANGE)
 
 
 def _exp(a: Any) -> Any:
@@ -85,7 +104,7 @@ def latent_move(
     """
     s = _col(strength)
     if mode == "posterior":
-        return mu + s * _exp(0.5 * logvar) * eps
+        return mu + s * _exp(0.5 * clamp_logvar(logvar)) * eps
     if mode == "isotropic":
         return mu + s * eps
     if mode == "reconstruct":
@@ -127,7 +146,7 @@ def gaussian_move(mu: Any, logvar: Any, eps: Any, strength: Any, sigma_weight: A
         [[2.0, 2.0]]
     """
     w = sigma_weight.reshape(-1, 1)
-    return mu + strength.reshape(-1, 1) * (w * _exp(0.5 * logvar) + (1.0 - w)) * eps
+    return mu + strength.reshape(-1, 1) * (w * _exp(0.5 * clamp_logvar(logvar)) + (1.0 - w)) * eps
 
 
 def delta_output(x: Any, d_z: Any, d_mu: Any) -> Any:

@@ -1,6 +1,8 @@
 """The VAE: configuration, convolutional and MLP architectures, and the ELBO terms.
 
-Textbook model: the encoder gives ``mu`` and ``logvar`` of ``q(z|x) = N(mu, exp(logvar))``,
+Textbook model: the encoder gives ``mu`` and ``logvar`` of ``q(z|x) = N(mu, exp(logvar))`` (``logvar``
+clamped to :data:`vaeaug.core.functional.LOGVAR_RANGE`, far outside what a fit produces, so that
+``exp(logvar / 2)`` is finite for any weights a file can hold),
 ``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``, prior ``N(0, I)``, and the loss is the
 reconstruction negative log-likelihood plus ``beta`` times the closed-form KL divergence, all in
 nats per sample. Images live in model space (float32 in ``[0, 1]``, ``(N, C, H, W)``), vectors
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaeaug.core.functional import LOGVAR_RANGE, clamp_logvar
 from vaeaug.core.values import ValueRange, check_int
 from vaeaug.model.config import GAUSSIAN_STD_RANGE, Likelihood, VAEConfig, check_class_names, conv_sizes, default_widths
 from vaeaug.model.devices import resolve_device
@@ -163,13 +166,14 @@ class VAE(nn.Module):
     def encode_onehot(self, x: torch.Tensor, onehot: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` without input checks, the label given one-hot (``None`` if unconditional).
 
-        The traceable core that the ONNX export runs (no data-dependent checks).
+        The traceable core that the ONNX export runs (no data-dependent checks); ``logvar`` is clamped to
+        :data:`~vaeaug.core.functional.LOGVAR_RANGE` (a Clip in the exported graphs).
         """
         h = self.encoder(x)
         if onehot is not None:
             h = torch.cat([h, onehot], dim=1)
         mu, logvar = self.to_latent(h).chunk(2, dim=1)
-        return mu, logvar
+        return mu, clamp_logvar(logvar)
 
     def decode_logits(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
         """Decoder output before the sigmoid (Bernoulli logits / Gaussian mean logits)."""
@@ -196,9 +200,9 @@ class VAE(nn.Module):
     def reparameterize(
         mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` drawn from ``generator``."""
+        """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` drawn from ``generator`` (``logvar`` clamped)."""
         eps = _randn(mu.shape, generator, mu.device).to(mu.dtype)
-        return mu + torch.exp(0.5 * logvar) * eps
+        return mu + torch.exp(0.5 * clamp_logvar(logvar)) * eps
 
     def recon_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-sample reconstruction negative log-likelihood in nats, ``(N,)``."""
@@ -291,7 +295,7 @@ class VAE(nn.Module):
         for lo in range(0, n, batch_size):
             xb = x[lo:lo + batch_size].to(self.device)
             yb = None if yt is None else yt[lo:lo + batch_size]
-            mu, logvar = self.encode(xb, yb)
+            mu, logvar = self.encode(xb, yb)  # logvar clamped: std and the KL stay finite
             std = torch.exp(0.5 * logvar)
             b = xb.shape[0]
             eps = _randn((k, b, mu.shape[1]), generator, mu.device)
@@ -342,11 +346,15 @@ class VAE(nn.Module):
 MAX_WEIGHT = 1e4
 # |activation| anywhere in encode/decode, for inputs in [0, 1]: float32 overflows at 3.4e38.
 MAX_ACTIVATION = 1e30
-# decoder inputs covered by that bound: prior draws and Gaussian moves (|z| <= Z_PRIOR: 10 sigma
-# at the largest stored strength, 100) and latent moves up to Z_MOVE times the largest posterior
-# mean the encoder can produce.
+# |mu| and |logvar| (before its clamp): mu**2 and z**2 summed over 65536 latent dimensions (the KL
+# term and the score's log-densities) stay finite in float32 (1e15**2 * 65536 = 6.6e34).
+MAX_LATENT = 1e15
+# decoder inputs covered by the bound: prior draws and Gaussian moves (|z| <= |mu| + Z_PRIOR * sigma:
+# 10 standard deviations at the largest strength, 100, sigma at most SIGMA_MAX, the clamp's) and
+# latent moves up to Z_MOVE times the largest posterior mean the encoder can produce.
 Z_PRIOR = 1000.0
 Z_MOVE = 5.0
+SIGMA_MAX = math.exp(LOGVAR_RANGE[1] / 2)
 
 
 def check_weight(name: str, t: torch.Tensor, where: str) -> None:
@@ -390,39 +398,58 @@ def _bound_layers(layers: nn.Sequential, b: torch.Tensor, worst: float,
     return b, worst
 
 
+def _head_bound(model: VAE) -> tuple[torch.Tensor, float]:
+    """Bounds on ``to_latent``'s outputs (``mu`` then ``logvar``) and the largest bound on the way."""
+    cfg = model.config
+    b = torch.ones(cfg.input_shape[0], dtype=torch.float64)
+    b, worst = _bound_layers(model.encoder, b, 1.0, model._bottom[1:] if cfg.is_image else None)
+    b = torch.cat([b, torch.ones(cfg.num_classes or 0, dtype=torch.float64)])
+    return _bound_layers(nn.Sequential(model.to_latent), b, worst, None)
+
+
+@torch.no_grad()
+def latent_bound(model: VAE) -> float:
+    """An upper bound on ``|mu|`` and ``|logvar|`` (before its clamp) for any input in ``[0, 1]`` and any label."""
+    b, _ = _head_bound(model)
+    return float(b.max())
+
+
 @torch.no_grad()
 def activation_bound(model: VAE) -> float:
     """An upper bound on ``|value|`` anywhere in :meth:`VAE.encode` and :meth:`VAE.decode_logits`.
 
     Interval arithmetic over the weights for any input in ``[0, 1]``, any one-hot label, and
-    decoder inputs ``|z| <= max(Z_PRIOR, Z_MOVE * bound on |mu|)``; a bound below
-    :data:`MAX_ACTIVATION` proves that reconstructions and prior samples are finite in float32.
+    decoder inputs ``|z| <= max(|mu| + Z_PRIOR * SIGMA_MAX, Z_MOVE * |mu|)`` (``|mu|`` its bound); a
+    bound below :data:`MAX_ACTIVATION` proves that every mode's variants are finite in float32.
     """
     cfg = model.config
-    k = cfg.num_classes or 0
-    bottom = model._bottom
-    b = torch.ones(cfg.input_shape[0], dtype=torch.float64)
-    b, worst = _bound_layers(model.encoder, b, 1.0, bottom[1:] if cfg.is_image else None)
-    b = torch.cat([b, torch.ones(k, dtype=torch.float64)])
-    b, worst = _bound_layers(nn.Sequential(model.to_latent), b, worst, None)
+    b, worst = _head_bound(model)
     mu_bound = float(b[: cfg.latent_dim].max())
-    z = torch.full((cfg.latent_dim,), max(Z_PRIOR, Z_MOVE * mu_bound), dtype=torch.float64)
-    b = torch.cat([z, torch.ones(k, dtype=torch.float64)])
+    z = torch.full((cfg.latent_dim,), max(mu_bound + Z_PRIOR * SIGMA_MAX, Z_MOVE * mu_bound), dtype=torch.float64)
+    b = torch.cat([z, torch.ones(cfg.num_classes or 0, dtype=torch.float64)])
     worst = max(worst, float(z[0]))
     b, worst = _bound_layers(model.from_latent, b, worst, None)
     if cfg.is_image:
-        b = b.reshape(bottom[0], -1).amax(1)  # per channel, for the transposed convolutions
+        b = b.reshape(model._bottom[0], -1).amax(1)  # per channel, for the transposed convolutions
     _, worst = _bound_layers(model.decoder, b, worst, None)
     return worst
 
 
 def check_activation_bound(model: VAE, where: str) -> None:
-    """Refuse weights whose activations could overflow float32 (see :func:`activation_bound`)."""
+    """Refuse weights whose activations could overflow float32 (see :func:`activation_bound`), or whose
+    posterior means could exceed :data:`MAX_LATENT` (their squares, summed, overflow in the KL and the score)."""
     bound = activation_bound(model)
     if not bound <= MAX_ACTIVATION:
         raise ValueError(
             f"{where!r} holds weights whose activations can reach {bound:.3g} for inputs in [0, 1]; expected at "
             f"most {MAX_ACTIVATION:g} (beyond, float32 overflows to inf and NaN) - the file was edited or is corrupt"
+        )
+    latent = latent_bound(model)
+    if not latent <= MAX_LATENT:
+        raise ValueError(
+            f"{where!r} holds weights whose posterior means can reach {latent:.3g} for inputs in [0, 1]; expected at "
+            f"most {MAX_LATENT:g} (beyond, their squares overflow float32 in the score) - the file was edited or is "
+            "corrupt"
         )
 
 
