@@ -434,6 +434,29 @@ def test_a_huge_log_variance_bias_cannot_make_nan(bias: float, blob: bytes, tmp_
         assert torch.isfinite(t).all()
 
 
+@pytest.mark.parametrize("strength", [1e39, 3.5e38, 100.5, 10**400], ids=["1e39", "3.5e38", "100.5", "10**400"])
+def test_a_strength_beyond_100_is_refused_by_every_consumer(strength: float, tmp_path: Path) -> None:
+    """Issue 22, 2: strength=1e39 (finite in Python, inf in float32) made NaN variants on both backends and an
+    all-NaN generated set. One bound where the setting is validated: the transform, the backends, pregenerate,
+    and a stored setting alike."""
+    from vaeaug.core.settings import MAX_STRENGTH, resolve_setting
+
+    model = VAE(VAEConfig(input_shape=(1, 8, 8))).eval()
+    x = torch.rand(2, 1, 8, 8)
+    calls: dict[str, Callable[[], Any]] = {
+        "setting": lambda: vaeaug.AugmentSetting(strength=strength),
+        "transform": lambda: vaeaug.VAEAugment(model, strength=strength, p=1.0),
+        "backend": lambda: vaeaug.TorchBackend(model).variants(x, strength=strength, seed=0),
+        "pregenerate": lambda: vaeaug.pregenerate(x.numpy(), model, tmp_path / "g", strength=strength, progress=False),
+        "stored": lambda: resolve_setting({"mode": "isotropic", "strength": strength, "form": "delta", "p": 0.5}),
+    }
+    for call in calls.values():
+        with pytest.raises(ValueError, match=r"strength must be at most 100 .*pass a strength in \[0, 100\]"):
+            call()
+    assert not (tmp_path / "g").exists()
+    assert vaeaug.AugmentSetting(strength=MAX_STRENGTH).strength == 100.0
+
+
 def test_loaded_weights_have_the_configs_dtypes_and_shapes(blob: bytes, tmp_path: Path) -> None:
     def to_int(header: dict[str, Any], data: bytes) -> None:
         header["to_latent.bias"]["dtype"] = "I32"  # same byte count, checksum recomputed

@@ -29,7 +29,6 @@ import vaeaug.backends.onnx.export as export_module
 from vaeaug.backends.onnx.metadata import (
     CHECKSUM_KEY,
     MAX_ONNX_BYTES,
-    MAX_STRENGTH,
     ONNX_FORMAT_VERSION,
     _scan,
     graph_sha256,
@@ -39,6 +38,7 @@ from vaeaug.backends.onnx.metadata import (
 )
 from vaeaug.backends.onnx_backend import OnnxBackend
 from vaeaug.core.rng import Noise, derive_keys
+from vaeaug.core.settings import MAX_STRENGTH
 
 REEXPORT = "vaeaug export"  # every refusal says how to fix it
 

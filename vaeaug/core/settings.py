@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vaeaug.core.values import in_range, is_number, short_repr
+
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting", "MODES", "FORMS", "PARTNER_MODES", "Mode", "Form",
-           "check_mode"]
+           "check_mode", "MAX_STRENGTH", "MAX_PARTNER_STRENGTH"]
 
 Mode = Literal["posterior", "isotropic", "interpolate", "extrapolate", "prior", "reconstruct"]
 Form = Literal["decode", "delta"]
@@ -33,11 +35,26 @@ Test ``mode in PARTNER_MODES``, never a mode's name."""
 # class, where the decoder no longer makes a sample of it).
 MAX_PARTNER_STRENGTH: dict[str, float] = {"interpolate": 2.0, "extrapolate": 4.0}
 
+MAX_STRENGTH = 100.0
+"""The largest strength of any setting: a user's, the command line's, one stored in a model file or an
+ONNX export. A move of at most 100 prior standard deviations, far past any useful one (tuned strengths
+are below 10); the model's activation bound (:mod:`vaeaug.model.vae`) proves variants finite up to it,
+where a strength beyond float32 (``1e39``) made NaN."""
 
-def _check(name: str, v: Any, low: float, high: float) -> float:
-    what = "a probability in [0, 1]" if name == "p" else "a finite number >= 0"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and low <= v <= high):
-        raise ValueError(f"{name} must be {what}; got {v!r}")
+
+def _check_p(v: Any) -> float:
+    if not in_range(v, 0.0, 1.0):
+        raise ValueError(f"p must be a probability in [0, 1]; got {short_repr(v)}")
+    return float(v)
+
+
+def _check_strength(v: Any) -> float:
+    if not is_number(v) or not in_range(v, 0.0, math.inf) or v == math.inf:
+        raise ValueError(f"strength must be a finite number >= 0; got {short_repr(v)}")
+    if v > MAX_STRENGTH:
+        raise ValueError(f"strength must be at most {MAX_STRENGTH:g} (a move of {MAX_STRENGTH:g} prior standard "
+                         f"deviations, far past any useful one); got {short_repr(v)} - pass a strength in "
+                         f"[0, {MAX_STRENGTH:g}]")
     return float(v)
 
 
@@ -46,8 +63,9 @@ class AugmentSetting:
     """How variants are made: ``mode``, ``strength`` and ``form`` of the move, share ``p`` replaced.
 
     Validated when built (every consumer, stored tuned settings and the CLI go through here):
-    known mode and form, a finite ``strength >= 0`` (``<= 2`` for ``interpolate``, ``<= 4`` for
-    ``extrapolate``), ``p`` in ``[0, 1]``; :meth:`check_for` adds what depends on the model.
+    known mode and form, ``strength`` in ``[0, 100]`` (:data:`MAX_STRENGTH`; ``<= 2`` for
+    ``interpolate``, ``<= 4`` for ``extrapolate``), ``p`` in ``[0, 1]``; :meth:`check_for` adds what
+    depends on the model.
 
     Example:
         >>> AugmentSetting().label()
@@ -56,6 +74,10 @@ class AugmentSetting:
         Traceback (most recent call last):
         ...
         ValueError: strength must be a finite number >= 0; got inf
+        >>> AugmentSetting(strength=1e39)
+        Traceback (most recent call last):
+        ...
+        ValueError: strength must be at most 100 (...); got 1e+39 - pass a strength in [0, 100]
     """
 
     mode: str = "isotropic"
@@ -68,7 +90,7 @@ class AugmentSetting:
             raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}; got {self.form!r}")
-        strength, p = _check("strength", self.strength, 0.0, math.inf), _check("p", self.p, 0.0, 1.0)
+        strength, p = _check_strength(self.strength), _check_p(self.p)
         high = MAX_PARTNER_STRENGTH.get(self.mode)
         if high is not None and strength > high:
             raise ValueError(f"{self.mode} needs strength in [0, {high:g}] (t = strength * u / 2 < {high / 2:g}); "

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from vaeaug.core.settings import MAX_STRENGTH
 from vaeaug.core.values import check_int, in_range, short_repr
 
 __all__ = ["VAEConfig", "Likelihood", "default_widths", "conv_sizes",
@@ -33,12 +34,12 @@ MAX_CLASS_NAME = 1024  # characters of one class name
 MAX_KL_WARMUP = 1_000_000  # epochs
 MAX_BETA = 1e6
 GAUSSIAN_STD_RANGE = (1e-6, 1e3)  # exp(-log std) and its square stay finite in float32
-MAX_STRENGTH = 100.0  # a stored augment setting's strength: moves of at most 100 prior standard deviations
 
 LIMITS = {"parameters": MAX_PARAMETERS, "input elements": MAX_INPUT_ELEMENTS,
           "activations per sample": MAX_ACTIVATIONS, "latent_dim": MAX_LATENT_DIM, "width": MAX_WIDTH,
           "hidden layers": MAX_MLP_LAYERS, "num_classes": MAX_CLASSES, "kl_warmup": MAX_KL_WARMUP,
-          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE, "augment strength": MAX_STRENGTH}
+          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE,
+          "augment strength": MAX_STRENGTH}
 """The bounds of a config; a value range's are :mod:`vaeaug.core.values`'s (``|low|, |high| <= 1e30``)."""
 
 

@@ -37,19 +37,17 @@ from typing import Any
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import ValueRange
 from vaeaug.files import GiB, read_bounded
-from vaeaug.model.config import MAX_STRENGTH as CONFIG_MAX_STRENGTH
 from vaeaug.model.config import VAEConfig, check_class_names
 
 __all__ = ["onnx_paths", "read_onnx_metadata", "read_onnx_file", "check_onnx_bytes", "check_metadata", "seal",
            "file_sha256", "graph_sha256", "GRAPHS", "ONNX_FORMAT_VERSION", "CHECKSUM_KEY", "MAX_ONNX_BYTES",
-           "MAX_NESTING", "MAX_STRENGTH", "DAMAGED"]
+           "MAX_NESTING", "DAMAGED"]
 
 GRAPHS = ("augmenter", "encoder", "sampler")
 ONNX_FORMAT_VERSION = 2  # 2: a whole-file SHA-256 in "vaeaug.sha256" (1: only the graph field was hashed)
 CHECKSUM_KEY = "vaeaug.sha256"
 MAX_ONNX_BYTES = 2 * GiB  # protobuf cannot serialize a larger message; a self-contained ONNX file is one
 MAX_NESTING = 64  # messages in messages: a vaeaug graph needs 4 levels (graph, node, attribute, tensor)
-MAX_STRENGTH = CONFIG_MAX_STRENGTH  # a stored augment setting's strength (the .vae reader's limit too)
 _PREFIX = "vaeaug."
 _KEYS = ("format_version", "version", "model_sha256", "config", "value_range", "class_names", "augment", "files",
          "graph", "sha256")
@@ -417,8 +415,8 @@ def check_metadata(props: dict[str, str], where: str) -> dict[str, Any]:
     Every field is checked to a range in which the model works: the config and the value range to
     the bounds of :mod:`vaeaug.model.config` (its ``LIMITS``: e.g. ``|low|, |high| <= 1e30`` and a range
     not too narrow for float32), class names to one string per class, the stored augment setting
-    to one the model can use with a strength of at most :data:`MAX_STRENGTH`, and the format
-    version, hashes and names to their exact textual forms.
+    to one the model can use (a strength of at most :data:`vaeaug.core.settings.MAX_STRENGTH`, as for
+    every setting), and the format version, hashes and names to their exact textual forms.
     """
     ours = {k[len(_PREFIX):] for k in props if k.startswith(_PREFIX)}
     unknown, missing = sorted(ours - set(_KEYS)), [k for k in _KEYS if k not in ours]
@@ -443,11 +441,9 @@ def check_metadata(props: dict[str, str], where: str) -> dict[str, Any]:
     augment = _json(props, "augment", where)
     if augment is not None:
         try:
-            setting = AugmentSetting.from_dict(augment).check_for(conditional=cfg.num_classes is not None)
+            AugmentSetting.from_dict(augment).check_for(conditional=cfg.num_classes is not None)  # strength <= 100
         except (ValueError, TypeError, OverflowError) as e:
             raise _bad(where, "vaeaug.augment", f"null or a setting this model can use ({e})", augment) from None
-        if setting.strength > MAX_STRENGTH:
-            raise _bad(where, "vaeaug.augment strength", f"at most {MAX_STRENGTH:g}", setting.strength)
     files = _json(props, "files", where)
     if not isinstance(files, dict) or set(files) != set(GRAPHS) or not all(
             isinstance(v, str) and v.endswith(".onnx") and "/" not in v and "\\" not in v for v in files.values()):
