@@ -193,12 +193,14 @@ def _add_evaluate_arms(p: argparse.ArgumentParser) -> None:
     """``vaeaug evaluate``'s flags for the arms: which ones, the classifier's batch, the VAE arms' setting."""
     p.add_argument("--imbalance", type=float, default=None, metavar="R",
                    help="half of the classes keep --per-class / R images; reports balanced accuracy and "
-                        "per-class recall (default arms: none,oversample,classic,balance,balance+vae,vae)")
+                        "per-class recall (default arms: none,oversample,oversample+classic,classic,balance,"
+                        "balance+vae,vae)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--arms", default=None,
-                   help="comma-separated, from none,classic,vae,vae+classic,tuned,tuned+classic,oversample,balance,"
-                        "balance+vae "
-                        "(default: none,classic,vae,vae+classic; 'tuned' runs vaeaug.tune per seed: minutes more)")
+                   help="comma-separated, from none,classic,vae,vae+classic,tuned,tuned+classic,pipeline,oversample,"
+                        "oversample+classic,balance,balance+vae,balance+vae+classic "
+                        "(default: none,classic,vae,vae+classic; 'tuned' and 'pipeline' run vaeaug.tune per seed: "
+                        "minutes more)")
     p.add_argument("--vae-epochs", type=_positive_int, default=300)
     p.add_argument("--vae-augment", default=None, choices=_AUGMENTS,
                    help="fit each seed's VAE on classic-augmented batches (vaeaug.fit(augment=...))")
