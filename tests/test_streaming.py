@@ -3,9 +3,11 @@ DataLoader worker processes (fit(stream=True))."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,3 +89,63 @@ def test_cli_fit_stream(folder: Path, tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", str(tmp_path / "s.vae"), "--stream",
                           "--out", str(tmp_path / "t.vae")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not a folder" in bad.stderr
+
+
+def _small_folder(root: Path) -> Path:
+    x, y = digits_uint8()
+    for i in range(40):
+        (root / str(y[i] % 2)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(root / str(y[i] % 2) / f"{i:04d}.png")
+    return root
+
+
+def _png_claiming(path: Path, side: int, rows: bytes = b"") -> None:
+    from test_security_files import _png_header
+
+    _png_header(path, side, side, rows)
+
+
+@pytest.mark.parametrize("bad", ["fifo", "huge-header", "over-the-cap"])
+def test_streamed_image_folders_go_through_the_safe_reader(bad: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22, 3: fit --stream read images around the safe reader: a FIFO named x.png hung the fit, a PNG
+    claiming 100000x100000 pixels ended in 'internal error', and a 12000x12000 PNG (above the 2**24-pixel cap)
+    was decoded whole before a shape error. Each is now the safe reader's one-line ValueError, and nothing
+    above the cap is decoded."""
+    import zlib
+
+    from _helpers import time_limit
+
+    from vaeaug import cli
+    from vaeaug.data.readers import MAX_IMAGE_PIXELS
+
+    root = _small_folder(tmp_path / "imgs")
+    target = root / "1" / "x.png"
+    if bad == "fifo":
+        os.mkfifo(target)
+        match = "FIFO"
+    elif bad == "huge-header":
+        _png_claiming(target, 100_000)
+        match = "decompression bomb"
+    else:  # a real image just above the cap (4100 x 4100 zeros, 16 KB compressed): decoding it would succeed
+        _png_claiming(target, 4100, zlib.compress(bytes(4101 * 4100)))
+        match = "decompression bomb"
+    decoded: list[tuple[int, int]] = []
+    load = Image.Image.load
+
+    def recording_load(self: Image.Image) -> Any:
+        decoded.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(Image.Image, "load", recording_load)
+    with time_limit(60):
+        with pytest.raises(ValueError, match=match) as e:
+            vaeaug.fit(root, stream=True, num_workers=0, epochs=1, progress=False)
+        assert str(target) in str(e.value)
+        rc = cli.main(["fit", "--data", str(root), "--stream", "--workers", "2", "--epochs", "1", "--no-progress",
+                       "--out", str(tmp_path / "m.vae")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and match in err and "internal error" not in err, err
+    assert all(w * h <= MAX_IMAGE_PIXELS for w, h in decoded) and decoded  # the 8x8 digits only
+    assert not (tmp_path / "m.vae").exists()

@@ -35,6 +35,11 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+def _a(what: str) -> str:
+    """``what`` with its article: ``a model file``, ``an image file``, ``an ONNX file``."""
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
 def file_kind(mode: int) -> str:
     """A human name for what a ``st_mode`` describes.
 
@@ -83,19 +88,19 @@ def open_regular(path: str | os.PathLike[str], what: str, *, max_bytes: int | No
         raise ValueError(f"cannot read the {what} {where}: permission denied; check the file's permissions "
                          "(it must be readable by this user)") from None
     except IsADirectoryError:
-        raise ValueError(f"{where} is a directory, not a {what}") from None
+        raise ValueError(f"{where} is a directory, not {_a(what)}") from None
     except OSError as e:
         if e.errno == errno.ENXIO:  # a socket, or a FIFO/device that cannot be opened
-            raise ValueError(f"{where} is not a regular file, so it cannot be a {what}") from None
+            raise ValueError(f"{where} is not a regular file, so it cannot be {_a(what)}") from None
         raise ValueError(f"cannot open the {what} {where}: {e.strerror or e}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = file_kind(st.st_mode)
-            raise ValueError(f"{where} is {kind}, not a {what}; vaeaug reads only regular files")
+            raise ValueError(f"{where} is {kind}, not {_a(what)}; vaeaug reads only regular files")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise ValueError(f"{where} is {st.st_size} bytes, more than the {max_bytes} bytes a {what} can have; "
-                             f"it is not a {what} vaeaug wrote")
+            raise ValueError(f"{where} is {st.st_size} bytes, more than the {max_bytes} bytes {_a(what)} can have; "
+                             f"it is not {_a(what)} vaeaug wrote")
         os.set_blocking(fd, True)
         return open(fd, "rb", closefd=True)  # noqa: SIM115 - the caller closes it
     except BaseException:
@@ -131,7 +136,7 @@ def size_of(path: str | os.PathLike[str], what: str) -> int:
     except FileNotFoundError:
         raise FileNotFoundError(f"no such {what}: {str(path)!r}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{str(path)!r} is {file_kind(st.st_mode)}, not a {what}; vaeaug reads only regular files")
+        raise ValueError(f"{str(path)!r} is {file_kind(st.st_mode)}, not {_a(what)}; vaeaug reads only regular files")
     return st.st_size
 
 
@@ -216,11 +221,11 @@ def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, f
     except RecursionError:
         doc = deep = None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
-        raise ValueError(f"{str(where)!r} is not valid JSON ({str(e)[:200]}); expected a {what}{hint}") from None
+        raise ValueError(f"{str(where)!r} is not valid JSON ({str(e)[:200]}); expected {_a(what)}{hint}") from None
     else:
         deep = _too_deep(doc)
     if deep is not False:  # later code recurses over what it reads
-        raise ValueError(f"{str(where)!r} is nested more than {MAX_JSON_DEPTH} levels deep: it is not a {what} "
+        raise ValueError(f"{str(where)!r} is nested more than {MAX_JSON_DEPTH} levels deep: it is not {_a(what)} "
                          f"vaeaug wrote{hint}")
     return doc
 

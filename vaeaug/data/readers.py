@@ -22,7 +22,7 @@ from vaeaug.files import GiB, MiB, open_regular
 from vaeaug.model.config import MAX_INPUT_ELEMENTS
 
 __all__ = ["from_dataset", "from_npz", "from_image_folder", "read_image", "item_to_array", "pil_to_array",
-           "MAX_NPZ_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FILE"]
+           "worker_error", "MAX_NPZ_BYTES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_FILE"]
 
 # .npz: the arrays' declared size once decompressed, in all (the float32 model-space copy is 4x a
 # uint8 array's size); np.savez writes x, y and class_names, so a handful of members
@@ -301,6 +301,29 @@ def read_image(file: str) -> np.ndarray:
             except Exception as e:
                 raise ValueError(f"cannot read {what}: {type(e).__name__}: {e} (is it truncated or corrupt?)") from None
             return pil_to_array(img, what)
+
+
+def worker_error(e: BaseException) -> BaseException:
+    """The error a DataLoader worker raised, with its own one-line message; any other error unchanged.
+
+    A worker's error reaches the main process as ``Caught ValueError in DataLoader worker process 0.``
+    followed by the worker's traceback; the reader's message (what is wrong, with which file) is the
+    traceback's last line.
+
+    Example:
+        >>> str(worker_error(ValueError("Caught ValueError in DataLoader worker process 0.\\nOriginal Traceback "
+        ...                             "(most recent call last):\\n  ...\\nValueError: 'a.png' is a FIFO")))
+        "'a.png' is a FIFO"
+    """
+    text = str(e)
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return e
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    head, sep, message = last.partition(": ")
+    try:
+        return type(e)(message if sep and head.split(".")[-1].endswith(("Error", "Exception")) else last)
+    except Exception:  # a type that takes other arguments: the message, as a RuntimeError
+        return RuntimeError(message or last)
 
 
 def from_image_folder(path: Path) -> TensorData:

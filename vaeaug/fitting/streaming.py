@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vaeaug.core.values import ValueRange
-from vaeaug.data.readers import item_to_array, read_image
+from vaeaug.data.readers import item_to_array, read_image, worker_error
 from vaeaug.generated.reader import GeneratedDataset
 
 __all__ = ["StreamData", "open_stream", "StreamBatches"]
@@ -175,10 +175,16 @@ class StreamBatches:
     def train(self, epoch: int, batch_size: int) -> Any:
         if self._sampler is not None:
             self._sampler.set_epoch(epoch)
-        for batch in self._train:
-            yield self._move(batch)
+        yield from self._read(self._train)
 
     def val(self, batch_size: int) -> Any:
         if self._val is not None:
-            for batch in self._val:
+            yield from self._read(self._val)
+
+    def _read(self, loader: Any) -> Any:
+        """The batches of ``loader``, on the device; a worker's error keeps its own one-line message."""
+        try:
+            for batch in loader:
                 yield self._move(batch)
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            raise worker_error(e) from None

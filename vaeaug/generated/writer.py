@@ -26,6 +26,7 @@ from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import resolve_setting
 from vaeaug.core.values import check_int
 from vaeaug.data import as_tensor_data
+from vaeaug.data.readers import worker_error
 from vaeaug.files import parse_json, read_bounded, read_json, sha256_bytes, sha256_file, write_atomic
 from vaeaug.generated.format import (
     FORMAT,
@@ -365,10 +366,7 @@ def _run_workers(tasks: _ShardTasks, workers: int, bar: Any) -> None:
         for n in it:
             bar.update(int(n))
     except (OSError, ValueError, RuntimeError) as e:  # DataLoader wraps it in a traceback text
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else str(e)
-        msg = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
-        raise type(e)(msg) from None
+        raise worker_error(e) from None
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:  # stop the other workers now, not when the iterator is collected
