@@ -118,7 +118,8 @@ def main() -> None:
     plain = train_and_test(None, steps, args.workers, seed=0)
     augmented = train_and_test(aug, steps, args.workers, seed=0)
     print(f"test accuracy after {steps} steps: none {plain:.2f}%, VAEAugment(p={aug.p:g}) {augmented:.2f}% "
-          f"({augmented - plain:+.2f} points, one seed: see issue 9 for the multi-seed protocol)")
+          f"({augmented - plain:+.2f} points from one seed: a first look, not a verdict; `vaeaug evaluate` runs "
+          "the multi-seed protocol with paired gains, docs/evaluate.md)")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,11 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert set(report["arms"]) == {"none", "vae"} and "vae" in report["gains"]
     assert (out / "report.md").read_text().strip() in proc.stdout
+    st = report["gains"]["vae"]
+    line = next(t for t in proc.stdout.splitlines() if t.startswith("Reading: "))
+    assert f"vae vs none {st['mean']:+.2f} ± {st['std']:.2f} over 2 seeds" in line and "at least 5 seeds" in line
+    assert ("a gain beyond the seed-to-seed noise" in line) == (st["mean"] > st["std"] and min(st["per_seed"]) > 0)
+    assert ("a loss beyond" in line) == (st["mean"] < -st["std"] and max(st["per_seed"]) < 0)
     bad = subprocess.run([sys.executable, "-m", "vaeaug", "evaluate", "--data", "digits", "--arms", "none,foo",
                           "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown arms" in bad.stderr and "Traceback" not in bad.stderr

@@ -514,7 +514,7 @@ def _evaluate_arms(args: argparse.Namespace) -> list[str] | None:
 
 def _write_report(report: dict[str, Any], out: Path) -> None:
     """Write ``report.json``, ``report.md`` and (with matplotlib) ``gains.png`` to ``out``; print the report."""
-    from vaeaug.protocol.evaluation import report_markdown
+    from vaeaug.protocol.evaluation import reading, report_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -532,6 +532,7 @@ def _write_report(report: dict[str, Any], out: Path) -> None:
         md += f"\n\n![Paired gains in test {report['config']['metric']} per arm, mean ± std over seeds]({chart.name})"
         (out / "report.md").write_text(md + "\n")
     print(md)
+    print(reading(report))
     wrote = [out / "report.json", out / "report.md", *([chart] if chart else [])]
     print(f"wrote {', '.join(map(str, wrote[:-1]))} and {wrote[-1]}")
     if chart is None and paired:

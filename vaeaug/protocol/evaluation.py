@@ -58,7 +58,7 @@ from vaeaug.protocol.classifier import Budget, ClassifierRun, Transform, train_c
 from vaeaug.protocol.tuning import stratified_split, tune
 
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
-           "report_markdown", "reduce_per_class"]
+           "report_markdown", "reduce_per_class", "reading"]
 
 ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "tuned+classic", "pipeline", "base", "base+vae",
         "oversample", "oversample+classic", "balance", "balance+vae", "balance+vae+classic")
@@ -450,3 +450,35 @@ def report_markdown(report: dict[str, Any]) -> str:
         threads = f", {cfg['threads']} threads" if "threads" in cfg else ""
         lines.append(f"Wall time: {cfg['seconds']:.0f} s{threads}.")
     return "\n".join(lines)
+
+
+def reading(report: dict[str, Any]) -> str:
+    """One honest line on what a report's numbers mean: the best arm against the reference, and whether
+    the paired gain is beyond the seed-to-seed noise (its mean more than one std from 0 and positive on
+    every seed), with how to get a verdict one can trust on one's own data.
+
+    Example:
+        >>> reading({"config": {"seeds": [0, 1, 2], "metric": "accuracy", "imbalance": None},
+        ...          "gains": {"vae": {"mean": 0.5, "std": 1.2, "per_seed": [1.0, -0.5, 1.0]}}})[:58]
+        'Reading: vae vs none +0.50 ± 1.20 over 3 seeds: within the'
+    """
+    cfg = report["config"]
+    key, ref = ("gains_over_oversample_classic", "oversample+classic") if cfg.get("imbalance") and \
+        report.get("gains_over_oversample_classic") else ("gains", "none")
+    gains = report.get(key) or {}
+    if not gains:
+        return "Reading: one arm only; add arms (--arms) to compare."
+    best, st = max(gains.items(), key=lambda kv: kv[1]["mean"])
+    n = len(cfg["seeds"])
+    if st["mean"] > st["std"] and all(v > 0 for v in st["per_seed"]):
+        what = "a gain beyond the seed-to-seed noise, positive on every seed"
+    elif st["mean"] < -st["std"] and all(v < 0 for v in st["per_seed"]):
+        what = f"the best arm, and still a loss beyond the seed-to-seed noise: {ref} is better here"
+    else:
+        what = "within the seed-to-seed noise"
+    return (f"Reading: {best} vs {ref} {st['mean']:+.2f} ± {st['std']:.2f} over {n} seeds: {what}. "
+            f"{'A few seeds and a small classifier budget give a first look, not a verdict; ' if n < 5 else ''}"
+            "for a trustworthy verdict on your own data run the converged protocol over at least 5 seeds "
+            "(vaeaug evaluate --data yours --seeds 5), or let vaeaug.tune(..., transforms=...) choose your pipeline "
+            "by cross-validation (docs: evaluate.md).")
+
