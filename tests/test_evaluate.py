@@ -267,3 +267,33 @@ def test_a_data_file_without_test_data_is_refused_not_tested_on_itself(tmp_path:
         evaluate(str(path), per_class=5, seeds=1, steps=5, arms=["none"], vae_epochs=1, progress=False)
     r = evaluate(str(path), "digits", per_class=5, seeds=1, steps=5, arms=["none"], vae_epochs=1, progress=False)
     assert r["config"]["data"].endswith("mine.npz")
+
+
+def test_transform_first_makes_variants_of_the_transformed_images() -> None:
+    """classic+vae: the VAE move sees classic-augmented images; vae+classic (the default order): the raw ones."""
+    from vaeaug.protocol.classifier import train_classifier
+
+    d = vaeaug.load_builtin("digits")
+    x, y = d.x[:200].float() / 16, d.y[:200]
+    raw = {xi.numpy().tobytes() for xi in x}
+
+    class Spy:
+        def __init__(self) -> None:
+            self.seen: list[torch.Tensor] = []
+
+        def __call__(self, xb: torch.Tensor, yb: torch.Tensor, *, key: int, codec: Any) -> torch.Tensor:
+            self.seen.append(xb.clone())
+            return xb
+
+        def codec(self, kind: str) -> Any:
+            return None
+
+    for first in (False, True):
+        spy = Spy()
+        train_classifier(x, y, x[:20], y[:20], num_classes=10, seed=0, steps=3, classic=True, aug=spy,  # type: ignore[arg-type]
+                         transform_first=first)
+        fresh = sum(xi.numpy().tobytes() not in raw for xb in spy.seen for xi in xb)
+        assert len(spy.seen) == 3 and (fresh > 0) == first  # only after classic are the images new ones
+    report = evaluate("digits", per_class=10, seeds=1, budget=TINY, vae_epochs=2, progress=False,
+                      arms=("classic", "vae+classic", "classic+vae"))
+    assert set(report["arms"]) == {"classic", "vae+classic", "classic+vae"}

@@ -197,7 +197,8 @@ def _add_evaluate_arms(p: argparse.ArgumentParser) -> None:
                         "balance+vae,vae)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--arms", default=None,
-                   help="comma-separated, from none,classic,vae,vae+classic,tuned,tuned+classic,pipeline,oversample,"
+                   help="comma-separated, from none,classic,vae,vae+classic,classic+vae,tuned,tuned+classic,pipeline,"
+                        "oversample,"
                         "oversample+classic,balance,balance+vae,balance+vae+classic "
                         "(default: none,classic,vae,vae+classic; 'tuned' and 'pipeline' run vaeaug.tune per seed: "
                         "minutes more)")

@@ -140,14 +140,15 @@ def train_classifier(
     seed: int, budget: Budget | None = None, steps: int | None = None, batch_size: int = 64,
     classic: bool = False, flip: bool = False, aug: Augmenter | None = None, base: Transform | None = None,
     val: tuple[torch.Tensor, torch.Tensor] | None = None, weights: torch.Tensor | None = None,
-    lr: float = 1e-3, precision: str = "auto",
+    lr: float = 1e-3, precision: str = "auto", transform_first: bool = False,
 ) -> ClassifierRun:
     """Train :class:`SmallCNN` under one arm; return its test accuracy and the steps it took.
 
     In each step: a batch is drawn (uniformly, or by ``weights``), ``aug`` replaces a share of it
     by VAE variants (keyed by the seed and the step), then ``base`` (a user's per-image transform)
-    or the built-in ``classic`` transform is applied. Every arm of a seed uses the same
-    initialisation, batches, keys and dropout seeds, so that paired differences measure the arm.
+    or the built-in ``classic`` transform is applied (in the other order with ``transform_first``).
+    Every arm of a seed uses the same initialisation, batches, keys and dropout seeds, so that
+    paired differences measure the arm.
 
     Args:
         x, y: training images (model space, ``(N, C, H, W)`` in ``[0, 1]``) and labels.
@@ -165,6 +166,8 @@ def train_classifier(
         weights: per-sample draw weights (oversampling); default uniform.
         lr: Adam's learning rate.
         precision: ``"auto"`` (bf16 autocast where the CPU computes it natively), ``"bf16"`` or ``"fp32"``.
+        transform_first: apply ``base`` or ``classic`` first, then ``aug`` (fresh variants of the
+            transformed images); default: the VAE move first.
 
     Returns:
         A :class:`ClassifierRun`.
@@ -196,7 +199,7 @@ def train_classifier(
         else:
             idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
         xb, yb = x[idx], y[idx]
-        if aug is not None:
+        if aug is not None and not transform_first:
             xb = aug(xb, yb, key=int(derive_keys(seed, step)[0] >> np.uint64(1)), codec=aug.codec("model"))
         with torch.random.fork_rng(devices=[]):
             if base is not None:
@@ -204,6 +207,9 @@ def train_classifier(
                 xb = torch.stack([base(img) for img in xb])
             elif classic:
                 xb = classic_augment(xb, g_aug, flip)
+        if aug is not None and transform_first:  # fresh variants of the transformed images
+            xb = aug(xb, yb, key=int(derive_keys(seed, step)[0] >> np.uint64(1)), codec=aug.codec("model"))
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 100_003 + step)  # dropout
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 loss = F.cross_entropy(model(xb.contiguous(memory_format=mem)), yb)

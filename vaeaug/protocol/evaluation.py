@@ -13,6 +13,7 @@ best checkpoint on the full test split. Arms:
 * ``vae``: a share ``p`` of each batch replaced by VAE variants (vaeaug's defaults, or ``setting``);
 * ``vae+classic``: the VAE move first (a VAE should see images like those it was fit on), then
   the classic transforms;
+* ``classic+vae``: the other order: fresh variants of the classic-augmented images;
 * ``tuned``: what :func:`vaeaug.tune` chooses on the training part (the validation split unseen);
 * ``tuned+classic``: what ``tune(..., base=ClassicTransform())`` chooses (vaeaug on top of the
   classic transforms), trained as ``vae+classic`` with that choice (``classic`` if it says no);
@@ -60,7 +61,8 @@ from vaeaug.protocol.tuning import stratified_split, tune
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
            "report_markdown", "reduce_per_class", "reading"]
 
-ARMS = ("none", "classic", "vae", "vae+classic", "tuned", "tuned+classic", "pipeline", "base", "base+vae",
+ARMS = ("none", "classic", "vae", "vae+classic", "classic+vae", "tuned", "tuned+classic", "pipeline", "base",
+        "base+vae",
         "oversample", "oversample+classic", "balance", "balance+vae", "balance+vae+classic")
 DEFAULT_ARMS = ("none", "classic", "vae", "vae+classic")
 IMBALANCE_ARMS = ("none", "oversample", "oversample+classic", "classic", "balance", "balance+vae", "vae")
@@ -126,6 +128,7 @@ class _Arm:
     classic: bool = False
     base: bool = False
     setting: AugmentSetting | None = None
+    transform_first: bool = False  # classic (or base) before the VAE move
     oversample: bool = False
     extra: AugmentSetting | None = None  # replaces the extra (oversampled) draws of small classes
     factory: Any = None  # an experimental augmenter: (generator, x, y) -> callable like Augmenter
@@ -145,6 +148,8 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
             plan[a] = _Arm(setting=setting)
         elif a == "vae+classic":
             plan[a] = _Arm(classic=True, setting=setting)
+        elif a == "classic+vae":
+            plan[a] = _Arm(classic=True, setting=setting, transform_first=True)
         elif a == "base+vae":
             plan[a] = _Arm(base=True, setting=setting)
         elif a in ("tuned", "tuned+classic", "pipeline"):
@@ -155,6 +160,8 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
         plan[n] = _Arm(**kw)
         if "vae+classic" in arms:
             plan[f"{n}+classic"] = _Arm(classic=True, **kw)
+        if "classic+vae" in arms:
+            plan[f"classic+{n}"] = _Arm(classic=True, transform_first=True, **kw)
         if "base+vae" in arms:
             plan[f"{n}+base"] = _Arm(base=True, **kw)
     return plan
@@ -337,7 +344,8 @@ def evaluate(
                 run = train_classifier(xr, yr, test_d.x, test_d.y, num_classes=num_classes, budget=budget,
                                        batch_size=batch_size, seed=seed, classic=arm.classic, flip=flip, aug=aug,
                                        base=base if arm.base else None, val=val,
-                                       weights=weights if arm.oversample else None)
+                                       weights=weights if arm.oversample else None,
+                                       transform_first=arm.transform_first)
                 bacc, rec = math.nan, list[float]()
                 if imbalance is not None:
                     assert run.predictions is not None
