@@ -132,12 +132,20 @@ def test_tune_refuses_bad_arguments(digits) -> None:
 def test_cli_fit_with_tune(tmp_path: Path) -> None:
     out = tmp_path / "d.vae"
     proc = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", "digits", "--epochs", "2", "--tune",
-                           "--tune-steps", "30", "--tune-folds", "2",
+                           "--tune-pipeline", "--tune-steps", "30", "--tune-folds", "2",
                            "--tune-repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "tune: " in proc.stdout
     model = vaeaug.load(out)
     assert model.tuning is not None and model.augment is not None
+    assert model.tuning["reference"] == "classic" and model.tuning["pipeline"]["label"] in \
+        [r["label"] for r in model.tuning["scores"]]
+    info = subprocess.run([sys.executable, "-m", "vaeaug", "info", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert f"pipeline    {model.tuning['recommendation']}" in info.stdout
+    bad = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", "digits", "--tune-pipeline", "--out",
+                          str(tmp_path / "x.vae")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "add --tune" in bad.stderr and not (tmp_path / "x.vae").exists()
 
 
 def test_the_judging_vaes_never_see_their_fold(digits, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -161,6 +161,10 @@ def _add_fit_after(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-repeats", type=_positive_int, default=2, help="classifier seeds of tune's finalist")
     p.add_argument("--tune-alpha", type=float, default=0.1,
                    help="false-positive rate of tune's paired test (default 0.1)")
+    p.add_argument("--tune-pipeline", action="store_true",
+                   help="with --tune, choose the pipeline: the classic transforms (affine; the reference), none, "
+                        "vaeaug, or vaeaug then classic (vaeaug.tune(..., transforms=...)); the model stores the "
+                        "VAE part and vaeaug info prints the recommendation")
     _shared(p, "--no-progress", no_progress="no progress bar or summary line")
 
 
@@ -381,6 +385,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     """``vaeaug fit``: check where it writes, read the data, fit; then tune, save and draw the curves."""
     from vaeaug.fitting.training import fit
 
+    if args.tune_pipeline and not args.tune:
+        raise UsageError("--tune-pipeline chooses among pipelines with --tune: add --tune")
     out = Path(args.out)
     _check_writable(out, "--out", force=args.force)
     if args.curves:
@@ -450,9 +456,15 @@ def _tune(args: argparse.Namespace, model: Any, data: Any) -> None:
 
     budget = Budget(max_steps=args.tune_steps, eval_every=TUNE_BUDGET.eval_every, patience=TUNE_BUDGET.patience,
                     min_steps=min(TUNE_BUDGET.min_steps, args.tune_steps))
+    extra: dict[str, Any] = {}
+    if args.tune_pipeline:
+        from vaeaug.fitting.classic import ClassicTransform
+
+        flip = isinstance(args.data, str) and args.data.lower().replace("_", "-") in ("fashion-mnist", "fashionmnist")
+        extra["transforms"] = {"classic": ClassicTransform(flip)}
     try:
         tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
-             alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress)
+             alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress, **extra)
     except ValueError as e:
         raise UsageError(f"--tune: {e}") from None
 
@@ -788,6 +800,8 @@ def _model_lines(info: dict[str, Any], model: Any) -> list[str]:
     if model.augment is not None:
         lines.append(_augment_line(model.augment))
     if model.tuning is not None:
+        if model.tuning.get("recommendation"):
+            lines.append(f"pipeline    {model.tuning['recommendation']}")
         lines.append(f"tuning      {model.tuning['reason']}")
         if model.tuning.get("base"):
             lines.append(f"            chosen on top of the base transform {model.tuning['base']}")
