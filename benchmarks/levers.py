@@ -13,6 +13,11 @@ Levers here:
 * ``pool10``/``pool5``: the published regime of a pre-generated set, K variants per real image
   (made once, with the default setting at p=1) mixed with the real images, so a draw is a variant
   with probability K/(K+1); ``fresh-p0.9`` is the control (fresh variants, the same share).
+* ``vaegan``/``vaegan-p0.25`` (issue 21): a sharper decoder, VAE-GAN style and still a VAE: the seed's
+  fitted VAE (encoder, reparameterised latent, KL unchanged) is fine-tuned for ``GAN_EPOCHS`` epochs
+  with an adversarial term added to its loss: a small conv discriminator tells real images from
+  decodings of posterior samples, and the decoder gets ``GAN_WEIGHT`` x the non-saturating GAN loss
+  on top of reconstruction + KL. Variants then use the default setting (p = 0.5, or 0.25).
 * ``gauss-balance``/``aggpost-balance`` (imbalanced runs): class balancing whose extra draws of
   the small classes are decoded from a fitted latent density instead of the prior N(0, I): a
   per-class diagonal Gaussian over the posterior means (``gauss``), or the per-class aggregate
@@ -154,6 +159,65 @@ class LatentDensity:
         return self.vae.decode(z, yb)
 
 
+GAN_EPOCHS = 100
+GAN_WEIGHT = 0.1
+
+
+def _discriminator(shape: tuple[int, ...]) -> torch.nn.Module:
+    c, h, w = shape
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(c, 32, 3, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(32, 64, 3, 2, 1),
+        torch.nn.LeakyReLU(0.2), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+
+
+def vae_gan(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = GAN_EPOCHS, weight: float = GAN_WEIGHT,
+            seed: int = 0) -> Any:
+    """A copy of the seed's VAE fine-tuned with an adversarial term on its decodings (see the module doc);
+    made once per seed's VAE (its arms and their +classic twins share it)."""
+    import copy
+
+    key = (id(gen.model), epochs, weight, seed)
+    if key in _GAN_CACHE:
+        return _GAN_CACHE[key]
+
+    import torch.nn.functional as F
+
+    from vaeaug.backends.torch_backend import TorchBackend
+
+    vae = copy.deepcopy(gen.model).train()
+    torch.manual_seed(seed)
+    disc = _discriminator(tuple(x.shape[1:]))
+    disc(x[:2])  # materialise the lazy layer
+    opt_g = torch.optim.Adam(vae.parameters(), lr=5e-4)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=5e-4, betas=(0.5, 0.999))
+    g = torch.Generator().manual_seed(seed)
+    cond = gen.conditional
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            xb, yb = x[idx], (y[idx] if cond else None)
+            mu, logvar = vae.encode(xb, yb)
+            z = vae.reparameterize(mu, logvar, g)
+            logits = vae.decode_logits(z, yb)
+            fake = torch.sigmoid(logits)
+            d_real, d_fake = disc(xb), disc(fake.detach())
+            loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
+                F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            d_gen = disc(fake)
+            adv = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen), reduction="sum")
+            loss = vae.recon_nll(logits, xb).sum() + vae.config.beta * vae.kl(mu, logvar).sum() + weight * adv
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+    _GAN_CACHE[key] = TorchBackend(vae.eval())
+    return _GAN_CACHE[key]
+
+
+_GAN_CACHE: dict[tuple[int, int, float, int], Any] = {}
+
+
 def _balanced(kind: str) -> Any:
     def make(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
         counts = torch.bincount(y, minlength=int(gen.config.num_classes))
@@ -169,6 +233,8 @@ LEVERS = {
     "pool5": lambda gen, x, y: Pool(gen, DEFAULT_AUGMENT, 5),
     "pool10": lambda gen, x, y: Pool(gen, DEFAULT_AUGMENT, 10),
     "fresh-p0.9": lambda gen, x, y: Augmenter(gen, dataclasses.replace(DEFAULT_AUGMENT, p=10 / 11)),
+    "vaegan": lambda gen, x, y: Augmenter(vae_gan(gen, x, y), DEFAULT_AUGMENT),
+    "vaegan-p0.25": lambda gen, x, y: Augmenter(vae_gan(gen, x, y), dataclasses.replace(DEFAULT_AUGMENT, p=0.25)),
     "gauss-balance": _balanced("gauss"),
     "aggpost-balance": _balanced("aggpost"),
 }
