@@ -430,7 +430,7 @@ def test_invalid_config_is_refused(changes: dict[str, Any], saved: Path, tmp_pat
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("config", "{not json", "tampered 'config'"),
+    ("config", "{not json", "not valid JSON .*expected a model file's 'config' entry"),
     ("value_range", json.dumps({"low": 1.0, "high": 0.0, "dtype": "float32"}), "invalid model description"),
     ("value_range", json.dumps({"low": 0.0, "high": 1.0, "dtype": "object"}), "invalid model description"),
     ("class_names", json.dumps([1, 2]), "class_names"),
@@ -464,7 +464,7 @@ def test_broken_header_json_is_refused(saved: Path, tmp_path: Path) -> None:
     i = blob.index(b'"', 8)  # first quote inside the header
     blob[i] = ord("'")  # same length, no longer JSON
     p.write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match="corrupt or tampered header"):
+    with pytest.raises(ValueError, match="not valid JSON .*expected a model file header; the file is corrupt"):
         vaeaug.load(p)
 
 

@@ -251,6 +251,64 @@ def test_special_files_are_refused_fast(name: str, special_results: dict[str, tu
     assert seconds < 30, f"{seconds:.1f} s: a read that blocks or has no bound"
 
 
+# A child process reads one crafted header under an address-space limit (its imports plus 3 GiB), and says how
+# much its peak resident memory grew (ru_maxrss, reset through /proc/self/clear_refs after the imports, so that
+# their peak cannot hide the read's) and how long the read took. One process a file: memory freed by one read
+# and kept by the allocator would hide the next one's.
+_HEADER_RUNNER = r"""
+import json, resource, sys, time
+from vaeaug.model.vaefile import read_metadata
+with open("/proc/self/status") as f:
+    size = int(f.read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (3 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # peak RSS := current RSS
+before, t = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+try:
+    read_metadata(sys.argv[1])
+    kind, msg = "no error", ""
+except BaseException as e:
+    kind, msg = type(e).__name__, str(e)[:300]
+grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps([kind, msg, time.perf_counter() - t, grew]), flush=True)
+"""
+
+
+def test_a_header_under_the_cap_is_read_in_bounded_memory_and_time(blob: bytes, tmp_path: Path) -> None:
+    """Issue 22, 4 and 5: the JSON depth pre-scan took about 130 bytes of memory per header byte (a resealed
+    64 MiB header: 8.5 GB, 18-42 s; a 63 MB dict in one metadata value: 2.1 GB before it was refused), and a header
+    length of 0 skipped the header-first read (read(-1): a 1.5 GB sparse file was read whole). Values are counted
+    before anything is parsed now, and a header shorter than '{}' is not a model file."""
+    files: dict[str, tuple[Path, str]] = {}
+
+    def crafted(name: str, key: str, value: str, match: str) -> None:
+        files[name] = (_write(tmp_path, edit_model(blob, set_meta(key, value)), f"{name}.vae"), match)
+
+    crafted("dicts", "history", "[" + "{}," * 21_000_000 + "{}]", "JSON values, more than")
+    crafted("dict", "tuning", "{" + ",".join(map('"k{}":0'.format, range(4_200_000))) + "}", "JSON values, more than")
+    crafted("long-string", "history", json.dumps([{"note": "a" * 63_000_000}]), "no error")  # valid: it loads
+    zero = tmp_path / "zero.vae"
+    with open(zero, "wb") as f:
+        f.write(b"\0" * 8 + b'{"__metadata__":{}}')
+        f.truncate(1_500_000_000)  # sparse
+    files["zero-length"] = (zero, "an empty header")
+    for name in ("dicts", "dict", "long-string"):
+        with open(files[name][0], "rb") as f:
+            assert 60_000_000 < struct.unpack("<Q", f.read(8))[0] < 64 << 20  # just under the 64 MiB cap
+    for name, (path, match) in files.items():
+        run = subprocess.run([sys.executable, "-c", _HEADER_RUNNER, str(path)], capture_output=True, text=True,
+                             timeout=300, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert run.stdout, (name, run.stderr[-2000:])
+        kind, msg, seconds, grew_mb = json.loads(run.stdout)
+        if match == "no error":
+            assert kind == "no error", (name, kind, msg)
+        else:
+            assert kind == "ValueError" and match in msg, (name, kind, msg)
+        assert seconds < 15 and grew_mb < 1500, (name, f"{seconds:.1f} s", f"{grew_mb:.0f} MB more at the peak")
+        if name in ("dicts", "dict", "zero-length"):  # refused before anything is parsed or read beyond the header
+            assert grew_mb < 400, (name, f"{grew_mb:.0f} MB")
+
+
 def test_model_data_is_not_read_when_the_header_declares_more(blob: bytes, tmp_path: Path) -> None:
     """The header comes first: a tensor table that claims more than the file holds is refused unread."""
     def grow(header: dict[str, Any], data: bytes) -> None:
@@ -546,7 +604,7 @@ def test_deeply_nested_json_is_a_value_error(where: str, blob: bytes, tmp_path: 
         raw_b = raw.encode() + b" " * (-len(raw) % 8)
         b = struct.pack("<Q", len(raw_b)) + raw_b + data
     p = _write(tmp_path, b)
-    with pytest.raises(ValueError, match=r"nested 10000[01] levels deep, expected at most 32"):
+    with pytest.raises(ValueError, match=r"nested more than 32 levels deep"):
         vaeaug.load(p)
 
 
@@ -693,6 +751,9 @@ _META_TEXT = st.one_of(
                      '"' + "a" * 1000 + '"', "vaeaug-model",
                      '{"mode": "isotropic", "strength": 2.0, "form": "delta", "p": 0.5}',
                      '{"mode": "isotropic", "strength": 1e300, "form": "delta", "p": 0.5}',
+                     '{"mode": "posterior", "strength": 1e39, "form": "delta", "p": 0.5}',
+                     '{"mode": "posterior", "strength": 3.5e38, "form": "decode", "p": 1e-320}',
+                     '{"mode": "isotropic", "strength": 100.00000000001, "form": "delta", "p": 0.5}',
                      '{"mode": "prior", "strength": 1' + "0" * 400 + ', "form": "decode", "p": 0.5}']),
     st.text(max_size=12),
 )
@@ -705,6 +766,7 @@ _BYTE_OPS = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 1 << 20), st.integers(1, 255)),
     st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
     st.tuples(st.just("insert"), st.integers(0, 1 << 20), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("length"), st.sampled_from([0, 1, 2, 7, 64 << 20, (64 << 20) + 8, 2**63])),  # the header's
 )
 _HEADER_OPS = st.one_of(  # behind a recomputed checksum
     st.tuples(st.just("config"), st.sampled_from(_CONFIG_KEYS), _ODD),
@@ -720,12 +782,12 @@ _OPS = st.one_of(_BYTE_OPS, _HEADER_OPS, _HEADER_OPS)  # two thirds of the edits
 def mutate_model(blob: bytes, ops: list[tuple[Any, ...]]) -> bytes:
     """Apply mutations to a model file's bytes, in order (reusable by other adversarial suites).
 
-    ``("flip", i, mask)``, ``("truncate", i)`` and ``("insert", i, data)`` edit raw bytes (positions
-    taken modulo the length). The others edit the header and recompute the checksum, as an adversary
-    who knows the format would: ``("config", key, value)``, ``("value_range", low, high, dtype)``,
-    ``("meta", key, text)``, ``("weight", tensor index, element index, float32)`` and
-    ``("entry", tensor index, field, value)``. A header edit on bytes that no longer parse as a model
-    file is skipped.
+    ``("flip", i, mask)``, ``("truncate", i)``, ``("insert", i, data)`` and ``("length", n)`` (the 8-byte
+    header length) edit raw bytes (positions taken modulo the length). The others edit the header and
+    recompute the checksum, as an adversary who knows the format would: ``("config", key, value)``,
+    ``("value_range", low, high, dtype)``, ``("meta", key, text)``, ``("weight", tensor index, element
+    index, float32)`` and ``("entry", tensor index, field, value)``. A header edit on bytes that no
+    longer parse as a model file is skipped.
     """
     out = bytearray(blob)
     for op in ops:
@@ -739,6 +801,9 @@ def mutate_model(blob: bytes, ops: list[tuple[Any, ...]]) -> bytes:
         if kind == "insert":
             i = op[1] % (len(out) + 1)
             out[i:i] = op[2]
+            continue
+        if kind == "length":
+            out[:8] = struct.pack("<Q", op[1])
             continue
         parts = split_model(bytes(out))
         if parts is None:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 __all__ = ["open_regular", "read_bounded", "size_of", "file_kind", "read_json", "parse_json", "canonical_json",
-           "sha256_file", "sha256_bytes", "write_atomic", "MAX_JSON_DEPTH", "MiB", "GiB"]
+           "sha256_file", "sha256_bytes", "write_atomic", "json_items", "MAX_JSON_DEPTH", "MAX_JSON_ITEMS", "MiB",
+           "GiB"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -175,11 +176,17 @@ def sha256_file(path: str | os.PathLike[str], what: str = "file") -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# JSON: strict (no NaN or infinities), bounded in bytes and nesting
+# JSON: strict (no NaN or infinities), bounded in bytes, values and nesting
 
 
 MAX_JSON_DEPTH = 32
 """Nesting of any JSON vaeaug reads (it writes at most 6 levels); deeper is refused before it is used."""
+
+MAX_JSON_ITEMS = 1 << 21
+"""Values in any JSON vaeaug reads, counted before parsing: a document's commas and opening brackets bound
+the objects ``json`` would build, so no document can make it build millions of them (a 63 MB
+``[{},{},...]`` took GBs). vaeaug writes far fewer: a 64 MiB manifest of 65536 shards holds about 1.1M,
+a model file's header a few thousand plus one per class name and a few per epoch of history."""
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -188,19 +195,32 @@ def _no_constant(name: str) -> NoReturn:
 
 def _too_deep(doc: Any) -> bool:
     """Whether a parsed JSON document nests deeper than :data:`MAX_JSON_DEPTH` (iterative: no recursion)."""
-    stack = [(doc, 0)]
+    stack = [(doc, 0)] if isinstance(doc, (dict, list)) else []
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth >= MAX_JSON_DEPTH:
-                return True
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+        if depth >= MAX_JSON_DEPTH:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))  # containers only
     return False
+
+
+def json_items(text: bytes | str) -> int:
+    """An upper bound on the values in JSON ``text``: its commas and opening brackets, plus one (strings included).
+
+    Example:
+        >>> json_items(b'{"a": [1, 2], "b": "x,y"}')
+        6
+    """
+    if isinstance(text, str):
+        return text.count(",") + text.count("[") + text.count("{") + 1
+    return text.count(b",") + text.count(b"[") + text.count(b"{") + 1
 
 
 def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, fix: str = "") -> Any:
     """Parse strict JSON: no ``NaN``/``Infinity``, no number out of float range, at most :data:`MAX_JSON_DEPTH`
-    levels; any failure is a ``ValueError`` that names ``where`` and says ``what`` was expected.
+    levels and :data:`MAX_JSON_ITEMS` values (counted before parsing, so memory stays bounded); any failure
+    is a ``ValueError`` that names ``where`` and says ``what`` was expected.
 
     Args:
         blob: the JSON text (bytes are decoded as UTF-8).
@@ -215,6 +235,10 @@ def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, f
         ValueError: 'm.json' is not valid JSON (1e999 is out of the range of a float); expected a manifest
     """
     hint = f"; {fix}" if fix else ""
+    items = json_items(blob)
+    if items > MAX_JSON_ITEMS:
+        raise ValueError(f"{str(where)!r} holds up to {items:,} JSON values, more than the {MAX_JSON_ITEMS:,} of any "
+                         f"{what} vaeaug writes: it is not {_a(what)} vaeaug wrote{hint}")
     try:
         text = blob.decode("utf-8") if isinstance(blob, bytes) else blob
         doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)

@@ -9,8 +9,9 @@ edits the file can recompute it), which is why every field is validated as well.
 
 Reads are bounded and never hang: the file is opened through :func:`vaeaug.files.open_regular`
 (regular files only: a FIFO, a device such as ``/dev/zero`` or a directory is refused at once),
-at most :data:`MAX_MODEL_FILE` bytes; the 8-byte length and the header (at most 64 MiB, JSON
-nested at most 32 deep) are read first, and the tensor data only once the header's tensor table
+at most :data:`MAX_MODEL_FILE` bytes; the 8-byte length and the header (2 bytes to 64 MiB, strict JSON of
+at most :data:`vaeaug.files.MAX_JSON_ITEMS` values, counted before it is parsed, nested at most 32 deep) are
+read first, and the tensor data only once the header's tensor table
 (contiguous, every size consistent with its dtype and shape) declares exactly the bytes the file
 holds and the float32 weights its config builds (a config itself bounded by
 :data:`vaeaug.model.config.MAX_PARAMETERS` and the other limits in :mod:`vaeaug.model.config`).
@@ -28,14 +29,13 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-import numpy as np
 import torch
 from safetensors.torch import load as st_load
 
 from vaeaug._version import __version__
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import ValueRange
-from vaeaug.files import MAX_JSON_DEPTH, MiB, open_regular, write_atomic
+from vaeaug.files import MiB, open_regular, parse_json, write_atomic
 from vaeaug.model.config import MAX_PARAMETERS, VAEConfig, check_class_names, parameter_count
 
 __all__ = ["save", "read_model", "read_metadata", "model_bytes", "SavedModel", "FORMAT", "FORMAT_VERSION"]
@@ -141,36 +141,21 @@ def _content_hash(meta: dict[str, Any], entries: dict[str, Any]) -> Any:
 
 
 _MAX_HEADER = 64 * MiB  # metadata (config, history, tuning) and the tensor table
+_MIN_HEADER = 2  # "{}"
+# the small metadata entries, in bytes (a config is under 1 KiB); the others are bounded by the header
+_MAX_ENTRY = {"config": 64 * 1024, "value_range": 1024, "augment": 1024, "format": 64, "sha256": 64}
 _MAX_TENSORS = 1024  # a VAE has fewer than 40
 _MAX_DIMS = 8
 _MAX_VERSION_TEXT = 64
 # the largest file a valid model can be: its header, then float32 weights (double that for slack)
 MAX_MODEL_FILE = 8 + _MAX_HEADER + 8 * MAX_PARAMETERS
 _ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _VERSION_TEXT = re.compile(r"[0-9A-Za-z.+!_-]{1,64}")
 
 
-def _json_depth(raw: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` in JSON text, strings skipped (vectorised: no recursion)."""
-    a = np.frombuffer(_STRING.sub(b"", raw), dtype=np.uint8)
-    if not len(a):
-        return 0
-    step = ((a == 0x5B) | (a == 0x7B)).astype(np.int64) - ((a == 0x5D) | (a == 0x7D))
-    return int(np.cumsum(step).max())
-
-
-def _loads(raw: str | bytes, where: str, what: str) -> Any:
-    """``json.loads`` refusing deep nesting before parsing (a RecursionError otherwise) and any error."""
-    text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    depth = _json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"{where} has a tampered {what}: JSON nested {depth} levels deep, expected at most "
-                         f"{MAX_JSON_DEPTH}")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, too many digits
-        raise ValueError(f"{where} has a corrupt or tampered {what} (not valid JSON: {e})") from None
+def _loads(text: bytes | str, path: Path, what: str) -> Any:
+    """Strict, bounded JSON (:func:`vaeaug.files.parse_json`: values counted and nesting checked before use)."""
+    return parse_json(text, path, what, fix="the file is corrupt or was edited; use a copy from where it came from")
 
 
 def _diagnose(first: bytes, n: int, size: int, where: str) -> str:
@@ -181,6 +166,9 @@ def _diagnose(first: bytes, n: int, size: int, where: str) -> str:
     if first[0] == 0x80 and 2 <= first[1] <= 5:
         return (f"{where} is a Python pickle, not a vaeaug model file; vaeaug never unpickles "
                 "files - save models with model.save()")
+    if n < _MIN_HEADER:
+        return (f"{where} is not a vaeaug model file: its first 8 bytes declare a header of {n} bytes (an empty "
+                f"header); a model file's header is a JSON object of {_MIN_HEADER} to {_MAX_HEADER} bytes")
     if n <= _MAX_HEADER and first[8:9] == b"{":
         return f"{where} is truncated: its header needs {n} bytes, the file has {size - 8}"
     return f"{where} is not a vaeaug model file (no safetensors header)"
@@ -242,10 +230,10 @@ def _parse(path: Path, *, keep_data: bool) -> tuple[bytes, dict[str, Any], dict[
             raise ValueError(f"{where} is not a vaeaug model file: only {size} bytes (empty or truncated)")
         first = _read_exact(f, min(size, 9), where)
         (n,) = struct.unpack("<Q", first[:8])
-        if not (n <= _MAX_HEADER and 8 + n <= size and first[8:9] == b"{"):
+        if not (_MIN_HEADER <= n <= _MAX_HEADER and 8 + n <= size and first[8:9] == b"{"):
             raise ValueError(_diagnose(first, n, size, where))
         raw = first[8:] + _read_exact(f, n - 1, where)
-        header = _loads(raw, where, "header")
+        header = _loads(raw, path, "model file header")
         if not isinstance(header, dict):
             raise ValueError(f"{where} has a corrupt or tampered header (not a JSON object)")
         meta = header.pop("__metadata__", None)
@@ -256,6 +244,10 @@ def _parse(path: Path, *, keep_data: bool) -> tuple[bytes, dict[str, Any], dict[
             )
         if not all(isinstance(v, str) for v in meta.values()):
             raise ValueError(f"{where} has a tampered header: metadata values must be strings")
+        for key, most in _MAX_ENTRY.items():
+            if len(meta.get(key, "")) > most:
+                raise ValueError(f"{where} has a tampered header: its {key!r} entry is {len(meta[key]):,} characters, "
+                                 f"expected at most {most:,}")
         _check_version(meta, where)
         end = _tensor_table(header, where)
         data_len = size - 8 - n
@@ -265,7 +257,7 @@ def _parse(path: Path, *, keep_data: bool) -> tuple[bytes, dict[str, Any], dict[
             )
         if end < data_len:
             raise ValueError(f"{where} has {data_len - end} unexpected trailing bytes after the tensor data")
-        info = _decode_meta(where, meta, size)
+        info = _decode_meta(path, meta, size)
         weights = 4 * parameter_count(info["config"])
         if end != weights:
             raise ValueError(f"{where} does not match its config: its tensors take {end} bytes, the config builds "
@@ -324,19 +316,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
-def _decode_meta(where: str, meta: dict[str, str], size: int) -> dict[str, Any]:
+def _decode_meta(path: Path, meta: dict[str, str], size: int) -> dict[str, Any]:
     """Decode and validate the JSON metadata entries (config, value range, class names...)."""
+    where = repr(str(path))
     out: dict[str, Any] = {"format_version": int(meta["format_version"]),
                            "vaeaug_version": meta.get("vaeaug_version", "?"),
                            "file_size": size}
     for key in ("config", "value_range", "class_names", "history"):
         if key not in meta:
             raise ValueError(f"{where} lacks the {key!r} metadata entry")
-        out[key] = _loads(meta[key], where, f"{key!r} entry")
+        out[key] = _loads(meta[key], path, f"model file's {key!r} entry")
     if not isinstance(out["history"], list) or not all(isinstance(h, dict) for h in out["history"]):
         raise ValueError(f"{where} has an invalid history entry; expected a list of objects (one per epoch)")
     for key in ("augment", "tuning"):  # optional: files written before tuning existed lack them
-        out[key] = _loads(meta[key], where, f"{key!r} entry") if key in meta else None
+        out[key] = _loads(meta[key], path, f"model file's {key!r} entry") if key in meta else None
         if out[key] is not None and not isinstance(out[key], dict):
             raise ValueError(f"{where} has an invalid {key!r} entry")
     try:

@@ -28,7 +28,6 @@ deeper than :data:`MAX_NESTING`) is a :class:`ValueError`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import ValueRange
-from vaeaug.files import GiB, read_bounded
+from vaeaug.files import GiB, parse_json, read_bounded
 from vaeaug.model.config import VAEConfig, check_class_names
 
 __all__ = ["onnx_paths", "read_onnx_metadata", "read_onnx_file", "check_onnx_bytes", "check_metadata", "seal",
@@ -367,13 +366,11 @@ def _format_version(text: str, where: str) -> int:
 
 
 def _json(props: dict[str, str], key: str, where: str) -> Any:
+    """A JSON metadata value: strict and bounded (:func:`vaeaug.files.parse_json`)."""
     try:
-        return json.loads(props[_PREFIX + key])
-    except RecursionError:
-        raise ValueError(f"{where}: vaeaug.{key} is JSON nested too deeply; expected a flat value - "
-                         f"{_REEXPORT}") from None
-    except ValueError as e:  # json.JSONDecodeError, and ints of more than 4300 digits
-        raise ValueError(f"{where}: vaeaug.{key} is not valid JSON ({e}) - {_REEXPORT}") from None
+        return parse_json(props[_PREFIX + key], f"vaeaug.{key}", "JSON metadata value")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e} - {_REEXPORT}") from None
 
 
 DAMAGED = f" - the metadata is damaged or was edited; {_REEXPORT}"  # the end of every out-of-range message
