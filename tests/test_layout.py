@@ -18,7 +18,7 @@ LAYERS: dict[int, set[str]] = {
     1: {"core"},  # torch-free: settings, keys and noise, labels, codecs, the moves, the backend interface, augment
     2: {"model"},  # config (torch-free), the VAE, devices, the .vae file
     3: {"data", "backends"},  # input forms -> TensorData; the torch and onnxruntime backends, the ONNX export
-    4: {"generated", "transforms", "albumentations", "augmented_dataset"},  # sets on disk; the thin adapters
+    4: {"generated", "transforms", "albumentations", "augmented_dataset", "ray"},  # sets on disk; the thin adapters
     5: {"fitting"},  # training (in memory or streamed from a generated set), torchrun, fit-time transforms
     6: {"protocol", "viz"},  # classifier, evaluate, tune, timing; plots and previews
     7: {"cli", "__main__", "__init__"},  # the command and the public face (lazy names)
@@ -88,7 +88,7 @@ def test_the_top_level_holds_the_public_face_the_adapters_and_files() -> None:
     files = [t for t in top if t.endswith(".py")]
     folders = [t for t in top if (PKG / t).is_dir()]
     assert set(files) == {"__init__.py", "__main__.py", "_version.py", "cli.py", "files.py", "transforms.py",
-                          "albumentations.py", "augmented_dataset.py"}, files
+                          "albumentations.py", "augmented_dataset.py", "ray.py"}, files
     assert len(files) <= 9 and len(folders) <= 8, top
 
 
