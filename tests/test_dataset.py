@@ -195,22 +195,31 @@ def assert_valid_like(v: Any, ref: Any) -> None:
 
 
 class CountCalls:
-    """Wraps a generator's model call (``generate``) and records every call."""
+    """Wraps a backend's two stages and records every call: ``calls`` (variants made, ``generate_encoded``:
+    every dataset variant, the prior samples too, is made there) and ``encoded`` (``encode_sources``)."""
 
     def __init__(self, gen: Any) -> None:
-        self.inner = gen.generate
+        self.inner, self.inner_encode = gen.generate_encoded, gen.encode_sources
         self.calls: list[dict[str, Any]] = []
+        self.encoded: list[dict[str, Any]] = []
 
-    def __call__(self, setting: Any, x: Any, y: Any, noise: Any, partner: Any = None, invariant: bool = False) -> Any:
+    def __call__(self, setting: Any, x: Any, enc: Any, y: Any, noise: Any, partner_mu: Any = None,
+                 invariant: bool = False) -> Any:
         self.calls.append({"n": x.shape[0], "y": None if y is None else torch.as_tensor(y).clone(),
-                           "mode": setting.mode, "form": setting.form, "noise": noise, "partner": partner,
+                           "mode": setting.mode, "form": setting.form, "noise": noise, "partner_mu": partner_mu,
                            "invariant": invariant})
-        return self.inner(setting, x, y, noise, partner, invariant)
+        return self.inner(setting, x, enc, y, noise, partner_mu, invariant)
+
+    def encode(self, x: Any, y: Any, *, delta: bool, invariant: bool = False) -> Any:
+        self.encoded.append({"x": torch.as_tensor(x).clone(), "y": None if y is None else np.array(y),
+                             "delta": delta, "invariant": invariant})
+        return self.inner_encode(x, y, delta=delta, invariant=invariant)
 
 
 def count_calls(ds: VAEAugmentedDataset, monkeypatch: pytest.MonkeyPatch) -> CountCalls:
     counter = CountCalls(ds.backend)
-    monkeypatch.setattr(ds.backend, "generate", counter)
+    monkeypatch.setattr(ds.backend, "generate_encoded", counter)
+    monkeypatch.setattr(ds.backend, "encode_sources", counter.encode)
     return counter
 
 
@@ -432,6 +441,68 @@ def test_dataloader_uses_getitems_one_call_per_batch(
         assert torch.equal(xb, torch.stack([det_ref[i][0] for i in b]))
 
 
+# ---------------------------------------------------------------- encode once: the cache of encodings
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnx"])
+def test_each_source_is_encoded_once_and_the_cache_never_changes_a_variant(
+    kind: str, det_base: Any, det_ref: list[Any], model: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = model if kind == "torch" else str(vaeaug.export_onnx(model, tmp_path / "m.onnx")["augmenter"])
+    n = len(det_base)
+    ds = VAEAugmentedDataset(det_base, src, variants_per_sample=2, seed=3)
+    assert ds.cache is not None and ds.cache.capacity == n  # the default: every source, they fit in CACHE_BYTES
+    counter = count_calls(ds, monkeypatch)
+    order = np.random.default_rng(0).permutation(np.arange(n, len(ds))).tolist()
+    for _ in range(2):  # two epochs in shuffled batches of 7
+        for lo in range(0, len(order), 7):
+            idx = order[lo:lo + 7]
+            got = ds.__getitems__(idx)
+            if kind == "torch":
+                assert_same(got, [det_ref[i] for i in idx])
+    encoded = torch.cat([c["x"] for c in counter.encoded])
+    assert len(encoded) == n and all(c["delta"] and c["invariant"] for c in counter.encoded)  # one pass per source
+    assert sum(c["n"] for c in counter.calls) == 2 * (len(ds) - n)  # one decoder pass per variant
+    if kind == "onnx":  # the same variants with no cache at all, or one of 5 sources
+        for size in (0, 5):
+            other = VAEAugmentedDataset(det_base, src, variants_per_sample=2, seed=3, cache_sources=size)
+            assert_same(other.__getitems__(order[:50]), ds.__getitems__(order[:50]))
+            assert other.cache is not None and len(other.cache) == size
+
+
+def test_cache_sources_bounds_the_kept_encodings(det_base: Any, model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = len(det_base)
+    ds = VAEAugmentedDataset(det_base, model, variants_per_sample=2, seed=3, cache_sources=4)
+    counter = count_calls(ds, monkeypatch)
+    ds.__getitems__([n, n + 1, n + 2, n + 3])  # sources 0 and 1, two variants each
+    assert len(ds.cache) == 2 and len(torch.cat([c["x"] for c in counter.encoded])) == 2  # type: ignore[arg-type]
+    ds.__getitems__(list(range(n + 4, n + 16)))  # sources 2..7: the cache keeps the last 4
+    assert len(ds.cache) == 4  # type: ignore[arg-type]
+    ds.__getitems__([n + 14, n + 15])  # source 7: kept, nothing encoded
+    assert len(torch.cat([c["x"] for c in counter.encoded])) == 8
+    ds.__getitems__([n])  # source 0: dropped long ago, encoded again
+    assert len(torch.cat([c["x"] for c in counter.encoded])) == 9
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="cache_sources"):
+            VAEAugmentedDataset(det_base, model, cache_sources=bad)  # type: ignore[arg-type]
+
+
+def test_a_backend_without_stages_makes_the_same_variants_in_one_call(det_base: Any, det_ref: list[Any],
+                                                                      model: Any) -> None:
+    class OneCall(vaeaug.Backend):  # a user's backend: generate only
+        def __init__(self) -> None:
+            self.inner = vaeaug.TorchBackend(model)
+            self.config, self.value_range, self.class_names = model.config, model.value_range, model.class_names
+
+        def generate(self, *args: Any) -> Any:
+            return self.inner.generate(*args)
+
+    ds = VAEAugmentedDataset(det_base, OneCall(), variants_per_sample=2, seed=3)
+    assert ds.cache is None
+    idx = [45, 3, 100, 46, 119]
+    assert_same(ds.__getitems__(idx), [det_ref[i] for i in idx])
+
+
 # ---------------------------------------------------------------- class balancing
 
 
@@ -596,13 +667,14 @@ def test_interpolate_picks_partners_of_the_same_class(
     counter = count_calls(ds, monkeypatch)
     items = ds.__getitems__(list(range(len(ds))))
     assert len(counter.calls) == 1
-    partner = counter.calls[0]["partner"]
-    assert partner is not None and partner.shape == (n * k, 1, 8, 8)
+    partner = counter.calls[0]["partner_mu"]  # the partners' means: each one a base sample's
+    assert partner is not None and partner.shape == (n * k, ds.backend.latent_dim)
+    mus = ds.backend.encode_sources(x, yt.numpy() if conditional else None, delta=False, invariant=True).mu
     chosen: dict[int, set[int]] = collections.defaultdict(set)
     for i in range(n):
         for j in range(k):
             row = partner[i * k + j]
-            matches = [b for b in range(n) if torch.equal(row, x[b])]
+            matches = [b for b in range(n) if np.array_equal(row, mus[b])]
             assert matches, "the partner is not a base sample"
             (b,) = matches
             assert yt[b] == yt[i]

@@ -9,6 +9,11 @@ against +0.7 for new samples from the prior; BENCHMARKS.md, issue 13) or ``prior
 class (``balance_with="prior"``, class-conditional models). Each variant is a pure function of
 ``(seed, index)`` (and the epoch, with ``resample_each_epoch=True``), so it is the same whatever
 the worker, order or batch size; ``__getitems__`` makes a whole batch of variants in one model call.
+
+Every real sample is encoded once (``mu``, ``logvar`` and, for the delta form, ``D(mu)``), kept in a
+bounded cache by index (:class:`~vaeaug.core.cache.EncodingCache`, ``cache_sources``), and each
+variant then costs one decoder pass. A source's encodings are the same bit for bit whichever batch
+computed them, so the cache and its size change the speed, never the variants.
 """
 
 from __future__ import annotations
@@ -24,12 +29,18 @@ import torch
 from vaeaug.backends.factory import as_backend
 from vaeaug.core.augment import Augmenter, class_members, same_class_partners
 from vaeaug.core.backend import Backend
+from vaeaug.core.cache import EncodingCache, bytes_per_source
+from vaeaug.core.functional import Encodings
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
 from vaeaug.core.values import MAX_SEED, check_int
 
-__all__ = ["VAEAugmentedDataset"]
+__all__ = ["VAEAugmentedDataset", "CACHE_BYTES"]
+
+CACHE_BYTES = 256 * 2**20
+"""The default bound of the encodings cache (``cache_sources=None``): as many sources as fit in 256 MiB per
+process (each DataLoader worker keeps its own), all of them for any set up to ~80,000 28x28 images."""
 
 
 def _split_item(item: Any) -> tuple[Any, Any, bool]:
@@ -72,6 +83,11 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
             (in turn, with this dataset's setting; any model) or ``"prior"`` samples of the class
             (new samples decoded from ``N(0, I)``; class-conditional models only).
         device: where the model runs.
+        cache_sources: how many real samples' encodings to keep (``mu``, ``logvar`` and, for the delta
+            form, ``D(mu)``; the least recently used dropped first): ``None`` (default) as many as fit
+            in :data:`CACHE_BYTES` (256 MiB), ``0`` none (each batch still encodes each of its sources
+            once). Per source, ``4 * (C*H*W + 2 * latent_dim) + ~100`` bytes for the delta form,
+            ``8 * latent_dim + ~100`` for decode; in every DataLoader worker (docs/dataset.md).
 
     Example:
         >>> import vaeaug, torch
@@ -95,10 +111,12 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         balance_classes: bool = False,
         balance_with: str = "variants",
         device: Any = None,
+        cache_sources: int | None = None,
     ) -> None:
         k = variants_per_sample
         check_int("variants_per_sample", k, 0)
         check_int("seed", seed, 0, MAX_SEED)
+        check_int("cache_sources", cache_sources, 0, optional=True)
         if not (hasattr(base, "__getitem__") and hasattr(base, "__len__")):
             raise TypeError(
                 f"base must be a map-style dataset (with __len__ and __getitem__); got {type(base).__name__}"
@@ -153,6 +171,12 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         if self._labels is not None and gen.conditional:
             self._core.labels(self._labels, self.n_real)
         self._members: dict[int, np.ndarray] = class_members(self._labels) if self._labels is not None else {}
+        self.cache: EncodingCache | None = None  # the sources' encodings (backends that encode separately)
+        if self._core.amortizes and mode != "prior":
+            per = bytes_per_source(tuple(gen.config.input_shape), gen.latent_dim, delta=form == "delta")
+            capacity = min(self.n_real, CACHE_BYTES // per) if cache_sources is None else cache_sources
+            self.cache = EncodingCache(gen, labels=self._labels if gen.conditional else None, delta=form == "delta",
+                                       capacity=capacity)
         self._extra = np.zeros(0, dtype=np.int64)  # the class of each added sample
         self._extra_src = np.zeros(0, dtype=np.int64)  # its source real sample (balance_with="variants")
         if balance_classes:
@@ -261,17 +285,27 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         items = {i: self.base[i] for i in dict.fromkeys(src)}
         xs = {i: _split_item(item)[0] for i, item in items.items()}
         labels = None if self._labels is None else self._labels[np.array(src)]
+        row = {i: r for r, i in enumerate(items)}  # each source converted once, however many variants it has
+        converted = self._model_space(list(xs.values()))
+        sources = converted[torch.tensor([row[i] for i in src])]
+        src_arr = np.array(src, dtype=np.int64)
+        cache = self.cache
 
-        def partners(rows: np.ndarray, keys: np.ndarray) -> torch.Tensor:  # from the whole dataset, by key
+        def load(indices: np.ndarray) -> torch.Tensor:  # model-space images of sources, converted once
+            if all(int(i) in row for i in indices):
+                return converted[torch.tensor([row[int(i)] for i in indices])]
+            return self._model_space([xs[int(i)] if int(i) in xs else _split_item(self.base[int(i)])[0]
+                                      for i in indices])
+
+        def partners(rows: np.ndarray, keys: np.ndarray) -> torch.Tensor | Encodings:  # from the whole dataset
             assert self._labels is not None
             u = uniform(keys, Stream.PARTNER)[:, 0]
-            picked = same_class_partners(np.array(src)[rows], self._labels, self._members, u)
-            return self._model_space([_split_item(self.base[int(b)])[0] for b in picked])
+            picked = same_class_partners(src_arr[rows], self._labels, self._members, u)
+            return load(picked) if cache is None else cache.get(picked, load)
 
-        row = {i: r for r, i in enumerate(items)}  # each source converted once, however many variants it has
-        sources = self._model_space(list(xs.values()))[torch.tensor([row[i] for i in src])]
-        made = self._core(sources, labels, keys=self._keys(idx),
-                          codec=self._core.codec("model"), partners=partners)
+        encodings = None if cache is None else (lambda rows: cache.get(src_arr[rows], load))
+        made = self._core(sources, labels, keys=self._keys(idx), codec=self._core.codec("model"), partners=partners,
+                          encodings=encodings)
         for r, (p, i) in enumerate(zip(pos, src, strict=True)):
             x = xs[i]
             out[p] = self._wrap(_replace_x(items[i], self._core.codec_for(x).put_back(x, None, made[r:r + 1])), True)

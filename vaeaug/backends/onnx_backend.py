@@ -35,7 +35,7 @@ import numpy as np
 from vaeaug.backends.onnx.metadata import onnx_paths, read_onnx_file, read_onnx_metadata
 from vaeaug.core.backend import Backend, run_chunked
 from vaeaug.core.codecs import is_tensor as _is_torch
-from vaeaug.core.functional import ONE_CALL_ROWS, perturb
+from vaeaug.core.functional import ONE_CALL_ROWS, Encodings, encode_sources, perturb, perturb_encoded
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import check_int
@@ -242,32 +242,55 @@ class OnnxBackend(Backend):
 
     def generate(self, setting: AugmentSetting, x: Any, y: np.ndarray | None, noise: Noise, partner: Any = None,
                  invariant: bool = False) -> Any:
-        as_torch = _is_torch(x)
-        xn = x.detach().cpu().numpy() if as_torch else x
-        if xn.dtype != np.float32 or not xn.flags.c_contiguous:
-            xn = np.ascontiguousarray(xn, dtype=np.float32)
-        xb = None
-        if partner is not None:
-            xb = np.ascontiguousarray(partner.detach().cpu().numpy() if _is_torch(partner) else partner,
-                                      dtype=np.float32)
+        if invariant:
+            return self.generate_in_stages(setting, x, y, noise, partner, invariant)
+        xn = _float32(x)
+        xb = None if partner is None else _float32(partner)
         eps = noise.eps if noise.eps.flags.c_contiguous else np.ascontiguousarray(noise.eps)
-        if not invariant:
-            out = self._perturb(setting, xn, y, eps, noise.t, xb)
-        else:
-            out = run_chunked(lambda xc, yc, ec, tc, bc: self._perturb(setting, xc, yc, ec, tc, bc),
-                              self.chunk_size, xn, y, eps, noise.t, xb)
+        return self._checked(self._perturb(setting, xn, y, eps, noise.t, xb), setting, x)
+
+    def encode_sources(self, x: Any, y: np.ndarray | None, *, delta: bool, invariant: bool = False) -> Encodings:
+        def run(xc: np.ndarray, yc: np.ndarray | None) -> tuple[Any, ...]:
+            e = encode_sources(self, xc, yc, delta=delta)
+            return e.mu, e.logvar, e.d_mu
+
+        mu, logvar, d_mu = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, _float32(x), y,
+                                       pad=invariant)
+        return Encodings(mu, logvar, d_mu)
+
+    def generate_encoded(self, setting: AugmentSetting, x: Any, enc: Encodings | None, y: np.ndarray | None,
+                         noise: Noise, partner_mu: np.ndarray | None = None, invariant: bool = False) -> Any:
+        mode, s, form = setting.mode, setting.strength, setting.form
+
+        def run(xc: Any, yc: Any, ec: Any, tc: Any, mc: Any, lc: Any, dc: Any, bc: Any) -> Any:
+            return perturb_encoded(self, xc, Encodings(mc, lc, dc), yc, mode=mode, strength=s, eps=ec, form=form,
+                                   t=tc, mu_b=bc)
+
+        mu, logvar, d_mu = (None, None, None) if enc is None else (enc.mu, enc.logvar, enc.d_mu)
+        out = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, _float32(x), y, noise.eps, noise.t,
+                          mu, logvar, d_mu, partner_mu, pad=invariant)
+        return self._checked(out, setting, x)
+
+    def _checked(self, out: np.ndarray, setting: AugmentSetting, like: Any) -> Any:
+        """``out`` refused if not finite, else returned as the type of ``like`` (a tensor on its device)."""
         if not np.isfinite(out).all():  # about 1 us a call: a graph's operators are whatever its file says
             raise ValueError(
                 f"{self.source}: the export's graphs gave non-finite values (NaN or inf) for {setting.label()}; "
                 "vaeaug's exports never do (their log-variances are clamped, their weights bounded) - the graphs "
                 "were edited: export the model again (vaeaug export model.vae --out model.onnx)"
             )
-        if as_torch:
-            return sys.modules["torch"].from_numpy(out).to(x.device)
+        if _is_torch(like):
+            return sys.modules["torch"].from_numpy(out).to(like.device)
         return out
 
     def describe(self) -> str:
         return f"{super().describe()} [onnx]"
+
+
+def _float32(a: Any) -> np.ndarray:
+    """A numpy array or a torch tensor as C-contiguous float32 numpy (no copy where it already is)."""
+    a = a.detach().cpu().numpy() if _is_torch(a) else a
+    return a if a.dtype == np.float32 and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _runner(sess: Any, ort: Any, providers: list[str]) -> Any:

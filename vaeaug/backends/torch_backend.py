@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from vaeaug.core.backend import Backend, run_chunked
-from vaeaug.core.functional import perturb
+from vaeaug.core.functional import ONE_CALL_ROWS, Encodings, encode_sources, perturb, perturb_encoded
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import check_int
@@ -68,29 +68,65 @@ class TorchBackend(Backend):
         """The device the model runs on."""
         return self._device
 
+    def _input(self, a: Any) -> torch.Tensor:
+        """A numpy array or tensor as float32 on the model's device (channels_last images on the CPU)."""
+        t = (torch.from_numpy(a) if isinstance(a, np.ndarray) else a).to(self._device, torch.float32)
+        if t.dim() == 4 and self._device.type == "cpu":
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def _labels(self, y: np.ndarray | None) -> torch.Tensor | None:
+        return None if y is None else torch.from_numpy(y).to(self._device)
+
     def generate(self, setting: AugmentSetting, x: Any, y: np.ndarray | None, noise: Noise, partner: Any = None,
                  invariant: bool = False) -> Any:
+        if invariant:
+            return self.generate_in_stages(setting, x, y, noise, partner, invariant)
         is_numpy = isinstance(x, np.ndarray)
-        xt = torch.from_numpy(x) if is_numpy else x
-        dev, in_dev = self._device, xt.device
+        in_dev = x.device if not is_numpy else None
         mode, s, form = setting.mode, setting.strength, setting.form
         with torch.inference_mode():
-            xd = xt.to(dev, torch.float32)
-            if xd.dim() == 4 and dev.type == "cpu":
-                xd = xd.contiguous(memory_format=torch.channels_last)
-            yd = None if y is None else torch.from_numpy(y).to(dev)
-            eps = torch.from_numpy(noise.eps).to(dev)
-            t = torch.from_numpy(noise.t).to(dev)
-            pb = None
-            if partner is not None:
-                pb = (torch.from_numpy(partner) if isinstance(partner, np.ndarray) else partner).to(dev, torch.float32)
+            xd, yd = self._input(x), self._labels(y)
+            eps = torch.from_numpy(noise.eps).to(self._device)
+            t = torch.from_numpy(noise.t).to(self._device)
+            pb = None if partner is None else self._input(partner)
+            out = perturb(self.model, xd, yd, mode=mode, strength=s, form=form, eps=eps, t=t, x_b=pb)
+        if is_numpy:
+            return out.cpu().numpy()
+        return out.to(in_dev)
 
-            if not invariant:
-                out = perturb(self.model, xd, yd, mode=mode, strength=s, form=form, eps=eps, t=t, x_b=pb)
-            else:
-                out = run_chunked(lambda xc, yc, ec, tc, bc: perturb(self.model, xc, yc, mode=mode, strength=s,
-                                                                     form=form, eps=ec, t=tc, x_b=bc),
-                                  self.chunk_size, xd, yd, eps, t, pb)
+    def encode_sources(self, x: Any, y: np.ndarray | None, *, delta: bool, invariant: bool = False) -> Encodings:
+        def run(xc: torch.Tensor, yc: torch.Tensor | None) -> tuple[Any, ...]:
+            e = encode_sources(self.model, xc, yc, delta=delta)
+            return e.mu, e.logvar, e.d_mu
+
+        with torch.inference_mode():
+            xd, yd = self._input(x), self._labels(y)
+            parts = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, xd, yd, pad=invariant)
+        mu, logvar, d_mu = (None if v is None else np.ascontiguousarray(v.cpu().numpy()) for v in parts)
+        return Encodings(mu, logvar, d_mu)
+
+    def generate_encoded(self, setting: AugmentSetting, x: Any, enc: Encodings | None, y: np.ndarray | None,
+                         noise: Noise, partner_mu: np.ndarray | None = None, invariant: bool = False) -> Any:
+        is_numpy = isinstance(x, np.ndarray)
+        in_dev = x.device if not is_numpy else None
+        mode, s, form = setting.mode, setting.strength, setting.form
+
+        def run(xc: Any, yc: Any, ec: Any, tc: Any, mc: Any, lc: Any, dc: Any, bc: Any) -> Any:
+            return perturb_encoded(self.model, xc, Encodings(mc, lc, dc), yc, mode=mode, strength=s, eps=ec,
+                                   form=form, t=tc, mu_b=bc)
+
+        def tensor(a: Any) -> Any:
+            return None if a is None else torch.from_numpy(a).to(self._device)
+
+        with torch.inference_mode():
+            xd, yd = self._input(x), self._labels(y)
+            mu, logvar, d_mu = (None, None, None) if enc is None else (tensor(enc.mu), tensor(enc.logvar),
+                                                                        enc.d_mu)
+            if d_mu is not None:
+                d_mu = self._input(d_mu)
+            out = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, xd, yd, tensor(noise.eps),
+                              tensor(noise.t), mu, logvar, d_mu, tensor(partner_mu), pad=invariant)
         if is_numpy:
             return out.cpu().numpy()
         return out.to(in_dev)

@@ -11,6 +11,11 @@ which no sample is chosen returns its input object itself.
 
 Sample ``i`` of a call keyed ``key`` uses the key ``derive_keys(key, i)``, whoever makes it, so
 the same keys give the same variants in every consumer and on both backends.
+
+A consumer that knows each row's source (the dataset, pre-generation, the protocol's classifier)
+passes ``encodings=``, usually an :class:`~vaeaug.core.cache.EncodingCache` lookup: the chosen rows
+are then made from their sources' encodings, one decoder pass each
+(:meth:`~vaeaug.core.backend.Backend.generate_encoded`).
 """
 
 from __future__ import annotations
@@ -23,14 +28,19 @@ import numpy as np
 
 from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import Codec, ModelSpace, NumpyImages, PILImages, TensorImages, is_tensor, not_an_image
+from vaeaug.core.functional import Encodings
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Noise, Stream, derive_keys, uniform
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting
 
-__all__ = ["Augmenter", "Partners", "class_members", "same_class_partners", "sample_keys"]
+__all__ = ["Augmenter", "Partners", "SourceEncodings", "class_members", "same_class_partners", "sample_keys"]
 
 Partners = Callable[[np.ndarray, np.ndarray], Any]
-"""``partners(rows, keys) -> model-space batch``: a same-class partner for each chosen row."""
+"""``partners(rows, keys) -> model-space batch``: a same-class partner for each chosen row (with
+``encodings=``, the partners' :class:`~vaeaug.core.functional.Encodings` instead)."""
+
+SourceEncodings = Callable[[np.ndarray], Encodings]
+"""``encodings(rows) -> Encodings``: the encodings of the sources of these rows of the call's batch."""
 
 
 def sample_keys(key: int, n: int) -> np.ndarray:
@@ -107,6 +117,7 @@ class Augmenter:
         self.label_hint = label_hint
         self.conditional = backend.conditional
         self.num_classes: int | None = backend.config.num_classes
+        self.amortizes = backend.amortizes  # consumers pass encodings= only then
         self._with_t = setting.mode in PARTNER_MODES  # a partner and the uniforms t for each sample
         self.needs_labels = self.conditional or self._with_t
         self._latent = backend.latent_dim
@@ -155,7 +166,8 @@ class Augmenter:
         return as_labels(labels, n, self.num_classes if self.conditional else None)
 
     def __call__(self, inpt: Any, labels: Any = None, *, key: int | None = None, keys: np.ndarray | None = None,
-                 codec: Codec | None = None, partners: Partners | None = None, p: float | None = None) -> Any:
+                 codec: Codec | None = None, partners: Partners | None = None, p: float | None = None,
+                 encodings: SourceEncodings | None = None) -> Any:
         """``inpt`` with the chosen samples replaced by variants; ``inpt`` itself if none is chosen.
 
         Args:
@@ -167,6 +179,8 @@ class Augmenter:
             partners: where the partner modes (``interpolate``, ``extrapolate``) take partners from
                 (default: the same batch).
             p: the share replaced, for this call (default: the setting's).
+            encodings: the encodings of given rows' sources (only where :attr:`amortizes`): the chosen
+                rows then cost one decoder pass each; ``partners`` then returns the partners' encodings.
 
         Returns:
             The batch, in the type, dtype, layout, device and value range of ``inpt``.
@@ -203,13 +217,19 @@ class Augmenter:
             picked = np.arange(n) if rows is None else rows
             if partners is None:
                 u = uniform(ks, Stream.PARTNER)[:, 0]
-                partner = codec.to_model(inpt, same_class_partners(picked, y, class_members(y), u))
+                mates = same_class_partners(picked, y, class_members(y), u)
+                partner = codec.to_model(inpt, mates) if encodings is None else encodings(mates)
             else:
                 partner = partners(picked, ks)
         x = codec.to_model(inpt, rows)
         ys = None if not self.conditional or y is None else (y if rows is None else y[rows])
         noise = Noise.from_keys(ks, self._latent, with_t=self._with_t)
-        out = self.backend.generate(self.setting, x, ys, noise, partner, self.invariant)
+        if encodings is None:
+            out = self.backend.generate(self.setting, x, ys, noise, partner, self.invariant)
+        else:
+            enc = None if self.setting.mode == "prior" else encodings(np.arange(n) if rows is None else rows)
+            out = self.backend.generate_encoded(self.setting, x, enc, ys, noise,
+                                                None if partner is None else partner.mu, self.invariant)
         return codec.put_back(inpt, rows, out)
 
     def __repr__(self) -> str:

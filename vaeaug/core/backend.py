@@ -4,6 +4,12 @@ Everything that makes a variant goes through a :class:`Backend`: the augmentatio
 :meth:`Backend.generate` with a setting it validated once; users call :meth:`Backend.variants`,
 which checks its arguments and can draw the noise from a seed. Noise is drawn outside the model
 from integer keys (:mod:`vaeaug.core.rng`), so two backends given the same keys give the same variants.
+
+Where the source of a variant is known, a backend also runs the two stages of
+:mod:`vaeaug.core.functional`: :meth:`Backend.encode_sources` once per source, then
+:meth:`Backend.generate_encoded`, one decoder pass per variant. ``invariant=True`` always runs
+these two stages, each on fixed-size zero-padded chunks (:func:`run_chunked`), so a variant is the
+same bit for bit whether its source was encoded in this call, in another batch, or cached.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from vaeaug.core.codecs import is_tensor as _is_tensor
+from vaeaug.core.functional import Encodings
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting
+
+_NOT_STAGED = "runs no separate stages; use generate()"
 
 __all__ = ["Backend", "run_chunked"]
 
@@ -65,6 +74,60 @@ class Backend(ABC):
             Variants like ``x`` (the same array type; torch tensors on their device).
         """
 
+    @property
+    def amortizes(self) -> bool:
+        """True where this backend runs the two stages (:meth:`encode_sources`, :meth:`generate_encoded`)."""
+        return type(self).encode_sources is not Backend.encode_sources
+
+    def encode_sources(self, x: Any, y: np.ndarray | None, *, delta: bool, invariant: bool = False) -> Encodings:
+        """The first stage: what every variant of each source shares (checked inputs, as for :meth:`generate`).
+
+        Args:
+            x: ``(N, *input_shape)`` sources, float32 in ``[0, 1]``, numpy or torch.
+            y: ``(N,)`` int64 labels (conditional models), else ``None``.
+            delta: also decode the means (the delta form needs them; partners do not).
+            invariant: fixed-size zero-padded chunks: each row's result independent of its batch.
+
+        Returns:
+            :class:`~vaeaug.core.functional.Encodings` as float32 numpy arrays on the CPU (what a cache keeps).
+        """
+        raise NotImplementedError(f"{type(self).__name__} {_NOT_STAGED}")
+
+    def generate_encoded(self, setting: AugmentSetting, x: Any, enc: Encodings | None, y: np.ndarray | None,
+                         noise: Noise, partner_mu: np.ndarray | None = None, invariant: bool = False) -> Any:
+        """The second stage: variants of sources encoded by :meth:`encode_sources`, one decoder pass each.
+
+        Args:
+            setting: the move, validated for this model.
+            x: ``(N, *input_shape)`` sources like :meth:`generate`'s (read by the delta form only).
+            enc: their encodings, row for row (``None`` for ``prior``).
+            y: ``(N,)`` int64 labels (conditional models), else ``None``.
+            noise: one row per sample.
+            partner_mu: ``(N, latent_dim)`` the partners' means, for the partner modes.
+            invariant: fixed-size zero-padded chunks.
+
+        Returns:
+            Variants like ``x``: :meth:`generate`'s within float rounding, and bit for bit with
+            ``invariant=True``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} {_NOT_STAGED}")
+
+    def generate_in_stages(self, setting: AugmentSetting, x: Any, y: np.ndarray | None, noise: Noise,
+                           partner: Any = None, invariant: bool = True) -> Any:
+        """:meth:`generate` through the two stages, each source encoded once (what ``invariant=True`` runs).
+
+        Args:
+            setting, x, y, noise, partner, invariant: as for :meth:`generate`.
+
+        Returns:
+            Variants like ``x``.
+        """
+        enc = None
+        if setting.mode != "prior":
+            enc = self.encode_sources(x, y, delta=setting.form == "delta", invariant=invariant)
+        mu_b = None if partner is None else self.encode_sources(partner, y, delta=False, invariant=invariant).mu
+        return self.generate_encoded(setting, x, enc, y, noise, mu_b, invariant)
+
     def variants(
         self,
         x: Any,
@@ -92,8 +155,8 @@ class Backend(ABC):
             keys: one key per sample (:func:`vaeaug.core.rng.derive_keys`).
             partner: ``(N, *input_shape)`` same-class partners for ``interpolate`` and ``extrapolate``.
             invariant: make each sample's output independent of the batch it is in, bit for bit
-                (fixed-size, zero-padded chunks); otherwise results can differ across batch sizes
-                by float rounding (~1e-7).
+                (the two stages, on fixed-size, zero-padded chunks); otherwise results can differ across
+                batch sizes by float rounding (~1e-7).
 
         Returns:
             Variants in ``[0, 1]`` with the shape of ``x``.
@@ -145,26 +208,48 @@ class Backend(ABC):
         return f"VAE({shape}, latent {self.latent_dim}{cond})"
 
 
-def run_chunked(run: Any, size: int, *arrays: Any) -> Any:
+def run_chunked(run: Any, size: int, *arrays: Any, pad: bool = True) -> Any:
     """``run(*chunk)`` on zero-padded chunks of exactly ``size`` rows; the rows' results, concatenated.
 
     Every row is computed in a call of the same shape, so its result does not depend on the batch
     it came in (kernels may block a matrix product by its row count). Arrays may be numpy arrays or
     torch tensors (``None`` passes through); rows must be independent. Shared by both backends.
+
+    Args:
+        run: ``run(*chunk)`` returns an array, or a tuple of arrays (or ``None``), one row per input row.
+        size: rows per call.
+        *arrays: the inputs, row for row (``None`` passes through as ``None``).
+        pad: zero-pad the last chunk to ``size`` rows (``False``: it runs short, for speed alone).
+
+    Returns:
+        The rows' results, like ``run``'s (a tuple of concatenations for a tuple).
+
+    Example:
+        >>> run_chunked(lambda a: (a * 2, None), 2, np.arange(3))
+        (array([0, 2, 4]), None)
     """
     n = len(arrays[0])
-    pad = -n % size
+    pad_rows = -n % size if pad else 0
     torch: Any = sys.modules.get("torch")  # loaded wherever a tensor is among the arrays
 
     def padded(v: Any) -> Any:
-        if v is None or pad == 0:
+        if v is None or pad_rows == 0:
             return v
         if isinstance(v, np.ndarray):
-            return np.concatenate([v, np.zeros((pad, *v.shape[1:]), dtype=v.dtype)])
-        return torch.cat([v, v.new_zeros((pad, *v.shape[1:]))])
+            return np.concatenate([v, np.zeros((pad_rows, *v.shape[1:]), dtype=v.dtype)])
+        return torch.cat([v, v.new_zeros((pad_rows, *v.shape[1:]))])
+
+    def joined(parts: list[Any]) -> Any:
+        if parts[0] is None:
+            return None
+        if len(parts) == 1:
+            return parts[0][:n]
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts)[:n]
+        return torch.cat(parts)[:n]
 
     full = [padded(v) for v in arrays]
-    outs = [run(*(None if v is None else v[lo:lo + size] for v in full)) for lo in range(0, n + pad, size)]
-    if isinstance(outs[0], np.ndarray):
-        return np.concatenate(outs)[:n]
-    return torch.cat(outs)[:n]
+    outs = [run(*(None if v is None else v[lo:lo + size] for v in full)) for lo in range(0, n + pad_rows, size)]
+    if isinstance(outs[0], tuple):
+        return tuple(joined([o[j] for o in outs]) for j in range(len(outs[0])))
+    return joined(outs)
