@@ -208,6 +208,23 @@ def test_torch_backend_rgb_conditional_matches_pregenerate(channels_first: bool,
     assert torch.get_num_threads() == threads  # one thread while making variants, then restored
 
 
+def test_each_source_is_encoded_once_per_batch(fmnist) -> None:
+    """k variants of a source cost one encoding of it (and one decoder pass each), not k."""
+    path, images, labels = fmnist
+    fn = VAEVariants(path, variants_per_sample=4)
+    assert fn.augmenter.amortizes
+    seen: list[int] = []
+    encode = fn.backend.encode_sources
+
+    def spy(x: Any, y: Any, **kw: Any) -> Any:
+        seen.append(len(x))
+        return encode(x, y, **kw)
+
+    fn.backend.encode_sources = spy  # type: ignore[method-assign]
+    out = fn({"id": np.arange(6), "image": images[:6], "label": labels[:6]})
+    assert seen == [6] and len(out["image"]) == 6 * 5
+
+
 def test_pickled_copy_reopens_the_model_and_makes_the_same_rows(fmnist) -> None:
     path, images, labels = fmnist
     fn = VAEVariants(path, variants_per_sample=1, label_column=None)

@@ -11,7 +11,9 @@ The key rule of vaeaug holds across Ray's workers: a row's variant is a pure fun
 (``Augmenter(..., invariant=True)``), and partners of the partner modes are drawn from the whole
 set by the same key, as :func:`vaeaug.pregenerate` does; so the output is byte for byte what
 ``pregenerate(..., format="shards")`` writes for the same model, data, seed and setting, however
-Ray splits the rows into blocks and batches, and on however many nodes.
+Ray splits the rows into blocks and batches, and on however many nodes. Each source of a batch is
+encoded once, however many variants it gets (``Augmenter(..., encodings=)``): a variant then
+costs one decoder pass, and is the same bit for bit.
 
 It is reached as ``import vaeaug.ray``; ``import vaeaug`` never imports it, and it never imports
 ``ray`` itself (``pip install 'vaeaug[ray]'`` installs Ray Data for the pipeline around it).
@@ -278,22 +280,37 @@ class VAEVariants:
 
     def _variants(self, nhwc: np.ndarray, rows: np.ndarray, ids: np.ndarray, variant: np.ndarray,
                   labels: np.ndarray | None) -> np.ndarray:
-        """The variants of batch rows ``rows`` (ids ``ids[rows]``), numbered ``variant``, in the input's dtype."""
+        """The variants of batch rows ``rows`` (ids ``ids[rows]``), numbered ``variant``, in the input's dtype.
+
+        Each source of the batch is encoded once (``mu``, ``logvar``, ``D(mu)``), however many variants it
+        has, where the backend runs the two stages; a variant is the same bit for bit either way.
+        """
         sources = ids[rows]
         keys = derive_keys(self.seed, sources, variant.astype(np.int64))  # as pregenerate keys (source, variant)
+        backend, staged = self.backend, self.augmenter.amortizes
+        y = labels if backend.conditional else None
 
-        def partners(picked: np.ndarray, ks: np.ndarray) -> np.ndarray:  # from the whole set, by key
+        def partners(picked: np.ndarray, ks: np.ndarray) -> Any:  # from the whole set, by key
             assert self.partner_x is not None and self.partner_y is not None and self.members is not None
             u = uniform(ks, Stream.PARTNER)[:, 0]
-            return self.partner_x[same_class_partners(sources[picked], self.partner_y, self.members, u)]
+            mates = same_class_partners(sources[picked], self.partner_y, self.members, u)
+            if not staged:
+                return self.partner_x[mates]
+            return backend.encode_sources(self.partner_x[mates], None if y is None else self.partner_y[mates],
+                                          delta=False, invariant=True)
 
         torch = sys.modules.get("torch") if not self.model.endswith(".onnx") else None
         before = torch.get_num_threads() if torch is not None else 0
         if torch is not None:
             torch.set_num_threads(self.threads)  # the torch backend's bytes are pinned at one thread, as pregenerate
         try:
+            encodings = None
+            if staged and self.setting.mode != "prior":
+                enc = backend.encode_sources(self.codec.to_model(nhwc, None), y, delta=self.setting.form == "delta",
+                                             invariant=True)
+                encodings = lambda r: enc.take(rows[r])  # noqa: E731 - the sources of the call's rows r
             made = self.augmenter(nhwc[rows], None if labels is None else labels[rows], keys=keys, codec=self.codec,
-                                  partners=partners if self._with_partners else None)
+                                  partners=partners if self._with_partners else None, encodings=encodings)
         finally:
             if torch is not None:
                 torch.set_num_threads(before)
