@@ -297,3 +297,42 @@ def test_transform_first_makes_variants_of_the_transformed_images() -> None:
     report = evaluate("digits", per_class=10, seeds=1, budget=TINY, vae_epochs=2, progress=False,
                       arms=("classic", "vae+classic", "classic+vae"))
     assert set(report["arms"]) == {"classic", "vae+classic", "classic+vae"}
+
+
+@pytest.mark.parametrize("mode", ["isotropic", "interpolate"])
+def test_the_classifier_encodes_each_training_image_once(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Augmenter's variants come from the training images' encodings, each image encoded at most once a run;
+    they are the one-call path's within float rounding (partners from the batch, as before)."""
+    from vaeaug.core.augment import Augmenter
+    from vaeaug.protocol.classifier import train_classifier
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _helpers import digits_model
+
+    d = vaeaug.load_builtin("digits")
+    x, y = d.x[:100].float() / 16, d.y[:100]
+    gen = vaeaug.TorchBackend(digits_model())
+    aug = Augmenter(gen, AugmentSetting(mode, 2.0, "delta", 0.5))
+    encoded: list[int] = []
+    made: list[int] = []
+    encode, generate_encoded = gen.encode_sources, gen.generate_encoded
+
+    def spy_encode(xs: Any, ys: Any, **kw: Any) -> Any:
+        encoded.append(len(xs))
+        return encode(xs, ys, **kw)
+
+    def spy_generate(setting: Any, xs: Any, *args: Any) -> Any:
+        made.append(len(xs))
+        return generate_encoded(setting, xs, *args)
+
+    monkeypatch.setattr(gen, "encode_sources", spy_encode)
+    monkeypatch.setattr(gen, "generate_encoded", spy_generate)
+    monkeypatch.setattr(gen, "generate", lambda *a: pytest.fail("the one-call path ran"))
+    train_classifier(x, y, x[:20], y[:20], num_classes=10, seed=0, steps=12, batch_size=32, aug=aug)
+    assert len(made) == 12 and 0 < sum(encoded) <= 100  # 12 steps x ~16 variants, from at most 100 encodings
+    monkeypatch.undo()
+    xb, yb = x[:64], y[:64]
+    cache = vaeaug.core.cache.EncodingCache(gen, delta=True)
+    staged = aug(xb, yb, key=5, codec=aug.codec("model"), encodings=lambda rows: cache.get(rows, lambda m: xb[m]))
+    one_call = aug(xb, yb, key=5, codec=aug.codec("model"))
+    assert (staged - xb).abs().max() > 1e-3 and (staged - one_call).abs().max() <= 1e-6

@@ -5,6 +5,11 @@ accuracy per setting): the same network, batches, augmentation keys and dropout 
 of a seed, so that paired differences measure the augmentation and nothing else. A
 :class:`Budget` says how long: until the validation accuracy stops improving (the best
 checkpoint is tested), or a fixed number of steps.
+
+The VAE variants of a run are made from its training images' encodings, each image encoded once
+(:class:`~vaeaug.core.cache.EncodingCache`, filled as the batches first draw it): every variant
+then costs one decoder pass, where a run of 1,500 steps would otherwise encode the same few hundred
+images thousands of times.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaeaug.core.augment import Augmenter
+from vaeaug.core.augment import Augmenter, SourceEncodings
+from vaeaug.core.cache import EncodingCache
 from vaeaug.core.rng import derive_keys
 from vaeaug.core.values import check_int
 from vaeaug.fitting.classic import classic_augment
@@ -167,7 +174,8 @@ def train_classifier(
         lr: Adam's learning rate.
         precision: ``"auto"`` (bf16 autocast where the CPU computes it natively), ``"bf16"`` or ``"fp32"``.
         transform_first: apply ``base`` or ``classic`` first, then ``aug`` (fresh variants of the
-            transformed images); default: the VAE move first.
+            transformed images); default: the VAE move first, from each training image's encodings,
+            computed once per run (an :class:`Augmenter` on a backend with the two stages).
 
     Returns:
         A :class:`ClassifierRun`.
@@ -191,6 +199,7 @@ def train_classifier(
     g = torch.Generator().manual_seed(seed + 10_000)
     g_aug = torch.Generator().manual_seed(seed + 20_000)
     model.train()
+    sources = None if transform_first else _sources(aug, x, y)
     best_acc, best_step, best_state, since_best = -1.0, 0, None, 0
     step = 0
     while step < budget.max_steps:
@@ -200,7 +209,11 @@ def train_classifier(
             idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
         xb, yb = x[idx], y[idx]
         if aug is not None and not transform_first:
-            xb = aug(xb, yb, key=int(derive_keys(seed, step)[0] >> np.uint64(1)), codec=aug.codec("model"))
+            key = int(derive_keys(seed, step)[0] >> np.uint64(1))
+            if sources is None:
+                xb = aug(xb, yb, key=key, codec=aug.codec("model"))
+            else:
+                xb = aug(xb, yb, key=key, codec=aug.codec("model"), encodings=sources(idx.numpy()))
         with torch.random.fork_rng(devices=[]):
             if base is not None:
                 torch.manual_seed(seed * 100_019 + step)
@@ -238,3 +251,20 @@ def train_classifier(
     return ClassifierRun(accuracy=100.0 * int((pred == y_test).sum()) / max(1, len(y_test)), steps=step,
                          best_step=best_step, val_accuracy=val_acc, seconds=time.perf_counter() - t0,
                          predictions=pred, true_logprob=true_logprob)
+
+
+def _sources(aug: Any, x: torch.Tensor, y: torch.Tensor) -> Callable[[np.ndarray], SourceEncodings] | None:
+    """``sources(idx)``: the encodings lookup of a batch drawn at ``idx`` from ``x``, each image encoded once
+    per run; ``None`` where ``aug`` is no :class:`Augmenter` on a backend with the two stages."""
+    if not isinstance(aug, Augmenter) or not aug.amortizes or aug.setting.mode == "prior":
+        return None
+    cache = EncodingCache(aug.backend, labels=y.cpu().numpy().astype(np.int64) if aug.conditional else None,
+                          delta=aug.setting.form == "delta")
+
+    def load(m: np.ndarray) -> torch.Tensor:
+        return x[torch.from_numpy(m).to(x.device)]
+
+    def lookup(idx: np.ndarray) -> SourceEncodings:
+        return lambda rows: cache.get(idx[rows], load)
+
+    return lookup
