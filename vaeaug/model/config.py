@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from vaeaug.core.settings import MAX_STRENGTH
 from vaeaug.core.values import check_int, in_range, short_repr
 
 __all__ = ["VAEConfig", "Likelihood", "default_widths", "conv_sizes",
@@ -38,9 +37,9 @@ GAUSSIAN_STD_RANGE = (1e-6, 1e3)  # exp(-log std) and its square stay finite in 
 LIMITS = {"parameters": MAX_PARAMETERS, "input elements": MAX_INPUT_ELEMENTS,
           "activations per sample": MAX_ACTIVATIONS, "latent_dim": MAX_LATENT_DIM, "width": MAX_WIDTH,
           "hidden layers": MAX_MLP_LAYERS, "num_classes": MAX_CLASSES, "kl_warmup": MAX_KL_WARMUP,
-          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE,
-          "augment strength": MAX_STRENGTH}
-"""The bounds of a config; a value range's are :mod:`vaeaug.core.values`'s (``|low|, |high| <= 1e30``)."""
+          "beta": MAX_BETA, "gaussian_std": GAUSSIAN_STD_RANGE}
+"""The bounds of a config; a value range's are :mod:`vaeaug.core.values`'s (``|low|, |high| <= 1e30``), an
+augment setting's :mod:`vaeaug.core.settings`' (``strength <= MAX_STRENGTH``)."""
 
 
 Likelihood = Literal["bernoulli", "gaussian"]
