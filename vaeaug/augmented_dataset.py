@@ -54,6 +54,15 @@ def _split_item(item: Any) -> tuple[Any, Any, bool]:
     return item, None, False
 
 
+def _same_plain_tensors(xs: list[Any], shape: tuple[int, ...]) -> bool:
+    """True if every ``x`` is a plain tensor ``(C, H, W)`` of the model's shape, of one dtype and device: what
+    converts as one batch (the conversions are elementwise, so the values are those of one by one)."""
+    first = xs[0]
+    return type(first) is torch.Tensor and tuple(first.shape) == shape and all(
+        type(x) is torch.Tensor and x.shape == first.shape and x.dtype == first.dtype and x.device == first.device
+        for x in xs)
+
+
 def _replace_x(item: Any, xv: Any) -> Any:
     """``item`` with its image replaced, keeping the container type (x, tuple or list)."""
     if isinstance(item, (tuple, list)):
@@ -273,6 +282,11 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
 
     def _model_space(self, xs: list[Any]) -> torch.Tensor:
         """Base images (any type the core reads, each checked) as one model-space batch."""
+        if _same_plain_tensors(xs, tuple(self.backend.config.input_shape)):  # (C, H, W) each: one batch, checked
+            batch = torch.stack(xs)
+            codec = self._core.codec_for(batch)
+            codec.size(batch)
+            return torch.as_tensor(codec.to_model(batch, None))
         rows = []
         for x in xs:
             codec = self._core.codec_for(x)
@@ -306,9 +320,19 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         encodings = None if cache is None else (lambda rows: cache.get(src_arr[rows], load))
         made = self._core(sources, labels, keys=self._keys(idx), codec=self._core.codec("model"), partners=partners,
                           encodings=encodings)
-        for r, (p, i) in enumerate(zip(pos, src, strict=True)):
-            x = xs[i]
-            out[p] = self._wrap(_replace_x(items[i], self._core.codec_for(x).put_back(x, None, made[r:r + 1])), True)
+        for p, i, v in zip(pos, src, self._put_back([xs[i] for i in src], made), strict=True):
+            out[p] = self._wrap(_replace_x(items[i], v), True)
+
+    def _put_back(self, like: list[Any], made: torch.Tensor) -> list[Any]:
+        """Each model-space row of ``made`` in the type, dtype, layout and range of its source image ``like[r]``.
+
+        Plain tensors of one shape, dtype and device (the common base) are converted as one batch, then
+        split; anything else one by one. The values are the same either way (the conversion is elementwise).
+        """
+        if _same_plain_tensors(like, tuple(self.backend.config.input_shape)):
+            batch = self._core.codec_for(like[0]).put_back(torch.stack(like), None, made)
+            return list(batch.unbind())
+        return [self._core.codec_for(x).put_back(x, None, made[r:r + 1]) for r, x in enumerate(like)]
 
     def _make_prior(self, out: list[Any], pos: list[int], idx: np.ndarray) -> None:
         gen = self.backend
