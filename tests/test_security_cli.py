@@ -232,6 +232,79 @@ def test_an_export_whose_metadata_disagrees_with_its_graph_is_one_line_in_genera
     assert not (tmp_path / "g" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--variants", "1048577"], "variants_per_sample must be an integer in [0, 1048576]"),
+    (["--shard-size", str(2**41)], "shard_size must be None or an integer in [1, 1099511627776]"),
+    (["--strength", "1e39"], "strength must be at most 100"),
+    (["--seed", str(2**64)], "seed must be an integer in [0, 18446744073709551615]"),
+], ids=["variants", "shard-size", "strength", "seed"])
+def test_generate_refuses_out_of_format_sizes_before_writing(extra: list[str], needle: str, tmp_path: Path,
+                                                             model_file: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22, 2 and 6: each of these wrote shards (or NaN images) before failing, or ran until killed."""
+    out = tmp_path / "g"
+    _one_line_exit_2(["generate", "--model", str(model_file), "--data", "digits", "--out", str(out), *extra],
+                     capsys, needle)
+    assert not out.exists()
+
+
+def test_a_long_but_valid_out_name_is_written_and_a_too_long_one_refused_before_the_work(
+        tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22, 8: fit --out with a 249-character name trained for the whole fit, then failed on its temporary
+    file's longer name (Errno 36). Temporary names are shortened to fit; a name the file system cannot hold is
+    refused before any work, with the names the command will write (an export's m.encoder.onnx is 8 longer)."""
+    from vaeaug.files import write_atomic
+
+    ok = tmp_path / ("m" * 245 + ".vae")  # 249 characters: fits, its temporary name would not
+    assert cli.main(["fit", "--data", "digits", "--epochs", "1", "--no-progress", "--out", str(ok)]) == 0, \
+        capsys.readouterr().err
+    assert ok.is_file() and [p.name for p in tmp_path.iterdir()] == [ok.name]
+    write_atomic(ok, b"x", tmp_tag="job0of1", exclusive=False)  # a tagged temporary name fits too
+    assert ok.read_bytes() == b"x"
+    capsys.readouterr()
+    for args, size in ((["fit", "--data", "digits", "--epochs", "500", "--out", str(tmp_path / ("m" * 252 + ".vae"))],
+                        256),
+                       (["export", str(model_file), "--out", str(tmp_path / ("m" * 245 + ".onnx"))], 258),
+                       (["generate", "--model", str(model_file), "--data", "digits", "--out",
+                         str(tmp_path / "g" / ("d" * 256))], 256)):
+        t = time.monotonic()
+        _one_line_exit_2(args, capsys, f"has a name of {size} bytes, more than the 255 a file name can have here; "
+                                       "choose a shorter name")
+        assert time.monotonic() - t < 20  # before the work
+    assert [p.name for p in tmp_path.iterdir()] == [ok.name]
+
+
+def test_a_graph_that_fails_at_its_first_run_is_one_line_and_leaves_no_run_json(tmp_path: Path) -> None:
+    """Issue 22, 10: a resealed export whose metadata claims 12 classes (its graph holds 10: invisible in its inputs,
+    seen when the session first runs) printed onnxruntime's coloured error line before vaeaug's, and left run.json
+    in --out. A real process: onnxruntime writes to the file descriptor, which capsys does not see."""
+    import json
+
+    import onnx
+
+    import vaeaug
+    from vaeaug.backends.onnx.metadata import seal
+
+    paths = vaeaug.export_onnx(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8), num_classes=10)),
+                               tmp_path / "m.onnx", verify=False)
+    for p in paths.values():
+        proto = onnx.load_from_string(p.read_bytes())
+        for e in proto.metadata_props:
+            if e.key == "vaeaug.config":
+                e.value = json.dumps({**json.loads(e.value), "num_classes": 12})
+        p.write_bytes(seal(proto.SerializeToString()))
+    for out_exists in (False, True):
+        out = tmp_path / f"g-{out_exists}"
+        if out_exists:
+            out.mkdir()
+        r = _run(["generate", "--model", str(paths["augmenter"]), "--data", "digits", "--out", str(out),
+                  "--no-progress"])
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("vaeaug generate: error: "), r.stderr
+        assert "\x1b" not in r.stderr and "[E:onnxruntime" not in r.stderr and "num_classes 12" in r.stderr
+        assert (list(out.iterdir()) == []) if out_exists else not out.exists()  # nothing to resume: no run.json
+
+
 def test_a_folder_with_a_decompression_bomb_is_one_line_in_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                alarm: None) -> None:
     from test_security_files import _png_header

@@ -420,7 +420,20 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
     "nested in a field": (lambda d: edit_json(d / "manifest.json", _set(("model", "config"), json.loads(
         "[" * 300 + "]" * 300)), rehashed=True), ("nested more than 32 levels deep",)),
     "gigabytes": (_huge, ("3221225472 bytes, more than",)),
+    # issue 22, 7: '1e999' said 'Out of range float values are not JSON compliant', naming neither file nor field
+    "1e999": (lambda d: _set_text(d / "manifest.json", '"strength": 1.0', '"strength": 1e999'),
+              ("is not valid JSON (1e999 is out of the range of a float)",)),
+    "-1e999 in a count": (lambda d: _set_text(d / "manifest.json", '"total": 36', '"total": -1e999'),
+                          ("is not valid JSON (-1e999 is out of the range of a float)",)),
+    "millions of values": (lambda d: (d / "manifest.json").write_text("[" + "[]," * 3_000_000 + "[]]"),
+                           ("JSON values, more than the 2,097,152",)),
 }
+
+
+def _set_text(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (old, text[:400])
+    path.write_text(text.replace(old, new, 1))
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
@@ -433,6 +446,42 @@ def test_malformed_manifests_raise_value_error_saying_what_was_expected(copy: Pa
     with no_hang():
         problems = verify_generated(copy)
     assert problems == [message]
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"variants_per_sample": 1_048_577}, r"variants_per_sample must be an integer in [0, 1048576]; got 1048577"),
+    ({"variants_per_sample": 2**40}, r"variants_per_sample must be an integer in [0, 1048576]"),
+    ({"shard_size": 2**41}, "shard_size must be None or an integer in [1, 1099511627776]"),
+    ({"seed": 2**64}, "seed must be an integer in [0, 18446744073709551615]"),
+    ({"shard_size": 1, "variants_per_sample": 6000}, "make 72,012 shards, more than the 65,536 a generated set can "
+                                                     "have (its manifest lists each); pass a shard_size"),
+], ids=["variants-1048577", "variants-2**40", "shard-size-2**41", "seed-2**64", "too-many-shards"])
+def test_generate_refuses_what_its_reader_refuses_before_any_work(kwargs: dict[str, Any], needle: str,
+                                                                   data_npz: Path, model: vaeaug.VAE,
+                                                                   tmp_path: Path) -> None:
+    """Issue 22, 6: --variants 1048577 wrote 89 MB of shards, then said the manifest was malformed (and to run the
+    same command again); shard_size=2**41 the same; variants_per_sample=2**40 grew until the kernel killed it,
+    leaving run.json. Every size the reader would refuse is refused before anything is written."""
+    out = tmp_path / "g"
+    kw = {"variants_per_sample": 2, "shard_size": SHARD, **kwargs}
+    _raises(lambda: pregenerate(data_npz, model, out, progress=False, **kw), needle)
+    assert not out.exists()
+
+
+def test_one_shard_in_memory_is_bounded_whatever_the_arguments(tmp_path: Path) -> None:
+    """A shard is made in memory: shard_size x the image size is bounded (256 MiB of float32), and the default
+    shard size is lowered for large images instead of taking GBs."""
+    from vaeaug.generated.writer import MAX_SHARD_BYTES
+
+    big = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(3, 256, 256), latent_dim=2, widths=(4,) * 5))
+    x = np.zeros((2, 3, 256, 256), np.float32)
+    most = MAX_SHARD_BYTES // (4 * 3 * 256 * 256)
+    _raises(lambda: pregenerate(x, big, tmp_path / "a", variants_per_sample=200, shard_size=most + 1,
+                                progress=False), f"more than the 256 MiB vaeaug allows; pass a shard_size "
+                                                 f"(--shard-size) of at most {most}")
+    assert not (tmp_path / "a").exists()
+    r = pregenerate(x, big, tmp_path / "b", variants_per_sample=0, progress=False)  # the real images only
+    assert r["manifest"]["arguments"]["shard_size"] == most == 341
 
 
 def test_a_changed_format_field_fails_verify_without_a_traceback(copy: Path) -> None:

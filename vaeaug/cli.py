@@ -267,7 +267,9 @@ def _add_generate(sub: argparse._SubParsersAction[_Parser]) -> None:
                  "(default: the model's tuned setting, else isotropic)")
     p.add_argument("--no-real", action="store_true", help="store only the variants, not the real samples")
     p.add_argument("--format", default="shards", choices=["shards", "imagefolder"])
-    p.add_argument("--shard-size", type=_positive_int, default=8192, help="samples per shard")
+    p.add_argument("--shard-size", type=_positive_int, default=None,
+                   help="samples per shard (default 8192, fewer for images of more than 8 KiB: one shard is made in "
+                        "memory, at most 256 MiB of images)")
     p.add_argument("--num-shards", type=_positive_int, default=1, help="jobs the shards are split between")
     p.add_argument("--shard-index", type=int, default=None, help="this job's index (0..num-shards-1)")
     p.add_argument("--workers", type=_positive_int, default=1, help="processes generating in parallel")
@@ -354,10 +356,14 @@ def _check_model_file(path: str) -> None:
 def _check_writable(path: Path, flag: str, *, force: bool = False, folder: bool = False) -> None:
     """Fail now, not after the long work, if ``path`` cannot be written.
 
-    A file must not be a folder (nor exist, unless ``force``); a folder must not be a file. The
+    Its names must fit the file system (:func:`vaeaug.files.check_name`; a folder's with a file in it). A
+    file must not be a folder (nor exist, unless ``force``); a folder must not be a file. The
     closest existing ancestor must be a folder in which a file can really be created (checked
     by creating and removing one, so read-only mounts and ACLs are seen too).
     """
+    from vaeaug.files import check_name
+
+    check_name(path / "manifest.json" if folder else path, flag)  # Errno 36 after the work otherwise
     if folder:
         if path.exists() and not path.is_dir():
             raise UsageError(f"{flag} {str(path)!r} is a file; give a folder")
@@ -637,7 +643,11 @@ def _check_export_outputs(args: argparse.Namespace) -> None:
 
     if not str(args.out).endswith(".onnx"):
         raise UsageError(f"--out must end in .onnx; got {args.out!r}")
+    from vaeaug.files import check_name
+
     targets = onnx_paths(args.out)
+    for p in targets.values():  # before exists(): a name too long for the file system raises there
+        check_name(p, "--out")
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not args.force:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --force to overwrite or choose another --out")

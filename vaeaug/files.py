@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 __all__ = ["open_regular", "read_bounded", "size_of", "file_kind", "read_json", "parse_json", "canonical_json",
-           "sha256_file", "sha256_bytes", "write_atomic", "json_items", "MAX_JSON_DEPTH", "MAX_JSON_ITEMS", "MiB",
-           "GiB"]
+           "sha256_file", "sha256_bytes", "write_atomic", "check_name", "json_items", "MAX_JSON_DEPTH",
+           "MAX_JSON_ITEMS", "MiB", "GiB"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -303,11 +303,57 @@ def _current_umask() -> int:
 _UMASK = _current_umask()  # read once: os.umask is process-wide, changing it per write would race
 
 
+def _limits(folder: Path) -> tuple[int, int]:
+    """The longest file name (bytes) and path the file system of ``folder`` (an existing folder) holds."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096
+
+
+def check_name(path: str | os.PathLike[str], what: str = "output") -> None:
+    """Refuse now a path the file system would refuse after the work: a name longer than it holds (``NAME_MAX``
+    bytes, 255 on most) or a path longer than ``PATH_MAX``. :func:`write_atomic` shortens its temporary names to
+    fit, so a path that passes here can be written.
+
+    Example:
+        >>> check_name("/tmp/" + "m" * 300 + ".vae")
+        Traceback (most recent call last):
+        ...
+        ValueError: output '/tmp/mmm...mmm.vae' has a name of 304 bytes, more than the 255 a file name can have ...
+    """
+    text = str(path)
+    shown = repr(text if len(text) <= 60 else text[:28] + "..." + text[-28:])
+    full = Path(os.path.abspath(path))
+    existing = next(p for p in [full.parent, *full.parent.parents] if p.is_dir())
+    name_max, path_max = _limits(existing)
+    for part in full.relative_to(existing).parts:  # those that will be created
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise ValueError(f"{what} {shown} has a name of {size} bytes, more than the {name_max} a file name can "
+                             "have here; choose a shorter name")
+    size = len(os.fsencode(str(full)))
+    if size >= path_max:
+        raise ValueError(f"{what} {shown} is a path of {size} bytes, more than the {path_max - 1} this system allows; "
+                         "choose a shorter path")
+
+
+def _tmp_stem(name: str, room: int) -> str:
+    """``name``, or a prefix of it and 8 hex digits of its SHA-256 (the same every time), in ``room`` bytes."""
+    if len(os.fsencode(name)) <= room:
+        return name
+    cut = name
+    while cut and len(os.fsencode(cut)) > room - 9:
+        cut = cut[:-1]
+    return f"{cut}-{sha256_bytes(os.fsencode(name))[:8]}"
+
+
 def write_atomic(path: str | os.PathLike[str], blob: bytes, *, tmp_tag: str | None = None,
                  exclusive: bool = False) -> Path:
     """Write ``blob`` to ``path`` through a temporary file renamed into place (fsynced, umask honoured).
 
-    A crash leaves either the old file or the new one, never half of one.
+    A crash leaves either the old file or the new one, never half of one. The temporary file's name is
+    ``path``'s, shortened when needed so that it fits wherever ``path`` does (:func:`check_name`).
 
     Args:
         path: destination.
@@ -319,13 +365,20 @@ def write_atomic(path: str | os.PathLike[str], blob: bytes, *, tmp_tag: str | No
 
     Returns:
         ``path``.
+
+    Raises:
+        ValueError: ``path`` is longer than the file system holds (:func:`check_name`).
     """
     path = Path(path)
+    check_name(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if tmp_tag is None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    name_max, _ = _limits(path.parent)
+    if tmp_tag is None:  # ".<stem>." + 8 random characters + ".tmp"
+        stem = _tmp_stem(path.name, name_max - 14)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent)
     else:
-        tmp = str(path.with_name(f".{path.name}.{tmp_tag}.tmp"))
+        stem = _tmp_stem(path.name, name_max - len(os.fsencode(tmp_tag)) - 6)
+        tmp = str(path.with_name(f".{stem}.{tmp_tag}.tmp"))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # like open(): mkstemp's 0o600 would make the file private

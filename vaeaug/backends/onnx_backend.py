@@ -42,6 +42,8 @@ from vaeaug.core.values import check_int
 
 __all__ = ["OnnxBackend"]
 
+_ORT_FATAL = 4  # onnxruntime's log severity: only fatal errors print (on stderr, in colour, beside vaeaug's own)
+
 # what the three files of one export share: a companion file must agree with the augmenter on all of it
 _SHARED = ("format_version", "model_sha256", "config", "value_range", "class_names", "augment")
 
@@ -139,6 +141,7 @@ class OnnxBackend(Backend):
                     "another model, or another description); export the model again so that the three files match"
                 )
             so = ort.SessionOptions()
+            so.log_severity_level = _ORT_FATAL  # its errors reach the caller as vaeaug's ValueError, said once
             so.intra_op_num_threads = self.threads
             so.inter_op_num_threads = self.inter_op_threads
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -299,7 +302,8 @@ def _runner(sess: Any, ort: Any, providers: list[str]) -> Any:
     the default 28x28 augmenter (118 against 136 us, BENCHMARKS.md); elsewhere, the public ``run``."""
     inner: Any = getattr(sess, "_sess", None)
     names = [o.name for o in sess.get_outputs()]
+    options = ort.RunOptions()
+    options.log_severity_level = _ORT_FATAL
     if providers == ["CPUExecutionProvider"] and callable(getattr(inner, "run", None)):
-        options = ort.RunOptions()
         return lambda feeds: inner.run(names, feeds, options)
-    return lambda feeds: sess.run(None, feeds)
+    return lambda feeds: sess.run(None, feeds, options)

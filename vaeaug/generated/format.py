@@ -62,8 +62,8 @@ from vaeaug.core.values import ValueRange, short_repr
 from vaeaug.files import MiB, canonical_json, read_json, sha256_bytes
 
 __all__ = ["read_manifest", "validate_manifest", "manifest_sha256", "class_key", "shard_files", "marker_path",
-           "Schema", "FORMAT", "FORMAT_VERSION", "FORMATS", "MAX_JSON_BYTES", "MAX_COUNT",
-           "PNG_NAME"]
+           "Schema", "FORMAT", "FORMAT_VERSION", "FORMATS", "MAX_JSON_BYTES", "MAX_COUNT", "MAX_VARIANTS",
+           "MAX_SHARDS", "PNG_NAME"]
 
 FORMAT = "vaeaug-generated"
 FORMAT_VERSION = 2  # 2: manifest_sha256, every field validated; 1 (no checksum) is refused
@@ -75,6 +75,8 @@ _DATA_KEYS = frozenset(("source", "count", "shape", "labelled", "value_range", "
 _ARG_KEYS = frozenset(("variants_per_sample", "mode", "strength", "form", "seed", "include_real", "format",
                        "shard_size", "layout"))
 MAX_COUNT = 1 << 40  # samples, sources, shard size
+MAX_VARIANTS = 1 << 20  # variants of one source
+MAX_SHARDS = 1 << 16  # shards of a set: its manifest lists each (about 450 bytes and 25 JSON values a shard)
 _MAX_SIDE = 1 << 16  # channels, height, width
 _MAX_FILE = 1 << 50  # bytes
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -232,7 +234,7 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
         s.fail("model.backend", "'torch' or 'onnx'", model.get("backend"))
 
     args = s.obj(top["arguments"], "arguments", _ARG_KEYS)
-    k = s.integer(args["variants_per_sample"], "arguments.variants_per_sample", 0, 1 << 20)
+    k = s.integer(args["variants_per_sample"], "arguments.variants_per_sample", 0, MAX_VARIANTS)
     r = int(s.flag(args["include_real"], "arguments.include_real"))
     if k + r == 0:
         s.fail("arguments.variants_per_sample", "at least 1 without include_real", k)
@@ -273,6 +275,8 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
     s.hex(data["sha256"], "data.sha256")
 
     total = n * (k + r)
+    if total > MAX_COUNT:
+        s.fail("data.count", f"at most {MAX_COUNT} samples in all ({k + r} per source)", n)
     counts = s.obj(top["counts"], "counts", frozenset(("total", "real", "synthetic", "per_class")))
     s.equal(counts["total"], "counts.total", total)
     s.equal(counts["real"], "counts.real", n * r)
@@ -286,6 +290,8 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
 
     shards = top["shards"]
     want = max(1, -(-total // shard_size))
+    if want > MAX_SHARDS:
+        s.fail("arguments.shard_size", f"at least {-(-total // MAX_SHARDS)} (at most {MAX_SHARDS} shards)", shard_size)
     if not isinstance(shards, list) or len(shards) != want:
         s.fail("shards", f"a list of {want} shard entries ({total} samples, {shard_size} a shard)", shards)
     keys = frozenset(("index", "first", "count", "marker", *(("files",) if args["format"] == "shards" else ())))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import time
@@ -24,15 +25,18 @@ from vaeaug.core.augment import Augmenter, class_members, same_class_partners
 from vaeaug.core.backend import Backend
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import resolve_setting
-from vaeaug.core.values import check_int
+from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import as_tensor_data
 from vaeaug.data.readers import worker_error
-from vaeaug.files import parse_json, read_bounded, read_json, sha256_bytes, sha256_file, write_atomic
+from vaeaug.files import check_name, parse_json, read_bounded, read_json, sha256_bytes, sha256_file, write_atomic
 from vaeaug.generated.format import (
     FORMAT,
     FORMAT_VERSION,
     FORMATS,
+    MAX_COUNT,
     MAX_JSON_BYTES,
+    MAX_SHARDS,
+    MAX_VARIANTS,
     class_key,
     manifest_sha256,
     marker_path,
@@ -42,7 +46,7 @@ from vaeaug.generated.format import (
 from vaeaug.generated.shards import META_DTYPE
 from vaeaug.model.vaefile import model_bytes
 
-__all__ = ["pregenerate"]
+__all__ = ["pregenerate", "MAX_SHARD_BYTES"]
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -218,6 +222,39 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
+MAX_SHARD_BYTES = 256 * 1024 * 1024
+"""Model-space (float32) images of one shard, made in memory before it is written (the writer holds a few
+copies of them): a shard_size that would take more is refused, whatever the other arguments."""
+DEFAULT_SHARD_SIZE = 8192
+
+
+def _check_sizes(n: int, k: int, include_real: bool, shard_size: int | None, shape: tuple[int, ...]) -> int:
+    """The shard size, once the set's size is known to fit the format's limits (what its reader accepts) and one
+    shard's memory to fit :data:`MAX_SHARD_BYTES`; a ``ValueError`` that says what to change otherwise."""
+    total = n * (k + int(include_real))
+    if total > MAX_COUNT:
+        raise ValueError(f"{n:,} samples x {k + int(include_real)} ({k} variants{' and the real one' * include_real}) "
+                         f"make {total:,} samples, more than the {MAX_COUNT:,} a generated set can hold; pass a "
+                         "smaller variants_per_sample (--variants) or less data")
+    sample = 4 * math.prod(shape)
+    most = max(1, MAX_SHARD_BYTES // sample)  # samples of one shard in memory
+    if shard_size is None:
+        shard_size = min(DEFAULT_SHARD_SIZE, most)
+    elif shard_size > most and total > most:
+        raise ValueError(f"shard_size {shard_size:,} of {'x'.join(map(str, shape))} images would make "
+                         f"{min(shard_size, total) * sample / 2**20:,.0f} MiB of images in memory for one shard, more "
+                         f"than the {MAX_SHARD_BYTES // 2**20} MiB vaeaug allows; pass a shard_size (--shard-size) of "
+                         f"at most {most:,}, or leave it unset")
+    shards = -(-total // shard_size)
+    if shards > MAX_SHARDS:
+        need = -(-total // MAX_SHARDS)
+        fix = (f"pass a shard_size (--shard-size) of at least {need:,}" if need <= most else
+               "generate the data in parts, into several sets")
+        raise ValueError(f"{total:,} samples in shards of {shard_size:,} make {shards:,} shards, more than the "
+                         f"{MAX_SHARDS:,} a generated set can have (its manifest lists each); {fix}")
+    return shard_size
+
+
 def pregenerate(
     data: Any,
     model_or_path: Any,
@@ -228,7 +265,7 @@ def pregenerate(
     seed: int = 0,
     include_real: bool = True,
     format: str = "shards",
-    shard_size: int = 8192,
+    shard_size: int | None = None,
     num_shards: int = 1,
     shard_index: int | None = None,
     workers: int = 1,
@@ -254,7 +291,9 @@ def pregenerate(
         include_real: also store each real sample (slot 0 of its group).
         format: ``"shards"`` (``.npy`` shards, read with :class:`vaeaug.GeneratedDataset`) or
             ``"imagefolder"`` (PNGs in class folders, for tools outside PyTorch; uint8 data only).
-        shard_size: samples per shard (the unit of atomic writing and of resuming).
+        shard_size: samples per shard (the unit of atomic writing and of resuming; one shard is made in
+            memory, so at most :data:`MAX_SHARD_BYTES` of model-space images). ``None``: 8192, or fewer for
+            images of more than 8 KiB (e.g. 341 for 3x224x224).
         num_shards: number of independent jobs the shards are split between.
         shard_index: this job's index in ``0..num_shards-1`` (``None`` with ``num_shards=1``).
         workers: processes generating shards in parallel (a ``DataLoader`` with worker processes).
@@ -276,9 +315,12 @@ def pregenerate(
         >>> r["manifest"]["counts"]["total"], len(vaeaug.GeneratedDataset(out))
         (4311, 4311)
     """
-    for name, value, least in (("variants_per_sample", variants_per_sample, 0), ("seed", seed, 0),
-                               ("shard_size", shard_size, 1), ("num_shards", num_shards, 1), ("workers", workers, 1)):
-        check_int(name, value, least)
+    for name, value, least, most in (("variants_per_sample", variants_per_sample, 0, MAX_VARIANTS),
+                                     ("seed", seed, 0, MAX_SEED), ("num_shards", num_shards, 1, MAX_SHARDS),
+                                     ("workers", workers, 1, None)):
+        check_int(name, value, least, most)
+    check_int("shard_size", shard_size, 1, MAX_COUNT, optional=True)
+    check_name(Path(out_dir) / "manifest.json", "out_dir")  # the set's own names are short
     k = variants_per_sample
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
@@ -304,6 +346,7 @@ def pregenerate(
                          "resize the data to the model's size, or fit a model on this data")
     if len(shape) != 3:
         raise ValueError("pre-generation works on images (N, C, H, W); this model was fit on vectors")
+    shard_size = _check_sizes(len(td), k, include_real, shard_size, shape)  # before anything is written
     if aug.needs_labels and td.y is None:
         raise ValueError("this model is class-conditional or the mode needs classes: the data must have labels")
     aug.labels(None if td.y is None else td.y.numpy(), len(td))  # every label checked before any shard is made
@@ -324,31 +367,37 @@ def pregenerate(
     }
     out = Path(out_dir)
     tag = f"job{shard_index}of{num_shards}"  # this job's own temporary names: only it removes them
-    _claim(out, identity, resume, tag)
-    plan = _Plan(td.x, td.y, k, include_real, seed, shard_size)
-    mine = [m for m in range(plan.num_shards_total) if m % num_shards == shard_index]
-    _remove_leftovers(out, set(mine), shard_size, tag)
-    todo = [m for m in mine if not _shard_done(out, m)]
-    skipped = len(mine) - len(todo)
-    tasks = _ShardTasks(todo, plan, aug, td.value_range, out, format, td.class_names)
-    samples = sum(plan.shard_range(m)[1] - plan.shard_range(m)[0] for m in todo)
-    t0 = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # every process computes on one thread: the same kernels, the same bytes
+    new_folder = not os.path.lexists(out)
+    claimed = _claim(out, identity, resume, tag)
     try:
-        if workers == 1 or len(todo) <= 1:
-            for i in range(len(tasks)):
-                bar.update(tasks[i])
-        else:
-            _run_workers(tasks, min(workers, len(todo)), bar)
-    finally:
-        torch.set_num_threads(threads)
-        bar.close()
-    seconds = time.perf_counter() - t0
-    manifest = _finish(out, identity, plan, format, tag)
+        plan = _Plan(td.x, td.y, k, include_real, seed, shard_size)
+        mine = [m for m in range(plan.num_shards_total) if m % num_shards == shard_index]
+        _remove_leftovers(out, set(mine), shard_size, tag)
+        todo = [m for m in mine if not _shard_done(out, m)]
+        skipped = len(mine) - len(todo)
+        tasks = _ShardTasks(todo, plan, aug, td.value_range, out, format, td.class_names)
+        samples = sum(plan.shard_range(m)[1] - plan.shard_range(m)[0] for m in todo)
+        t0 = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=samples, unit="sample", desc="generate", disable=not progress, dynamic_ncols=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # every process computes on one thread: the same kernels, the same bytes
+        try:
+            if workers == 1 or len(todo) <= 1:
+                for i in range(len(tasks)):
+                    bar.update(tasks[i])
+            else:
+                _run_workers(tasks, min(workers, len(todo)), bar)
+        finally:
+            torch.set_num_threads(threads)
+            bar.close()
+        seconds = time.perf_counter() - t0
+        manifest = _finish(out, identity, plan, format, tag)
+    except BaseException:
+        if claimed:
+            _unclaim(out, new_folder)
+        raise
     if progress:
         rate = samples / seconds if seconds > 0 else float("inf")
         state = "complete" if manifest is not None else "waiting for the other shard jobs"
@@ -395,8 +444,8 @@ def _check_class_folders(class_names: list[str] | None, labels: np.ndarray | Non
         raise ValueError(f"labels go up to {int(labels.max())} but only {len(class_names)} class names are given")
 
 
-def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
-    """Create ``out`` with ``run.json``, or check that what is there is this same run.
+def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> bool:
+    """Create ``out`` with ``run.json``, or check that what is there is this same run; whether this call wrote it.
 
     Jobs that start together race safely: ``run.json`` is published with a hard link (exactly one
     wins, the others compare with it), and each job writes only temporary files named by its tag.
@@ -415,7 +464,7 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
             raise ValueError(f"{out} is not empty and holds no vaeaug run; choose an empty or new folder")
         try:
             write_atomic(run, blob, tmp_tag=tag, exclusive=True)
-            return
+            return True
         except FileExistsError:
             pass  # another job published it first: compare with it below
         except OSError as e:
@@ -437,6 +486,20 @@ def _claim(out: Path, identity: dict[str, Any], resume: bool, tag: str) -> None:
             )
         if existed and not resume:
             raise ValueError(f"{out} already holds this run; leave out --no-resume (resume=False) to continue it")
+    return False
+
+
+def _unclaim(out: Path, new_folder: bool) -> None:
+    """After a failure, remove the ``run.json`` this call wrote when nothing else is in ``out`` (no shard, no other
+    job's temporary file: nothing to resume), and ``out`` itself if this call created it."""
+    try:
+        if any(p.name != "run.json" for p in out.iterdir()):
+            return
+        (out / "run.json").unlink(missing_ok=True)
+        if new_folder:
+            out.rmdir()
+    except OSError:  # the original error matters, not this clean-up's
+        pass
 
 
 def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from vaeaug.core.functional import delta_output, gaussian_move
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES
 from vaeaug.core.values import check_int
-from vaeaug.files import read_bounded, sha256_bytes, write_atomic
+from vaeaug.files import check_name, read_bounded, sha256_bytes, write_atomic
 from vaeaug.model.vae import VAE, load
 from vaeaug.model.vaefile import model_bytes
 
@@ -313,6 +313,8 @@ def export_onnx(
     else:
         raise TypeError(f"model_or_path must be a vaeaug VAE or a .vae path; got {type(model_or_path).__name__}")
     check_int("opset", opset, 1, optional=True)
+    for p in paths.values():  # m.encoder.onnx is 8 bytes longer than m.onnx: said now, not after tracing
+        check_name(p, "out_path")
     _refuse_directories(paths)
     try:
         import onnx  # noqa: F401
