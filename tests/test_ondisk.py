@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import textwrap
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -133,6 +135,39 @@ def test_split_jobs_and_workers_give_identical_bytes(reference: Path, data_npz: 
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     assert _files(out) == want
+
+
+def test_each_source_is_encoded_once_a_shard_and_rows_do_not_depend_on_the_split(
+        reference: Path, data_npz: Path, model_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encode once, decode once per variant: every stage on fixed-size chunks, so a row's bytes are the same
+    whatever shard (of 64 or of 300 samples) made it; each source is encoded once in each shard holding its
+    variants. A set begun by the one-call code of earlier versions is not resumed (model.generation)."""
+    encoded: list[int] = []
+    real_encode = vaeaug.TorchBackend.encode_sources
+
+    def spy(self: Any, x: Any, y: Any, **kw: Any) -> Any:
+        encoded.append(len(x))
+        return real_encode(self, x, y, **kw)
+
+    monkeypatch.setattr(vaeaug.TorchBackend, "encode_sources", spy)
+    out = work / "small_shards"
+    pregenerate(data_npz, model_path, out, variants_per_sample=2, shard_size=64, seed=7, progress=False)
+    monkeypatch.undo()
+    n = len(digits_uint8()[0])
+    s = np.arange(3 * n)
+    pairs = {(int(i) // 64, int(i) // 3) for i in s[s % 3 != 0]}  # (shard, source) of every variant
+    assert sum(encoded) == len(pairs) < 2 * n  # one encoding per source and shard, not one per variant
+    a, b = GeneratedDataset(reference), GeneratedDataset(out)
+    assert np.concatenate([np.asarray(x) for x in a._x]).tobytes() == np.concatenate(
+        [np.asarray(x) for x in b._x]).tobytes()
+    assert a.manifest["model"]["generation"] == "encode once"
+    older = work / "older"
+    shutil.copytree(reference, older)
+    run = json.loads((older / "run.json").read_text())
+    del run["model"]["generation"]
+    (older / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(ValueError, match="model.generation"):
+        pregenerate(data_npz, model_path, older, variants_per_sample=2, shard_size=SHARD, seed=7, progress=False)
 
 
 def test_torch_and_onnx_backends(reference: Path, data_npz: Path, model_path: Path, work: Path) -> None:

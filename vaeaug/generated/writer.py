@@ -23,6 +23,7 @@ from vaeaug.backends.factory import as_backend
 from vaeaug.backends.onnx_backend import OnnxBackend
 from vaeaug.core.augment import Augmenter, class_members, same_class_partners
 from vaeaug.core.backend import Backend
+from vaeaug.core.cache import EncodingCache
 from vaeaug.core.rng import Stream, derive_keys, uniform
 from vaeaug.core.settings import resolve_setting
 from vaeaug.core.values import MAX_SEED, check_int
@@ -55,15 +56,21 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+_STAGES = "encode once"  # how variants are made: each source encoded once, then one decoder pass per variant
+
+
 def _model_identity(gen: Backend) -> dict[str, Any]:
     """What decides the bytes besides the arguments: the model (the SHA-256 of its ``.vae`` file; an
-    export records the same), the backend, its device and chunk size, and the software versions."""
+    export records the same), the backend, its device and chunk size, how variants are computed
+    (``generation``: a set begun by the one-call code of earlier versions differs in the last float
+    bit, so it is not resumed by this one), and the software versions."""
     chunk = int(getattr(gen, "chunk_size", 0))
+    how = _STAGES if gen.amortizes else "one call"
     if isinstance(gen, OnnxBackend):
         import onnxruntime
 
         return {"sha256": gen.model_sha256, "backend": "onnx", "device": "cpu", "chunk_size": chunk,
-                "software": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
+                "generation": how, "software": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
                 "config": gen.config.to_dict()}
     source = getattr(gen, "source", None)
     if source is not None:
@@ -71,7 +78,8 @@ def _model_identity(gen: Backend) -> dict[str, Any]:
     else:
         sha = sha256_bytes(model_bytes(gen.model))  # type: ignore[attr-defined]
     return {"sha256": sha, "backend": "torch", "device": str(getattr(gen, "device", "cpu")), "chunk_size": chunk,
-            "software": {"torch": torch.__version__, "numpy": np.__version__}, "config": gen.config.to_dict()}
+            "generation": how, "software": {"torch": torch.__version__, "numpy": np.__version__},
+            "config": gen.config.to_dict()}
 
 
 class _Plan:
@@ -101,7 +109,12 @@ def _to_user(out: np.ndarray, value_range: Any) -> np.ndarray:
 
 
 def _make_shard(plan: _Plan, aug: Augmenter, m: int, value_range: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The images and meta of shard ``m`` (pure function of the plan, the model and ``m``)."""
+    """The images and meta of shard ``m`` (pure function of the plan, the model and ``m``).
+
+    Each source of the shard is encoded once (``mu``, ``logvar``, ``D(mu)``), each partner once, and
+    every variant is then one decoder pass; every stage runs on fixed-size zero-padded chunks, so a
+    row's bytes do not depend on the shard, job or worker that made it.
+    """
     lo, hi = plan.shard_range(m)
     s = np.arange(lo, hi, dtype=np.int64)
     src = s // plan.per_source
@@ -111,15 +124,24 @@ def _make_shard(plan: _Plan, aug: Augmenter, m: int, value_range: Any) -> tuple[
     chosen = np.nonzero(synthetic)[0]
     if len(chosen):
         sources = src[chosen]
+        stages = aug.amortizes and aug.setting.mode != "prior"
+        labels = plan.labels if aug.conditional else None
+        own = EncodingCache(aug.backend, labels=labels, delta=aug.setting.form == "delta") if stages else None
+        mates = EncodingCache(aug.backend, labels=labels, delta=False) if stages else None
 
-        def partners(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:  # from the whole set, by key
+        def load(idx: np.ndarray) -> np.ndarray:
+            return plan.x[idx]
+
+        def partners(rows: np.ndarray, keys: np.ndarray) -> Any:  # from the whole set, by key
             assert plan.labels is not None and plan.members is not None
             u = uniform(keys, Stream.PARTNER)[:, 0]
-            return plan.x[same_class_partners(sources[rows], plan.labels, plan.members, u)]
+            picked = same_class_partners(sources[rows], plan.labels, plan.members, u)
+            return plan.x[picked] if mates is None else mates.get(picked, load)
 
         out[chosen] = aug(out[chosen], None if plan.labels is None else plan.labels[sources],
                           keys=derive_keys(plan.seed, sources, variant[chosen].astype(np.int64)),
-                          codec=aug.codec("model"), partners=partners)
+                          codec=aug.codec("model"), partners=partners,
+                          encodings=None if own is None else (lambda rows: own.get(sources[rows], load)))
     meta = np.zeros(hi - lo, dtype=META_DTYPE)
     meta["y"] = -1 if plan.labels is None else plan.labels[src]
     meta["source"], meta["variant"], meta["synthetic"] = src, variant, synthetic
