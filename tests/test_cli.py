@@ -134,6 +134,8 @@ BAD_ARGS: dict[str, tuple[list[str], list[str]]] = {
     "no-command": ([], ["command"]),
     # accepted by argparse, refused by fit
     "widths-count": ([*FIT_1, "--no-progress", "--widths", "32,64"], ["widths"]),
+    "value-range-words": ([*FIT_1, "--value-range", "low", "high"],
+                          ["--value-range", "expected two numbers LOW HIGH, e.g. --value-range -1e3 1e3"]),
 }
 
 PHASES: list[dict[str, Call]] = [
@@ -141,7 +143,8 @@ PHASES: list[dict[str, Call]] = [
         "fit_digits": Call(["fit", "--data", "digits", "--epochs", "3", "--out", "X.vae"]),
         "fit_conditional": Call(["fit", "--data", "digits", "--epochs", "2", "--conditional",
                                  "--latent-dim", "4", "--out", "models/cond.vae"], script=True),
-        "fit_no_progress": Call(["fit", "--data", "vec.npz", "--epochs", "1", "--value-range", "-3", "3",
+        # -3e0: a negative number argparse alone reads as an option (issue 22, 9: --value-range -1e3 1e3)
+        "fit_no_progress": Call(["fit", "--data", "vec.npz", "--epochs", "1", "--value-range", "-3e0", "3",
                                  "--out", "vec.vae", "--no-progress", "--device", "cpu"],
                                 setup=_write_vector_npz),
         "fit_npz": Call(["fit", "--data", "data.npz", "--epochs", "2", "--batch-size", "16",

@@ -715,6 +715,75 @@ def test_unavailable_cuda_is_said_as_such() -> None:
 # --------------------------------------------------------------------------- 4. labels that skip classes
 
 
+class _Labelled(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Four 8x8 images, the second labelled 2**70."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros(1, 8, 8), 2**70 if i == 1 else 0
+
+
+def _unclear_cases() -> dict[str, tuple[Callable[[], Any], str]]:
+    """Issue 22, 9: inputs that ended in numpy's, torch's or the allocator's words; each is vaeaug's now."""
+    from vaeaug.albumentations import VAEAugment as AlbumentationsAugment
+    from vaeaug.core.rng import derive_keys
+    from vaeaug.viz.previews import preview
+
+    m = VAE(VAEConfig(input_shape=(1, 8, 8))).eval()
+    mc = VAE(VAEConfig(input_shape=(1, 8, 8), num_classes=3)).eval()
+    x = torch.rand(2, 1, 8, 8)
+    meta = "a tensor on the meta device: it has a shape but no values; expected a tensor on the CPU or a GPU"
+    return {
+        "albumentations images of two shapes": (
+            lambda: AlbumentationsAugment(m, p=1.0)(images=[np.zeros((8, 8), np.uint8), np.zeros((9, 8), np.uint8)]),
+            "images= must be numpy images of one shape (they are stacked into one batch); images[0] has shape "
+            "(8, 8), images[1] is shape (9, 8) - resize them"),
+        "meta image": (lambda: vaeaug.VAEAugment(m, p=1.0)(torch.zeros(1, 8, 8, device="meta")), meta),
+        "meta labels": (lambda: vaeaug.VAEAugment(mc, p=1.0)(x, torch.zeros(2, dtype=torch.long, device="meta")),
+                        meta),
+        "meta data to fit": (lambda: vaeaug.fit(torch.zeros(16, 1, 8, 8, device="meta"), epochs=1, progress=False),
+                             meta),
+        "meta to the model": (lambda: m.encode(torch.zeros(2, 1, 8, 8, device="meta")), meta),
+        "sample(10**12)": (lambda: m.sample(10**12), "n must be at most 67,108,864 for this model (one call returns "
+                                                     "at most 4,294,967,296 values"),
+        "seed 2**64 to fit": (lambda: vaeaug.fit(np.zeros((16, 8, 8), np.uint8), epochs=1, progress=False,
+                                                 seed=2**64), "seed must be an integer in [0, 18446744073709551615]"),
+        "seed 2**64 to a backend": (lambda: vaeaug.TorchBackend(m).variants(x.numpy(), seed=2**64),
+                                    "seed must be None or an integer in [0, 18446744073709551615]"),
+        "seed 2**64 to preview": (lambda: preview(m, np.zeros((4, 8, 8), np.uint8), n=2, seed=2**64),
+                                  "seed must be an integer in [0, 18446744073709551615]"),
+        "key 2**64": (lambda: derive_keys(2**64, 1),
+                      "random keys (seeds) must be integers in [0, 2**64 - 1]; got 18446744073709551616"),
+        "label 2**70 in a Dataset": (lambda: vaeaug.fit(_Labelled(), epochs=1, progress=False, conditional=True),
+                                     "the label of sample 1 is 1180591620717411303424, beyond int64; labels are "
+                                     "class indices 0..K-1 - remap them"),
+        "numpy object array": (lambda: vaeaug.fit(np.array([[1, 2], [3, "a"]], dtype=object), epochs=1,
+                                                  progress=False),
+                               "x is a numpy array of Python objects (dtype object); expected numbers"),
+        "numpy object image": (lambda: vaeaug.VAEAugment(m, p=1.0)(np.zeros((8, 8), dtype=object)),
+                               "the image is a numpy array of Python objects (dtype object)"),
+        "conditional model, unlabelled base": (
+            lambda: vaeaug.VAEAugmentedDataset(torch.utils.data.TensorDataset(torch.rand(4, 1, 8, 8)), mc),
+            "base items must be (x, y), an image and its class, because the model is class-conditional; base[0] is "
+            "a 1-tuple (Tensor) - give the base its labels (e.g. TensorDataset(x, y)"),
+    }
+
+
+@pytest.mark.parametrize("case", ["albumentations images of two shapes", "meta image", "meta labels",
+                                  "meta data to fit", "meta to the model", "sample(10**12)", "seed 2**64 to fit",
+                                  "seed 2**64 to a backend", "seed 2**64 to preview", "key 2**64",
+                                  "label 2**70 in a Dataset", "numpy object array", "numpy object image",
+                                  "conditional model, unlabelled base"])
+def test_unclear_errors_say_what_was_expected_and_how_to_fix_it(case: str) -> None:
+    call, needle = _unclear_cases()[case]
+    with time_limit(60), pytest.raises((ValueError, TypeError)) as e:
+        call()
+    assert needle in str(e.value), str(e.value)
+    assert type(e.value) in (ValueError, TypeError) and "\n" not in str(e.value)
+
+
 def test_labels_with_missing_classes_are_refused_with_a_remap_hint() -> None:
     x = np.zeros((6, 8, 8), np.uint8)
     y = np.array([0, 7, 0, 7, 7, 0])

@@ -39,7 +39,7 @@ from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import NumpyImages
 from vaeaug.core.rng import Stream, derive_keys, uniform, worker_component, worker_seed
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
-from vaeaug.core.values import MAX_SEED, check_int
+from vaeaug.core.values import MAX_SEED, check_int, check_values
 
 __all__ = ["VAEAugment"]
 
@@ -87,6 +87,19 @@ def _describe_model(model: Any, device: Any) -> tuple[str | None, Backend | None
         return path, None, meta["config"], meta.get("augment")
     gen = as_backend(model, device=device)  # TypeError for anything else
     return None, gen, gen.config, gen.augment
+
+
+def _check_one_shape(images: list[Any] | tuple[Any, ...]) -> None:
+    """``images=`` as a list: numpy arrays of one shape (they are stacked into one batch)."""
+    first = getattr(images[0], "shape", None)
+    for i, img in enumerate(images):
+        check_values(img, f"images[{i}]")
+        shape = getattr(img, "shape", None)
+        if not isinstance(img, np.ndarray) or shape != first:
+            got = f"a {type(img).__name__}" if not isinstance(img, np.ndarray) else f"shape {shape}"
+            raise ValueError(f"images= must be numpy images of one shape (they are stacked into one batch); images[0] "
+                             f"has shape {first}, images[{i}] is {got} - resize them to one size first (e.g. "
+                             "A.Resize before this transform), or pass each with image=")
 
 
 class VAEAugment(ImageOnlyTransform):
@@ -260,6 +273,8 @@ class VAEAugment(ImageOnlyTransform):
         self._stack = "images" in kwargs and "image" not in kwargs  # a stack flips one coin per image
         if self._stack and len(kwargs["images"]) == 0:
             return kwargs  # an empty batch comes back as it is (albumentations' own shape checks index [0])
+        if self._stack and isinstance(kwargs["images"], (list, tuple)):
+            _check_one_shape(kwargs["images"])  # stacked below (and by albumentations): numpy's message otherwise
         return super().__call__(*args, force_apply=force_apply, **kwargs)
 
     def should_apply(self, force_apply: bool = False) -> bool:

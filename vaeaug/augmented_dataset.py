@@ -174,8 +174,16 @@ class VAEAugmentedDataset(torch.utils.data.Dataset):
         self._label_like = y0
         needs_labels = gen.conditional or mode in PARTNER_MODES or balance_classes
         if needs_labels and not has_label:
-            why = "the model is class-conditional" if gen.conditional else f"mode {mode!r} needs classes"
-            raise ValueError(f"base items must be (x, y) because {why}; base[0] is a {type(base[0]).__name__}")
+            why = ("the model is class-conditional" if gen.conditional else
+                   f"mode {mode!r} needs classes" if mode in PARTNER_MODES else "balance_classes=True needs classes")
+            other = ("an unconditional model" if gen.conditional else
+                     "another mode" if mode in PARTNER_MODES else "balance_classes=False")
+            item = base[0]
+            got = (f"a {len(item)}-tuple ({', '.join(type(v).__name__ for v in item)})"
+                   if isinstance(item, (tuple, list)) else f"a {type(item).__name__}, with no label")
+            raise ValueError(f"base items must be (x, y), an image and its class, because {why}; base[0] is {got} - "
+                             f"give the base its labels (e.g. TensorDataset(x, y), or a Dataset returning "
+                             f"(image, label)), or use {other}")
         self._labels: np.ndarray | None = self._all_labels() if needs_labels else None
         if self._labels is not None and gen.conditional:
             self._core.labels(self._labels, self.n_real)

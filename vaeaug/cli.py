@@ -51,6 +51,39 @@ def _widths(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,64; got {s!r}") from None
 
 
+def _value_range(s: str) -> tuple[float, float]:
+    """``LOW,HIGH`` (what :func:`_join_value_range` makes of ``--value-range LOW HIGH``) as two floats."""
+    try:
+        low, high = (float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LOW HIGH, e.g. --value-range -1e3 1e3 or "
+                                         f"--value-range=-1e3,1e3; got {s!r}") from None
+    return low, high
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _join_value_range(argv: list[str]) -> list[str]:
+    """``--value-range LOW HIGH`` as one token ``--value-range=LOW,HIGH``: argparse would read a negative
+    number in exponent form (``-1e3``) as an option, not as a value."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--value-range" and i + 2 < len(argv) and _is_float(argv[i + 1]) and _is_float(argv[i + 2]):
+            out.append(f"--value-range={argv[i + 1]},{argv[i + 2]}")
+            i += 3
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 _AUGMENTS = ["classic", "classic+flip"]
 
 
@@ -122,7 +155,9 @@ def _add_fit(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="augment the training batches on the fly: classic = random affine (rotation, scale, shift), "
                         "no flips (right for digits and text); classic+flip adds horizontal flips (images only)")
     p.add_argument("--layout", choices=["NCHW", "NHWC", "NHW", "ND"], default=None)
-    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None)
+    p.add_argument("--value-range", type=_value_range, metavar="LOW HIGH", default=None,
+                   help="the data's value range: two numbers, negative ones too (--value-range -1e3 1e3, or "
+                        "--value-range=-1e3,1e3)")
     _add_fit_after(p)
 
 
@@ -302,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         2
     """
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_value_range(list(sys.argv[1:] if argv is None else argv)))
     debug = args.debug or os.environ.get("VAEAUG_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     try:
         try:

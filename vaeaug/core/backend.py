@@ -25,6 +25,7 @@ from vaeaug.core.functional import Encodings
 from vaeaug.core.labels import as_labels
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting
+from vaeaug.core.values import MAX_SEED, check_int
 
 _NOT_STAGED = "runs no separate stages; use generate()"
 
@@ -170,6 +171,7 @@ class Backend(ABC):
         """
         form = ("decode" if mode == "prior" else "delta") if form is None else form
         setting = AugmentSetting(mode, strength, form, 1.0).check_for(conditional=self.conditional)
+        check_int("seed", seed, 0, MAX_SEED, optional=True)
         want = tuple(self.config.input_shape)
         if not (isinstance(x, np.ndarray) or _is_tensor(x)) or tuple(x.shape[1:]) != want or x.ndim != len(want) + 1:
             got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__

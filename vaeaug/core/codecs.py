@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vaeaug.core.values import ValueRange
+from vaeaug.core.values import ValueRange, check_values
 
 __all__ = ["not_an_image", "Codec", "NumpyImages", "TensorImages", "PILImages", "ModelSpace", "float_range",
            "is_tensor"]
@@ -165,6 +165,7 @@ class NumpyImages(Codec):
     def size(self, inpt: np.ndarray) -> int:
         if not isinstance(inpt, np.ndarray):
             raise not_an_image(type(inpt).__name__)
+        check_values(inpt, "the image")
         self._check_dtype(inpt.dtype)
         batched = self._batched(inpt)
         per = inpt.shape[1:] if batched else inpt.shape
@@ -209,6 +210,7 @@ class TensorImages(Codec):
 
 
     def size(self, inpt: Any) -> int:
+        check_values(inpt, "the image")
         if inpt.dim() not in (2, 3, 4):
             raise ValueError(f"expected an image tensor (C, H, W) or a batch (N, C, H, W); got shape "
                              f"{tuple(inpt.shape)}")

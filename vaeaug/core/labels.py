@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from vaeaug.core.values import check_values
+
 __all__ = ["as_labels"]
 
 _INT64 = np.iinfo(np.int64)
@@ -48,7 +50,8 @@ def as_labels(value: Any, n: int, num_classes: int | None = None) -> np.ndarray:
             raise ValueError(f"label {value} does not fit in int64; labels are class indices 0..K-1")
         arr = np.array([value], dtype=np.int64)
     else:
-        if hasattr(value, "detach"):  # a torch tensor (on any device)
+        if hasattr(value, "detach"):  # a torch tensor (on any device but meta, which holds no values)
+            check_values(value, "the label tensor")
             value = value.detach().cpu().numpy()
         try:
             arr = np.asarray(value)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["is_int", "is_number", "in_range", "short_repr", "check_int", "check_number", "MAX_SEED",
+__all__ = ["is_int", "is_number", "in_range", "short_repr", "check_int", "check_number", "check_values", "MAX_SEED",
            "ValueRange", "DTYPES", "MAX_ABS_VALUE", "MIN_SPAN", "MIN_RELATIVE_SPAN"]
 
 
@@ -98,6 +98,26 @@ def check_number(name: str, v: Any, low: float, high: float) -> float:
     if not in_range(v, low, high) or not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}]; got {short_repr(v)}")
     return float(v)
+
+
+def check_values(x: Any, what: str) -> None:
+    """Refuse an array or tensor that holds no numbers vaeaug can read, before anything reads it: a tensor on
+    PyTorch's ``meta`` device (a shape without values) or a numpy array of Python objects.
+
+    Example:
+        >>> import numpy as np
+        >>> check_values(np.zeros(2, dtype=object), "x")
+        Traceback (most recent call last):
+        ...
+        TypeError: x is a numpy array of Python objects (dtype object); expected numbers (uint8, integers or ...
+    """
+    if getattr(getattr(x, "device", None), "type", None) == "meta":
+        raise TypeError(f"{what} is a tensor on the meta device: it has a shape but no values; expected a tensor on "
+                        "the CPU or a GPU - create it there (a meta tensor only describes one)")
+    if getattr(getattr(x, "dtype", None), "kind", None) == "O":  # numpy's object dtype (torch dtypes have no kind)
+        raise TypeError(f"{what} is a numpy array of Python objects (dtype object); expected numbers (uint8, integers "
+                        "or floats) - convert it first, e.g. np.asarray(x, dtype=np.float32), or np.stack(...) a "
+                        "list of arrays of one shape")
 
 
 # the dtypes a user's data can have (names of torch and numpy dtypes alike, bfloat16 torch only)

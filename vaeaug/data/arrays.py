@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vaeaug.core.values import ValueRange
+from vaeaug.core.values import ValueRange, check_values, short_repr
 
 __all__ = ["Layout", "LAYOUTS", "ValueRange", "TensorData", "from_arrays", "check_labels", "MIN_IMAGE_SIDE"]
 
@@ -92,6 +92,7 @@ def from_arrays(
     Returns:
         The data in model space.
     """
+    check_values(x, "x")
     if isinstance(x, np.ndarray):
         x = np.ascontiguousarray(x)
         t = torch.from_numpy(x if x.flags.writeable else x.copy())
@@ -277,7 +278,14 @@ def _range_from_tuple(value_range: Any, dtype: str) -> ValueRange:
 def _labels_tensor(y: Any, n: int) -> torch.Tensor | None:
     if y is None:
         return None
+    if isinstance(y, torch.Tensor):
+        check_values(y, "y")
     arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.dtype == object and arr.ndim == 1 and all(type(v) is int for v in arr):  # Python ints beyond int64
+        i = next(i for i, v in enumerate(arr) if not -2**63 <= v < 2**63)
+        raise ValueError(f"the label of sample {i} is {short_repr(arr[i])}, beyond int64; labels are class indices "
+                         "0..K-1 - remap them (e.g. np.unique(y, return_inverse=True))")
+    check_values(arr, "y")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},) to match the data; got {arr.shape}")
     if arr.dtype.kind == "f":

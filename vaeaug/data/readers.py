@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaeaug.core.values import check_values
 from vaeaug.data.arrays import Layout, TensorData, from_arrays
 from vaeaug.files import GiB, MiB, open_regular
 from vaeaug.model.config import MAX_INPUT_ELEMENTS
@@ -50,11 +51,13 @@ def item_to_array(x: Any, index: int) -> tuple[np.ndarray, str | None]:
     if isinstance(x, Image.Image):
         return pil_to_array(x, f"sample {index}"), "HWC"
     if isinstance(x, torch.Tensor):
+        check_values(x, f"dataset sample {index}")
         x = x.detach().cpu()
         arr = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
         # torchvision convention: tensors are (C, H, W)
         return arr, ("CHW" if arr.ndim == 3 else None)
     if isinstance(x, np.ndarray):
+        check_values(x, f"dataset sample {index}")
         return x, None
     raise TypeError(
         f"dataset sample {index} is a {type(x).__name__}; expected a PIL image, tensor or "
@@ -119,6 +122,7 @@ def from_dataset(ds: Any, *, layout: Layout | None, value_range: Any) -> TensorD
 
 
 def _label_to_int(label: Any, index: int) -> int:
+    check_values(label, f"the label of dataset sample {index}")
     if isinstance(label, torch.Tensor):
         if label.numel() != 1:
             raise ValueError(f"label of dataset sample {index} must be a scalar; got {tuple(label.shape)}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaeaug.core.values import check_int
+from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import Layout, TensorData, as_tensor_data, check_labels
 from vaeaug.fitting.classic import CLASSIC_AUGMENTS, classic_augment
 from vaeaug.model.devices import PRECISIONS, resolve_device, resolve_precision
@@ -258,15 +258,20 @@ def _stream_classes(td: Any, num_classes: int | None = None) -> int:
 
 def _check_args(epochs: int, batch_size: int, lr: float, val_fraction: float,
                 patience: int | None, seed: int) -> None:
-    for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+    for name, v, lo, hi in (("epochs", epochs, 1, None), ("batch_size", batch_size, 1, None),
+                            ("seed", seed, 0, MAX_SEED)):
+        check_int(name, v, lo, hi)
     if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
         raise ValueError(f"patience must be an integer >= 1 or None; got {patience!r}")
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number; got {lr!r}")
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+
+
+def _seed(seed: int, offset: int) -> int:
+    """``seed + offset`` within 64 bits (what ``torch.Generator.manual_seed`` takes): a seed near 2**64 wraps."""
+    return (seed + offset) & MAX_SEED
 
 
 def _split(n: int, val_fraction: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,7 +324,7 @@ def _train(
     cfg = model.config
     g_cpu = torch.Generator().manual_seed(seed)
     tr_idx, va_idx = _split(len(td), val_fraction, g_cpu)
-    g_noise = torch.Generator(device=device).manual_seed(seed + 1)
+    g_noise = torch.Generator(device=device).manual_seed(_seed(seed, 1))
     # channels_last on CPU (+12% at batch 256, BENCHMARKS.md); DDP's gradient buckets want plain layout
     mem = torch.channels_last if cfg.is_image and ctx is None else torch.contiguous_format
     model.to(device).to(memory_format=mem).train()
@@ -333,10 +338,10 @@ def _train(
         step_fn = ddp
         sampler = DistributedSampler(range(len(tr_idx)), num_replicas=ctx.world_size, rank=ctx.rank,  # type: ignore[arg-type]
                                      shuffle=True, seed=seed)
-        g_noise.manual_seed(seed + 1 + 1000 * ctx.rank)  # each rank its own reparameterisation noise
+        g_noise.manual_seed(_seed(seed, 1 + 1000 * ctx.rank))  # each rank its own reparameterisation noise
     # fit-time augmentation: its own CPU stream (the same transforms on any device), one per rank
     aug_fn, aug_name = augment if augment is not None else (None, None)
-    g_aug = torch.Generator().manual_seed(seed + 3 + 1000 * (ctx.rank if ctx is not None else 0))
+    g_aug = torch.Generator().manual_seed(_seed(seed, 3 + 1000 * (ctx.rank if ctx is not None else 0)))
     check_aug = aug_name is not None and aug_name.startswith("callable:")  # a user's: check what it returns
     if stream is None:
         source: Any = _MemoryBatches(td, tr_idx, va_idx, device, model.conditional, mem, g_cpu, sampler)
@@ -411,7 +416,7 @@ def _train(
                 "train_recon": float(sum_rec) / seen, "train_kl": float(sum_kl) / seen,
             }
             if len(va_idx):
-                v_rec, v_kl = _evaluate(model, source.val(1024), len(va_idx), seed=seed + 2, device=device)
+                v_rec, v_kl = _evaluate(model, source.val(1024), len(va_idx), seed=_seed(seed, 2), device=device)
                 if ctx is not None:  # every rank takes rank 0's figure, so all make the same decisions
                     import torch.distributed as dist
 

@@ -22,12 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaeaug.core.functional import LOGVAR_RANGE, clamp_logvar
-from vaeaug.core.values import ValueRange, check_int
+from vaeaug.core.values import ValueRange, check_int, check_values, short_repr
 from vaeaug.model.config import GAUSSIAN_STD_RANGE, Likelihood, VAEConfig, check_class_names, conv_sizes, default_widths
 from vaeaug.model.devices import resolve_device
 from vaeaug.model.vaefile import read_model, save
 
 __all__ = ["load", "VAEConfig", "VAE", "VAEOutput", "Likelihood", "ValueRange", "default_widths", "conv_sizes"]
+
+MAX_SAMPLE_VALUES = 1 << 32
+"""Values one :meth:`VAE.sample` call returns (16 GiB of float32): more is refused, not left to the allocator."""
+
 
 def _randn(shape: Any, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Standard normals drawn on the generator's device (a CPU generator works for a CUDA model)."""
@@ -134,6 +138,7 @@ class VAE(nn.Module):
         return self.config.num_classes is not None
 
     def _check_x(self, x: torch.Tensor) -> None:
+        check_values(x, "x")
         want = self.config.input_shape
         if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != want or x.dim() != len(want) + 1:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -147,6 +152,7 @@ class VAE(nn.Module):
             return None
         if y is None:
             raise ValueError(f"this model is class-conditional ({k} classes) and needs labels y")
+        check_values(y, "y")
         y = torch.as_tensor(y, device=self.device)
         if y.dim() == 0:
             y = y.expand(n)
@@ -252,8 +258,16 @@ class VAE(nn.Module):
 
         Returns:
             ``(n, *input_shape)`` in model space.
+
+        Raises:
+            ValueError: ``n`` is not an int, or more than one call returns (:data:`MAX_SAMPLE_VALUES` values).
         """
         check_int("n", n, 0)
+        most = max(1, MAX_SAMPLE_VALUES // math.prod(self.config.input_shape))
+        if n > most:
+            raise ValueError(f"n must be at most {most:,} for this model (one call returns at most "
+                             f"{MAX_SAMPLE_VALUES:,} values, 16 GiB of float32); got {short_repr(n)} - draw more in "
+                             f"calls of at most {most:,}")
         z = _randn((n, self.config.latent_dim), generator, self.device)
         return self.decode(z, y)
 

@@ -22,6 +22,7 @@ from PIL import Image
 from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.core.settings import resolve_setting
+from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import TensorData, as_tensor_data
 from vaeaug.model.vae import VAE
 from vaeaug.viz.plots import grid, stack_rows
@@ -65,6 +66,7 @@ def preview(
         >>> preview(m, vaeaug.load_builtin("digits", split="test"), n=2).mode
         'RGB'
     """
+    check_int("seed", seed, 0, MAX_SEED)
     if not model.config.is_image:
         raise ValueError("preview shows images; this model was fit on vectors")
     td: TensorData = as_tensor_data(data)
