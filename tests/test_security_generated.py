@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -178,7 +179,9 @@ def mutate_set(folder: Path, ops: list[tuple[Any, ...]]) -> set[str]:
     * ``("json", "manifest.json" | "run.json", path, value, delete, rehash)``: set (or delete) one
       field (``path`` indexes every field and container, the whole document included), then
       recompute the manifest's own SHA-256 if ``rehash`` (a deliberate edit);
-    * ``("header", npy file, field, value)``: rewrite one field of an ``.npy`` header.
+    * ``("header", npy file, field, value)``: rewrite one field of an ``.npy`` header;
+    * ``("overflow", "manifest.json" | "run.json", number index, text)``: replace one number in the JSON
+      text by ``text``, such as ``1e999`` (beyond float range: no JSON encoder writes it).
 
     Returns:
         The image files (``shard-*-x.npy``) whose data bytes, after their header, were changed
@@ -214,6 +217,13 @@ def mutate_set(folder: Path, ops: list[tuple[Any, ...]]) -> set[str]:
             path.write_text(json.dumps(doc, indent=2, sort_keys=True))
             if op[5]:
                 rehash(folder)
+        elif kind == "overflow":
+            path = folder / op[1]
+            text = path.read_text()
+            numbers = list(re.finditer(r"(?<=: )-?[0-9][0-9.eE+-]*", text))
+            if numbers:
+                found = numbers[op[2] % len(numbers)]
+                path.write_text(text[:found.start()] + op[3] + text[found.end():])
         elif kind == "header":
             path = folder / npys[op[1] % len(npys)]
             try:
@@ -581,6 +591,8 @@ def test_a_damaged_record_is_caught_by_the_manifest_check(copy: Path, data_npz: 
 _files_st = st.integers(0, 63)
 _values = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False,
                     allow_infinity=False), st.text(max_size=12),
+                    st.sampled_from([1.7976931348623157e308, -1.7e308, 1e39, 3.5e38, 5e-324, 2**64, 2**64 - 1, 2**40,
+                                     2**40 + 1, 1 << 20, (1 << 20) + 1, 65537]),  # extremes and the format's limits
                     st.sampled_from(["../x", "/etc/passwd", "a/b", "shard-00000-x.npy", "uint8", "float64", "object",
                                      "shards", "imagefolder", "vaeaug-generated", "0" * 64]),
                     st.lists(st.integers(-2, 40), max_size=4), st.dictionaries(st.text(max_size=4), st.integers(0, 9),
@@ -591,6 +603,8 @@ _ops = st.one_of(
     st.tuples(st.just("append"), _files_st, st.binary(min_size=1, max_size=16)),
     st.tuples(st.just("json"), st.sampled_from(["manifest.json", "run.json"]), st.integers(0, 400), _values,
               st.booleans(), st.booleans()),
+    st.tuples(st.just("overflow"), st.sampled_from(["manifest.json", "run.json"]), st.integers(0, 200),
+              st.sampled_from(["1e999", "-1e999", "1e308", "NaN", "Infinity", "9" * 5000])),
     st.tuples(st.just("header"), st.integers(0, 7), st.sampled_from(["descr", "shape", "fortran_order"]),
               st.sampled_from(["|u1", "|i1", "<u2", "<f8", "|O", ">u1", [("y", "<i8")], (10, 1, 8, 8), (10, 8, 1, 8),
                                (6, 1, 8, 8), (10,), (), (-1, 1, 8, 8), True, False, 0])),

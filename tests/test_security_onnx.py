@@ -372,6 +372,8 @@ BAD_FIELDS: list[tuple[str, Any, str]] = [  # the bounds are vaeaug.model.config
     ("augment", lambda a: {"mode": "isotropic", "strength": 1e300, "form": "delta", "p": 0.5},
      f"strength must be at most {MAX_STRENGTH:g}"),
     ("augment", lambda a: {"mode": "isotropic", "strength": float("nan"), "form": "delta", "p": 0.5}, "augment"),
+    ("augment", lambda a: {"mode": "posterior", "strength": 1e39, "form": "delta", "p": 0.5},
+     "strength must be at most 100"),  # finite in Python, inf in float32: NaN variants (issue 22, 2)
     ("augment", lambda a: {"mode": "warp", "strength": 1.0, "form": "delta", "p": 0.5}, "augment"),
     ("augment", lambda a: [1], "augment"),
     ("files", lambda f: {"augmenter": "../../etc/passwd.onnx"}, "files"),
