@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import vaeaug
 from vaeaug import GeneratedDataset, pregenerate, verify_generated
+from vaeaug.files import parse_json
 from vaeaug.generated.format import FORMAT_VERSION, manifest_sha256
 from vaeaug.generated.shards import META_DTYPE
 
@@ -109,9 +110,9 @@ def rehash(folder: Path) -> None:
     """Recompute the manifest's own SHA-256 after an edit (a deliberate edit, not damage)."""
     path = folder / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        manifest = parse_json(path.read_bytes(), path, "manifest")
     except ValueError:
-        return  # damaged past JSON: nothing to recompute
+        return  # damaged past strict JSON (1e999 included): nothing to recompute
     if isinstance(manifest, dict):
         manifest["manifest_sha256"] = manifest_sha256(manifest)
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -209,9 +210,9 @@ def mutate_set(folder: Path, ops: list[tuple[Any, ...]]) -> set[str]:
         elif kind == "json":
             path = folder / op[1]
             try:
-                doc = json.loads(path.read_text())
+                doc = parse_json(path.read_bytes(), path, "JSON file")
             except ValueError:
-                continue  # already damaged past JSON
+                continue  # already damaged past strict JSON (1e999 included)
             paths = _json_paths(doc)
             doc = _json_op(doc, paths[op[2] % len(paths)], op[3], op[4] and len(paths[op[2] % len(paths)]) > 0)
             path.write_text(json.dumps(doc, indent=2, sort_keys=True))
@@ -219,7 +220,10 @@ def mutate_set(folder: Path, ops: list[tuple[Any, ...]]) -> set[str]:
                 rehash(folder)
         elif kind == "overflow":
             path = folder / op[1]
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except ValueError:
+                continue  # already damaged past UTF-8
             numbers = list(re.finditer(r"(?<=: )-?[0-9][0-9.eE+-]*", text))
             if numbers:
                 found = numbers[op[2] % len(numbers)]
@@ -492,6 +496,27 @@ def test_one_shard_in_memory_is_bounded_whatever_the_arguments(tmp_path: Path) -
     assert not (tmp_path / "a").exists()
     r = pregenerate(x, big, tmp_path / "b", variants_per_sample=0, progress=False)  # the real images only
     assert r["manifest"]["arguments"]["shard_size"] == most == 341
+
+
+def test_a_float_set_edited_to_hold_nan_is_refused_when_read(tmp_path: Path) -> None:
+    """Issue 22: no accepted set yields a non-finite value. Without verify= the image bytes are not hashed when a
+    set is opened, so a NaN written into a float shard is refused when its sample is read."""
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    out = tmp_path / "f"
+    pregenerate(x, vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))), out, variants_per_sample=1, progress=False)
+    shard = out / "shard-00000-x.npy"
+    blob = bytearray(shard.read_bytes())
+    _, offset = npy_header(bytes(blob))
+    blob[offset + 4 * 70:offset + 4 * 71] = np.float32(np.nan).tobytes()  # in sample 1 (64 values a sample)
+    shard.write_bytes(bytes(blob))
+    ds = GeneratedDataset(out)
+    assert torch_isfinite(ds[0][0]) and torch_isfinite(ds[2][0])
+    _raises(lambda: ds[1], "sample 1 (shard 0) holds NaN or infinite values", "regenerate the set")
+    assert verify_generated(out)  # and verify names the edited shard
+
+
+def torch_isfinite(t: Any) -> bool:
+    return bool(np.isfinite(t.numpy()).all())
 
 
 def test_a_changed_format_field_fails_verify_without_a_traceback(copy: Path) -> None:

@@ -245,7 +245,11 @@ class GeneratedDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} is out of range for a set of {n} samples")
         m = bisect.bisect_right(self._starts, i) - 1
         maps = self._x if self._x is not None else self._open()
-        x = torch.from_numpy(np.array(maps[m][i - self._starts[m]]))
+        arr = np.array(maps[m][i - self._starts[m]])
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # about 1 us: a set is never NaN, even edited
+            raise ValueError(f"{self.root}: sample {i} (shard {m}) holds NaN or infinite values, which vaeaug never "
+                             "writes: the shard was edited after its checksum was recomputed - regenerate the set")
+        x = torch.from_numpy(arr)
         if self.transform is not None:
             x = self.transform(x)
         row = self.meta[i]
