@@ -84,6 +84,17 @@ def test_invariant_variants_do_not_depend_on_the_batch(backend: str, backends: A
         assert np.array_equal(part, whole[lo:hi])
 
 
+def test_invariant_rgb_variants_on_torch_do_not_depend_on_the_batch() -> None:
+    """channels_last images: the zero-padded last chunk keeps the layout of the others (the same conv kernels)."""
+    gen = vaeaug.TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(3, 8, 8))))
+    x = np.random.default_rng(0).random((150, 3, 8, 8), dtype=np.float32)
+    noise = Noise.from_keys(derive_keys(2, np.arange(150)), gen.latent_dim)
+    whole = gen.generate(AugmentSetting(), x, None, noise, None, True)
+    for lo, hi in ((0, 1), (3, 70), (64, 150), (100, 150)):
+        part = gen.generate(AugmentSetting(), x[lo:hi], None, Noise(noise.eps[lo:hi], noise.t[lo:hi]), None, True)
+        assert np.array_equal(part, whole[lo:hi])
+
+
 def test_torch_and_onnx_agree_on_the_two_stages(backends: Any, data: Any) -> None:
     x, y = data
     for name in ("uncond", "cond"):

@@ -11,6 +11,11 @@ An export (:func:`vaeaug.export_onnx`; files and metadata: :mod:`.onnx_metadata`
   the ``decode`` form and the partner modes ``interpolate`` and ``extrapolate`` (the latent move
   then runs in numpy, same math).
 
+The encoder and sampler graphs are also the two stages of amortized generation
+(:meth:`encode_sources`: ``mu``, ``logvar`` and ``D(mu)`` once per source; :meth:`generate_encoded`:
+one sampler pass per variant), which the dataset, pre-generation and ``invariant=True`` use; no
+other graph is needed. Their variants equal the augmenter's within float rounding (1.2e-7 measured).
+
 Noise is an input of every graph, drawn from the same counter-based keys (:mod:`vaeaug.core.rng`) as
 the torch backend, so both backends give the same variants for the same seed (within 1e-4).
 Sessions are created lazily, in the process that uses them, never inherited across ``fork``

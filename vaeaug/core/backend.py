@@ -234,12 +234,19 @@ def run_chunked(run: Any, size: int, *arrays: Any, pad: bool = True) -> Any:
     pad_rows = -n % size if pad else 0
     torch: Any = sys.modules.get("torch")  # loaded wherever a tensor is among the arrays
 
-    def padded(v: Any) -> Any:
-        if v is None or pad_rows == 0:
-            return v
+    def chunk(v: Any, lo: int) -> Any:
+        """Rows ``lo..lo+size`` of ``v``; the last chunk zero-padded (a copy of that chunk only)."""
+        if v is None:
+            return None
+        part = v[lo:lo + size]
+        if lo + size <= n or pad_rows == 0:
+            return part
         if isinstance(v, np.ndarray):
-            return np.concatenate([v, np.zeros((pad_rows, *v.shape[1:]), dtype=v.dtype)])
-        return torch.cat([v, v.new_zeros((pad_rows, *v.shape[1:]))])
+            return np.concatenate([part, np.zeros((pad_rows, *v.shape[1:]), dtype=v.dtype)])
+        out = torch.cat([part, v.new_zeros((pad_rows, *v.shape[1:]))])
+        if part.dim() == 4 and part.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)  # the layout of the other chunks: same kernels
+        return out
 
     def joined(parts: list[Any]) -> Any:
         if parts[0] is None:
@@ -250,8 +257,7 @@ def run_chunked(run: Any, size: int, *arrays: Any, pad: bool = True) -> Any:
             return np.concatenate(parts)[:n]
         return torch.cat(parts)[:n]
 
-    full = [padded(v) for v in arrays]
-    outs = [run(*(None if v is None else v[lo:lo + size] for v in full)) for lo in range(0, n + pad_rows, size)]
+    outs = [run(*(chunk(v, lo) for v in arrays)) for lo in range(0, n + pad_rows, size)]
     if isinstance(outs[0], tuple):
         return tuple(joined([o[j] for o in outs]) for j in range(len(outs[0])))
     return joined(outs)

@@ -105,6 +105,10 @@ class EncodingCache:
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         uniq, inverse = np.unique(idx, return_inverse=True)
+        if not self._slots:  # nothing kept (a new cache, or capacity 0): every source is encoded, once
+            enc = self._encode(uniq, load)
+            self._keep(uniq, enc)
+            return enc if len(uniq) == len(idx) and np.array_equal(uniq, idx) else enc.take(inverse)
         slots = np.array([self._touch(i) for i in uniq.tolist()], dtype=np.int64)
         miss = slots < 0
         if not miss.any():  # every source kept: one gather
@@ -120,14 +124,18 @@ class EncodingCache:
             if d_mu is not None:
                 d_mu[hit] = kept.d_mu
         new = uniq[miss]
-        enc = self.backend.encode_sources(load(new), None if self.labels is None else self.labels[new],
-                                          delta=self.delta, invariant=True)
-        self.encoded += len(new)
+        enc = self._encode(new, load)
         mu[miss], logvar[miss] = enc.mu, enc.logvar
         if d_mu is not None:
             d_mu[miss] = enc.d_mu
         self._keep(new, enc)
         return Encodings(mu[inverse], logvar[inverse], None if d_mu is None else d_mu[inverse])
+
+    def _encode(self, new: np.ndarray, load: Callable[[np.ndarray], Any]) -> Encodings:
+        enc = self.backend.encode_sources(load(new), None if self.labels is None else self.labels[new],
+                                          delta=self.delta, invariant=True)
+        self.encoded += len(new)
+        return enc
 
     def _touch(self, i: int) -> int:
         """The row of source ``i`` (now the most recently used), or -1 if it is not kept."""
@@ -143,9 +151,9 @@ class EncodingCache:
     def _keep(self, new: np.ndarray, enc: Encodings) -> None:
         """Keep the newly encoded sources, dropping the least recently used beyond ``capacity``."""
         cap = self.capacity
-        rows = np.arange(len(new)) if cap is None else np.arange(max(0, len(new) - cap), len(new))
-        if len(rows) == 0:
+        if cap == 0:
             return
+        rows = np.arange(len(new)) if cap is None else np.arange(max(0, len(new) - cap), len(new))
         slots = np.empty(len(rows), np.int64)
         for j, r in enumerate(rows.tolist()):
             if cap is None or len(self._slots) < cap:

@@ -126,8 +126,10 @@ def _make_shard(plan: _Plan, aug: Augmenter, m: int, value_range: Any) -> tuple[
         sources = src[chosen]
         stages = aug.amortizes and aug.setting.mode != "prior"
         labels = plan.labels if aug.conditional else None
-        own = EncodingCache(aug.backend, labels=labels, delta=aug.setting.form == "delta") if stages else None
-        mates = EncodingCache(aug.backend, labels=labels, delta=False) if stages else None
+        # each looked up once per shard: nothing to keep (capacity 0), each distinct source still encoded once
+        own = EncodingCache(aug.backend, labels=labels, delta=aug.setting.form == "delta", capacity=0) \
+            if stages else None
+        mates = EncodingCache(aug.backend, labels=labels, delta=False, capacity=0) if stages else None
 
         def load(idx: np.ndarray) -> np.ndarray:
             return plan.x[idx]
