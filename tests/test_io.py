@@ -197,6 +197,21 @@ def test_unfitted_model_round_trip_keeps_empty_history(tmp_path: Path) -> None:
     _assert_same_outputs(m.eval(), loaded, torch.arange(7) % 4)
 
 
+def test_a_tuning_record_with_nan_still_loads(tmp_path: Path) -> None:
+    """tune() with one fold records a NaN standard deviation; json.dumps writes it as NaN. The model-file entries
+    are read with NaN allowed (their fields are validated after), so such a file loads as it did before the JSON
+    reading was bounded (issue 22, 4)."""
+    import math
+
+    model = VAE(VAEConfig(input_shape=(1, 8, 8)))
+    model.tuning = {"gain_sd": math.nan, "t": math.inf}
+    model.history = [{"epoch": 1, "val_loss": math.nan}]
+    model.save(tmp_path / "m.vae")
+    back = vaeaug.load(tmp_path / "m.vae")
+    assert back.tuning is not None and math.isnan(back.tuning["gain_sd"]) and back.tuning["t"] == math.inf
+    assert math.isnan(back.history[0]["val_loss"])
+
+
 def test_read_metadata(saved: Path, conv_model: VAE) -> None:
     meta = read_metadata(saved)
     assert meta["format_version"] == FORMAT_VERSION

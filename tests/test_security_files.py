@@ -795,7 +795,7 @@ def _unclear_cases() -> dict[str, tuple[Callable[[], Any], str]]:
         "seed 2**64 to preview": (lambda: preview(m, np.zeros((4, 8, 8), np.uint8), n=2, seed=2**64),
                                   "seed must be an integer in [0, 18446744073709551615]"),
         "key 2**64": (lambda: derive_keys(2**64, 1),
-                      "random keys (seeds) must be integers in [0, 2**64 - 1]; got 18446744073709551616"),
+                      "random keys (seeds) must be integers >= 0 and < 2**64; got 18446744073709551616"),
         "label 2**70 in a Dataset": (lambda: vaeaug.fit(_Labelled(), epochs=1, progress=False, conditional=True),
                                      "the label of sample 1 is 1180591620717411303424, beyond int64; labels are "
                                      "class indices 0..K-1 - remap them"),

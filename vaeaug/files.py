@@ -217,7 +217,8 @@ def json_items(text: bytes | str) -> int:
     return text.count(b",") + text.count(b"[") + text.count(b"{") + 1
 
 
-def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, fix: str = "") -> Any:
+def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, fix: str = "",
+               allow_nan: bool = False) -> Any:
     """Parse strict JSON: no ``NaN``/``Infinity``, no number out of float range, at most :data:`MAX_JSON_DEPTH`
     levels and :data:`MAX_JSON_ITEMS` values (counted before parsing, so memory stays bounded); any failure
     is a ``ValueError`` that names ``where`` and says ``what`` was expected.
@@ -227,6 +228,9 @@ def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, f
         where: the file (or the file and field) it came from, for messages.
         what: what it should be (``"manifest"``, ``"model header"``...).
         fix: what to do about it, appended to messages.
+        allow_nan: read ``NaN`` and ``Infinity`` (what ``json.dumps`` writes for them) as floats, for a
+            document whose fields are validated after (a model file's metadata: a tuning record with one fold
+            holds NaN); the bounds on size, values and nesting stay.
 
     Example:
         >>> parse_json(b'{"a": 1e999}', "m.json", "manifest")
@@ -241,7 +245,8 @@ def parse_json(blob: bytes | str, where: str | os.PathLike[str], what: str, *, f
                          f"{what} vaeaug writes: it is not {_a(what)} vaeaug wrote{hint}")
     try:
         text = blob.decode("utf-8") if isinstance(blob, bytes) else blob
-        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        strict: dict[str, Any] = {} if allow_nan else {"parse_constant": _no_constant, "parse_float": _finite_float}
+        doc = json.loads(text, **strict)
     except RecursionError:
         doc = deep = None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits

@@ -62,10 +62,10 @@ def _as_u64(v: int | np.ndarray) -> np.ndarray:
     if isinstance(v, int) and 0 <= v < 2**64:
         return np.array([v], dtype=np.uint64)
     if isinstance(v, int) and not isinstance(v, bool):
-        raise ValueError(f"random keys (seeds) must be integers in [0, 2**64 - 1]; got {v}")
+        raise ValueError(f"random keys (seeds) must be integers >= 0 and < 2**64; got {v}")
     a = np.asarray(v)
     if a.dtype.kind not in "iu":
-        raise TypeError(f"random keys (seeds) must be integers in [0, 2**64 - 1]; got dtype {a.dtype}")
+        raise TypeError(f"random keys (seeds) must be integers >= 0 and < 2**64; got dtype {a.dtype}")
     if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
         raise ValueError(f"random keys must be >= 0; got {int(a.min())}")
     return np.atleast_1d(a.astype(np.uint64))

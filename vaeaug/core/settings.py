@@ -13,8 +13,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from vaeaug.core.values import in_range, is_number, short_repr
-
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "resolve_setting", "MODES", "FORMS", "PARTNER_MODES", "Mode", "Form",
            "check_mode", "MAX_STRENGTH", "MAX_PARTNER_STRENGTH"]
 
@@ -42,18 +40,23 @@ are below 10); the model's activation bound (:mod:`vaeaug.model.vae`) proves var
 where a strength beyond float32 (``1e39``) made NaN."""
 
 
+def _number(v: Any) -> bool:
+    """An int or a float, not a bool, not NaN (compared exactly: a 400-digit int is not converted)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
 def _check_p(v: Any) -> float:
-    if not in_range(v, 0.0, 1.0):
-        raise ValueError(f"p must be a probability in [0, 1]; got {short_repr(v)}")
+    if not (_number(v) and 0 <= v <= 1):
+        raise ValueError(f"p must be a probability in [0, 1]; got {v!r:.60}")
     return float(v)
 
 
 def _check_strength(v: Any) -> float:
-    if not is_number(v) or not in_range(v, 0.0, math.inf) or v == math.inf:
-        raise ValueError(f"strength must be a finite number >= 0; got {short_repr(v)}")
+    if not (_number(v) and 0 <= v < math.inf):
+        raise ValueError(f"strength must be a finite number >= 0; got {v!r:.60}")
     if v > MAX_STRENGTH:
         raise ValueError(f"strength must be at most {MAX_STRENGTH:g} (a move of {MAX_STRENGTH:g} prior standard "
-                         f"deviations, far past any useful one); got {short_repr(v)} - pass a strength in "
+                         f"deviations, far past any useful one); got {v!r:.60} - pass a strength in "
                          f"[0, {MAX_STRENGTH:g}]")
     return float(v)
 

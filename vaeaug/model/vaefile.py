@@ -153,9 +153,10 @@ _ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16"
 _VERSION_TEXT = re.compile(r"[0-9A-Za-z.+!_-]{1,64}")
 
 
-def _loads(text: bytes | str, path: Path, what: str) -> Any:
-    """Strict, bounded JSON (:func:`vaeaug.files.parse_json`: values counted and nesting checked before use)."""
-    return parse_json(text, path, what, fix="the file is corrupt or was edited; use a copy from where it came from")
+def _loads(text: bytes | str, path: Path, what: str, *, allow_nan: bool = False) -> Any:
+    """Bounded JSON (:func:`vaeaug.files.parse_json`: values counted and nesting checked before use)."""
+    return parse_json(text, path, what, fix="the file is corrupt or was edited; use a copy from where it came from",
+                      allow_nan=allow_nan)
 
 
 def _diagnose(first: bytes, n: int, size: int, where: str) -> str:
@@ -325,11 +326,11 @@ def _decode_meta(path: Path, meta: dict[str, str], size: int) -> dict[str, Any]:
     for key in ("config", "value_range", "class_names", "history"):
         if key not in meta:
             raise ValueError(f"{where} lacks the {key!r} metadata entry")
-        out[key] = _loads(meta[key], path, f"model file's {key!r} entry")
+        out[key] = _loads(meta[key], path, f"model file's {key!r} entry", allow_nan=True)  # validated below
     if not isinstance(out["history"], list) or not all(isinstance(h, dict) for h in out["history"]):
         raise ValueError(f"{where} has an invalid history entry; expected a list of objects (one per epoch)")
     for key in ("augment", "tuning"):  # optional: files written before tuning existed lack them
-        out[key] = _loads(meta[key], path, f"model file's {key!r} entry") if key in meta else None
+        out[key] = _loads(meta[key], path, f"model file's {key!r} entry", allow_nan=True) if key in meta else None
         if out[key] is not None and not isinstance(out[key], dict):
             raise ValueError(f"{where} has an invalid {key!r} entry")
     try:
