@@ -303,8 +303,8 @@ def _add_generate(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--no-real", action="store_true", help="store only the variants, not the real samples")
     p.add_argument("--format", default="shards", choices=["shards", "imagefolder"])
     p.add_argument("--shard-size", type=_positive_int, default=None,
-                   help="samples per shard (default 8192, fewer for images of more than 8 KiB: one shard is made in "
-                        "memory, at most 256 MiB of images)")
+                   help="samples per shard (default 8192, fewer for images of more than 8192 values: one shard is "
+                        "made in memory, at most 256 MiB of images in float32)")
     p.add_argument("--num-shards", type=_positive_int, default=1, help="jobs the shards are split between")
     p.add_argument("--shard-index", type=int, default=None, help="this job's index (0..num-shards-1)")
     p.add_argument("--workers", type=_positive_int, default=1, help="processes generating in parallel")
