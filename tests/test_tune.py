@@ -122,11 +122,14 @@ def test_tune_refuses_bad_arguments(digits) -> None:
         vaeaug.tune(model, digits.x[:100], progress=False)
     for kw, msg in [({"folds": 1}, "folds must be an integer >= 2"), ({"repeats": 0}, "repeats must be"),
                     ({"alpha": 1.5}, "alpha must be"), ({"grid": []}, "grid is empty"),
-                    ({"budget": vaeaug.Budget.fixed(10)}, "converged"), ({"folds": 40}, "at least folds=40")]:
+                    ({"budget": vaeaug.Budget.fixed(10)}, "converged"), ({"folds": 40}, "at least folds=40"),
+                    ({"seed": 2**64}, "seed must be an integer in")]:
         with pytest.raises(ValueError, match=msg):
             vaeaug.tune(model, digits.x[:100], digits.y[:100], progress=False, **kw)
     with pytest.raises(TypeError, match="base must be a callable"):
         vaeaug.tune(model, digits.x[:100], digits.y[:100], base="flip", progress=False)
+    with pytest.raises(ValueError, match="seed must be an integer in"):  # was torch's "Overflow when unpacking"
+        vaeaug.evaluate("digits", seeds=[2**64], progress=False)
 
 
 def test_cli_fit_with_tune(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.settings import DEFAULT_AUGMENT, AugmentSetting
+from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import as_tensor_data
 from vaeaug.data.builtin import is_builtin
 from vaeaug.fitting.classic import ClassicTransform
@@ -267,6 +268,8 @@ def evaluate(
         if s.mode == "prior":
             raise ValueError("the protocol's VAE arms move a source sample; mode 'prior' is not one of them")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    for s_ in seed_list:  # every seed of a run offsets by at most a few thousand (folds, classifiers)
+        check_int("seed", s_, 0, MAX_SEED - 10**6)
     if not seed_list:
         raise ValueError("seeds must be >= 1 or a non-empty list")
     name = data if isinstance(data, str) and is_builtin(data) else None  # a path has no test split of its own

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.settings import AugmentSetting
-from vaeaug.core.values import check_int
+from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import as_tensor_data
 from vaeaug.fitting import training
 from vaeaug.model.vae import VAE
@@ -227,6 +227,7 @@ def tune(
         >>> r["runs"], m.augment["p"] in (0.0, 0.5)  # 2 folds x (none, the setting); chosen or off
         (4, True)
     """
+    check_int("seed", seed, 0, MAX_SEED - 10**6)  # per-fold and per-repeat seeds are offsets of it
     for name, v, lo in (("folds", folds, 2), ("repeats", repeats, 1), ("batch_size", batch_size, 1)):
         check_int(name, v, lo)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
