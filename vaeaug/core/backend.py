@@ -115,10 +115,8 @@ class Backend(ABC):
 
     def generate_in_stages(self, setting: AugmentSetting, x: Any, y: np.ndarray | None, noise: Noise,
                            partner: Any = None, invariant: bool = True) -> Any:
-        """:meth:`generate` through the two stages, each source encoded once (what ``invariant=True`` runs).
-
-        Args:
-            setting, x, y, noise, partner, invariant: as for :meth:`generate`.
+        """:meth:`generate` through the two stages, each source encoded once (what ``invariant=True`` runs);
+        the arguments are :meth:`generate`'s.
 
         Returns:
             Variants like ``x``.
