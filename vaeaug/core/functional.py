@@ -292,11 +292,7 @@ def perturb_encoded(
     enc: Encodings,
     y: Any = None,
     *,
-    mode: str,
-    strength: Any,
-    eps: Any,
-    form: str = "decode",
-    t: Any = None,
+    mode: str, strength: Any, eps: Any, form: str = "decode", t: Any = None,
     mu_b: Any = None,
 ) -> Any:
     """The second stage: variants of sources already encoded, one decoder pass each.
