@@ -22,9 +22,14 @@ Arms (microseconds per image; per-image arms cycle through 256 different images)
        ONNX backends (call time / 256)
   (9)  VAEAugmentedDataset(base, ..., variants_per_sample=1).__getitems__ of 256 variant indices
        (n..2n-1), torch and ONNX backends (call time / 256)
+  (9c) the same with variants_per_sample=4: blocks of 256 consecutive variant indices (64 sources x 4
+       variants), ONNX and torch (9d); every source is encoded once, in the warm-up, and kept (the
+       default cache), so this is the rate from the second epoch on. (9e) ONNX with
+       cache_sources=0 (nothing kept: each block encodes its 64 sources once; the first epoch's rate
+       with shuffling off); only where the dataset has that argument.
   (10) vaeaug.pregenerate of 2,560 images x 1 variant (no real copies) to .npy shards in a temporary
        folder, ONNX backend, one worker (call time / 2,560, the writing included; --no-pregenerate
-       skips it)
+       skips it); (10b) 640 images x 4 variants (2,560 variants, no real copies)
 
 Method: every arm is warmed up, then all arms run in turn for --rounds rounds (the order rotated by
 one arm each round), each timed for --seconds per round in blocks of about 10 ms. Many short rounds
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -233,6 +239,12 @@ def main() -> None:
     classic_tv = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
     ds_torch = vaeaug.VAEAugmentedDataset(base, model, variants_per_sample=1)
     ds_onnx = vaeaug.VAEAugmentedDataset(base, onnx_path, variants_per_sample=1)
+    ds_onnx4 = vaeaug.VAEAugmentedDataset(base, onnx_path, variants_per_sample=4)
+    ds_torch4 = vaeaug.VAEAugmentedDataset(base, model, variants_per_sample=4)
+    has_cache = "cache_sources" in inspect.signature(vaeaug.VAEAugmentedDataset).parameters
+    ds_onnx4_nocache = (vaeaug.VAEAugmentedDataset(base, onnx_path, variants_per_sample=4, cache_sources=0)
+                        if has_cache else None)
+    blocks4 = [list(range(n + b * BATCH, n + (b + 1) * BATCH)) for b in range(4 * n // BATCH)]
 
     pregen_runs = [0]
 
@@ -240,6 +252,11 @@ def main() -> None:
         pregen_runs[0] += 1
         return vaeaug.pregenerate(x, onnx_path, tmp / f"gen{pregen_runs[0]}", variants_per_sample=1,
                                   include_real=False, workers=1, progress=False)
+
+    def pregenerate4(_: int) -> Any:
+        pregen_runs[0] += 1
+        return vaeaug.pregenerate(x[:PREGENERATE_N // 4], onnx_path, tmp / f"gen{pregen_runs[0]}",
+                                  variants_per_sample=4, include_real=False, workers=1, progress=False)
 
     def pregen_clean() -> None:
         shutil.rmtree(tmp / f"gen{pregen_runs[0]}", ignore_errors=True)
@@ -280,16 +297,29 @@ def main() -> None:
             lambda i: ds_torch.__getitems__(blocks[i % nb]), images=BATCH, like=lambda i: chw[0]),
         Arm("dataset_onnx", "(9b) VAEAugmentedDataset(onnx).__getitems__(256 variants)",
             lambda i: ds_onnx.__getitems__(blocks[i % nb]), images=BATCH, like=lambda i: chw[0]),
+        Arm("dataset_onnx_k4", "(9c) VAEAugmentedDataset(onnx, k=4).__getitems__(256 variants of 64 sources)",
+            lambda i: ds_onnx4.__getitems__(blocks4[i % len(blocks4)]), images=BATCH, like=lambda i: chw[0]),
+        Arm("dataset_torch_k4", "(9d) VAEAugmentedDataset(model, k=4).__getitems__(256 variants of 64 sources)",
+            lambda i: ds_torch4.__getitems__(blocks4[i % len(blocks4)]), images=BATCH, like=lambda i: chw[0]),
     ]
+    if ds_onnx4_nocache is not None:
+        arms.append(Arm("dataset_onnx_k4_nocache", "(9e) the same as (9c) with cache_sources=0",
+                        lambda i: ds_onnx4_nocache.__getitems__(blocks4[i % len(blocks4)]), images=BATCH,
+                        like=lambda i: chw[0]))
     if not args.no_pregenerate:
         arms.append(Arm("pregenerate_onnx", f"(10) pregenerate(onnx), {PREGENERATE_N:,} images x 1 variant, shards",
                         pregenerate, images=PREGENERATE_N, after=pregen_clean))
+        arms.append(Arm("pregenerate_onnx_k4", f"(10b) pregenerate(onnx), {PREGENERATE_N // 4:,} images x 4 variants, "
+                        "shards", pregenerate4, images=PREGENERATE_N, after=pregen_clean))
 
+    for ds in (ds_onnx4, ds_torch4):  # one epoch first: (9c) and (9d) measure the epochs after it
+        for block in blocks4:
+            ds.__getitems__(block)
     for arm in arms:
         out = arm.call(0)
         if arm.after is not None:
             arm.after()
-        if arm.key != "pregenerate_onnx":
+        if not arm.key.startswith("pregenerate"):
             print(f"check {arm.key}: {describe(out, arm.like(0) if arm.like else None)}", flush=True)
         arm.warm_up(args.warmup)
 

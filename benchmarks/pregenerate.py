@@ -8,9 +8,15 @@ scales. The reference is the raw speed of the same ONNX generator in this proces
 the same fixed-size chunks (``OnnxBackend.variants(..., invariant=True)``) without any writing:
 the writer's target is >= 80% of it per worker.
 
+With ``--before TREE`` it compares two source trees instead (e.g. a ``git worktree`` of an
+earlier commit): every row runs its ``pregenerate`` child for both trees at the same moment (two
+processes side by side, so both see the same machine), ``--repeats`` times, and reports the best
+variants/s of each and their ratio; ``--variants`` sets ``k``.
+
 Usage:
     python benchmarks/pregenerate.py             # prints a markdown block
     python benchmarks/pregenerate.py --record    # also appends it to BENCHMARKS.md
+    OMP_NUM_THREADS=1 python benchmarks/pregenerate.py --before /tmp/wt-before --repeats 3 --variants 4
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -41,12 +48,12 @@ _CHILD = """
 import json, resource, sys, time
 import vaeaug
 t = time.perf_counter()
-r = vaeaug.pregenerate(sys.argv[1], sys.argv[2], sys.argv[3], variants_per_sample=4, workers=int(sys.argv[4]),
-                       progress=False)
+r = vaeaug.pregenerate(sys.argv[1], sys.argv[2], sys.argv[3], variants_per_sample=int(sys.argv[5]),
+                       workers=int(sys.argv[4]), progress=False)
 seconds = time.perf_counter() - t
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "gen_seconds": r["seconds"], "samples": r["samples"],
+print(json.dumps({"vaeaug": vaeaug.__file__, "seconds": seconds, "gen_seconds": r["seconds"], "samples": r["samples"],
                   "synthetic": r["manifest"]["counts"]["synthetic"], "rss_kb": own, "worker_rss_kb": kids}))
 """
 
@@ -65,9 +72,51 @@ def raw_rate(path: Path, x: np.ndarray, n: int = 8192) -> float:
     return best
 
 
+def compare(before: Path, tmp: Path, onnx_path: Path, repeats: int, k: int) -> list[str]:
+    """Rows run for both trees at once, ``repeats`` times: the best variants/s of each tree and their ratio."""
+    # each child runs in its own tree: `python -c` puts the working directory first on sys.path
+    trees = {"before": before.resolve(), "after": Path(__file__).resolve().parents[1]}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    lines = [f"| source images | workers | k | before: variants/s (best of {repeats}) | after: variants/s "
+             "| after / before | bytes on disk (before, after) | verify |", "|---|---|---|---|---|---|---|---|"]
+    for data, workers in (("quarter", 1), ("full", 1), ("quarter", 2)):
+        best = dict.fromkeys(trees, 0.0)
+        size, ok = {}, {}
+        for r in range(repeats):
+            outs = {t: tmp / f"out-{t}-{data}-{workers}-{r}" for t in trees}
+            procs = {t: subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp / f"{data}.npz"), str(onnx_path),
+                                          str(outs[t]), str(workers), str(k)], env={**env, "PYTHONPATH": str(path)},
+                                         cwd=path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for t, path in trees.items()}
+            for t, proc in procs.items():
+                out, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise SystemExit(f"the {t} tree's child failed: {err[-2000:]}")
+                res = json.loads(out.strip().splitlines()[-1])
+                if not res["vaeaug"].startswith(str(trees[t])):
+                    raise SystemExit(f"the {t} child imported vaeaug from {res['vaeaug']}, not from {trees[t]}")
+                best[t] = max(best[t], res["synthetic"] / res["gen_seconds"])
+                if r == 0:
+                    size[t] = sum(f.stat().st_size for f in outs[t].iterdir())
+                    check = [sys.executable, "-m", "vaeaug", "verify", str(outs[t])]
+                    ok[t] = subprocess.run(check, capture_output=True, env={**env, "PYTHONPATH": str(trees[t])},
+                                           cwd=trees[t]).returncode == 0
+                shutil.rmtree(outs[t])
+            print(f"{data}, {workers} worker(s), repeat {r + 1}: {best}", flush=True)
+        lines.append(f"| {15000 if data == 'quarter' else 60000:,} | {workers} | {k} | {best['before']:,.0f} "
+                     f"| {best['after']:,.0f} | {best['after'] / best['before']:.2f} "
+                     f"| {size['before'] / 1e6:.1f} MB, {size['after'] / 1e6:.1f} MB "
+                     f"| {'OK' if all(ok.values()) else 'FAILED'} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--record", action="store_true")
+    ap.add_argument("--before", type=Path, default=None, metavar="TREE",
+                    help="compare with this source tree, both at once per row")
+    ap.add_argument("--repeats", type=int, default=3, help="with --before: runs per row (the best is reported)")
+    ap.add_argument("--variants", type=int, default=4, help="variants per source (k)")
     args = ap.parse_args()
     folder = find_fashion_mnist()
     if folder is None:
@@ -80,13 +129,28 @@ def main() -> None:
     onnx_path = vaeaug.export_onnx(model, tmp / "m.onnx")["augmenter"]
     np.savez(tmp / "full.npz", x=x, y=y)
     np.savez(tmp / "quarter.npz", x=x[:15000], y=y[:15000])
+    if args.before is not None:
+        when = datetime.date.today().isoformat()
+        cmd = "OMP_NUM_THREADS=1 python benchmarks/pregenerate.py " + " ".join(sys.argv[1:])
+        text = "\n".join([
+            f"### pregenerate, before and after side by side: Fashion-MNIST train x {args.variants} variants + real, "
+            f"ONNX backend ({when})", "",
+            f"Machine: {cpu_name()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python "
+            f"{platform.python_version()}. Command: `{cmd}` (before: the tree at {args.before}). Each row runs both "
+            "trees' `pregenerate` at the same moment, one thread per process.", "",
+            *compare(args.before, tmp, onnx_path, args.repeats, args.variants), ""])
+        print(text)
+        shutil.rmtree(tmp)
+        if args.record:
+            record(text)
+        return
     raw = raw_rate(onnx_path, x)
     print(f"raw ONNX generation, one thread: {raw:,.0f} variants/s", flush=True)
     rows = []
     for data, workers in (("full", 1), ("full", 2), ("quarter", 1), ("quarter", 2)):
         out = tmp / f"out-{data}-{workers}"
         p = subprocess.run([sys.executable, "-c", _CHILD, str(tmp / f"{data}.npz"), str(onnx_path), str(out),
-                            str(workers)], capture_output=True, text=True, check=True)
+                            str(workers), str(args.variants)], capture_output=True, text=True, check=True)
         r = json.loads(p.stdout.strip().splitlines()[-1])
         size = sum(f.stat().st_size for f in out.iterdir())
         ok = subprocess.run([sys.executable, "-m", "vaeaug", "verify", str(out)], capture_output=True, text=True)
