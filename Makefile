@@ -6,8 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+# AlbumentationsX (the maintained albumentations, AGPL-3.0) goes into its own folder, never into .venv: the
+# adapter's tests run a second time against it (tests/test_albumentationsx.py). --no-deps: everything else it
+# needs (numpy, scipy, pydantic, opencv, stringzilla) is in .venv already.
+ALBX := .albumentationsx
+ALBX_SPEC ?= albumentationsx==2.5.1 albucore==0.2.21 numkong==7.8.6
 
-.PHONY: demo test install fashion-mnist clean
+.PHONY: demo test install albumentationsx fashion-mnist clean
 
 install: $(VENV)/.installed
 
@@ -43,8 +48,15 @@ demo: install
 		--vae-epochs 100 --arms none,oversample,oversample+classic,balance+vae --out artifacts/report-imbalanced
 
 # The whole test suite. Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
-test: install fashion-mnist
+test: install fashion-mnist albumentationsx
 	$(BIN)/python -m pytest -q
+
+albumentationsx: $(ALBX)/.installed
+
+$(ALBX)/.installed: $(VENV)/.installed Makefile
+	rm -rf $(ALBX)
+	$(BIN)/python -m pip install -q --no-deps --target $(ALBX) $(ALBX_SPEC)
+	touch $@
 
 fashion-mnist:
 	@if [ -d "$(FASHION_MNIST)" ] || [ -n "$$VAEAUG_FASHION_MNIST" ]; then :; \
@@ -56,4 +68,4 @@ fashion-mnist:
 	fi
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache *.egg-info
+	rm -rf $(VENV) $(ALBX) artifacts .pytest_cache *.egg-info

@@ -26,7 +26,18 @@ import vaeaug
 
 A = pytest.importorskip("albumentations")
 
-from vaeaug.albumentations import VAEAugment  # noqa: E402
+from vaeaug.albumentations import ALBUMENTATIONS_LINE, VAEAugment  # noqa: E402
+
+# This file runs twice in `make test`: here on the main environment's albumentations 2.0.8, and in a
+# subprocess (tests/test_albumentationsx.py) on AlbumentationsX, installed by `make albumentationsx`
+# into its own folder. VAEAUG_EXPECT_ALBUMENTATIONS says which line that run must find.
+ORIGINAL = ALBUMENTATIONS_LINE == "albumentations"
+
+
+def test_the_expected_albumentations_line_is_loaded() -> None:
+    expected = os.environ.get("VAEAUG_EXPECT_ALBUMENTATIONS", "albumentations")
+    assert ALBUMENTATIONS_LINE == expected, (ALBUMENTATIONS_LINE, A.__file__)
+    assert A.__version__.startswith("2.0.") == ORIGINAL
 
 # Set in the parent by the worker tests: a spawned worker re-imports this module and sees it empty.
 _PARENT_MARK: list[str] = []
@@ -103,8 +114,10 @@ def test_images_target_gives_each_image_its_own_variant(model_path: Path, digit_
     assert isinstance(out, list) and len(out) == 3
     assert all(o.shape == (8, 8) and o.dtype == np.uint8 for o in out)
     assert not np.array_equal(out[0], out[1]) and not np.array_equal(out[1], out[2])
-    alone = VAEAugment(model_path, p=1.0)(images=[digit_u8] * 2)["images"]  # outside Compose: stacked
-    assert alone.shape == (2, 8, 8) and not np.array_equal(alone[0], alone[1])
+    alone = VAEAugment(model_path, p=1.0)(images=[digit_u8] * 2)["images"]  # outside Compose: a list too
+    assert isinstance(alone, list) and len(alone) == 2 and not np.array_equal(alone[0], alone[1])
+    stacked = VAEAugment(model_path, p=1.0)(images=np.stack([digit_u8] * 2))["images"]  # a stack stays a stack
+    assert stacked.shape == (2, 8, 8) and not np.array_equal(stacked[0], stacked[1])
 
 
 def test_p_zero_leaves_the_image_unchanged_and_loads_nothing(model_path: Path, digit_u8: np.ndarray) -> None:
@@ -143,9 +156,10 @@ def test_conditional_model_reads_the_label_key(cond_path: Path, digit_u8: np.nda
     strict = A.Compose([VAEAugment(cond_path, p=1.0, mode="prior")], strict=True, seed=0)
     assert strict(image=digit_u8, label=0)["image"].shape == (8, 8)
     # images=: one label for all, or one per image
-    stack = [digit_u8] * 3
-    assert len(pipeline(images=stack, label=2)["images"]) == 3
-    assert len(pipeline(images=stack, label=[1, 2, 3])["images"]) == 3
+    # (a stack: AlbumentationsX 2.5.1's own HorizontalFlip fails on a list of images whenever it applies)
+    stack = np.stack([digit_u8] * 3)
+    for label in (2, [1, 2, 3], np.array([1, 2, 3])):
+        assert pipeline(images=stack, label=label)["images"].shape == (3, 8, 8)
 
 
 def test_missing_or_bad_label_is_a_clear_error(cond_path: Path, digit_u8: np.ndarray) -> None:
@@ -315,8 +329,10 @@ class _Copies(torch.utils.data.Dataset):
         vae = next(t for t in self.pipeline if isinstance(t, VAEAugment))
         loaded_before = vae._generator is not None
         out = self.pipeline(image=self.image)
-        applied = [name for name, _ in out["applied_transforms"]]
-        noise = next(p["noise_map"] for name, p in out["applied_transforms"] if name == "GaussNoise")
+        applied = [name.rsplit(".", 1)[-1] for name, _ in out["applied_transforms"]]
+        # what albumentations drew for GaussNoise: 2.0.8 records the noise map, AlbumentationsX the std it chose
+        noise = next(np.asarray(p["noise_map" if ORIGINAL else "std_range"])
+                     for name, p in out["applied_transforms"] if name == "GaussNoise")
         info = torch.utils.data.get_worker_info()
         return {"index": i, "worker": -1 if info is None else info.id, "pid": os.getpid(),
                 "parent_mark": len(_PARENT_MARK), "loaded_before": loaded_before, "image": out["image"],
@@ -370,20 +386,22 @@ def test_workers_get_different_variants_where_albumentations_repeats(context: st
 
     w0, w1 = epochs[0][0], epochs[0][1]
     assert len(w0) == len(w1) == 6
+    # upstream: albumentations 2.0.8 repeats the j-th call's choices in every worker; AlbumentationsX reseeds its
+    # workers from DataLoader's seed (recorded here so that a change on either line shows)
+    assert all(np.array_equal(a["noise"], b["noise"]) and bool(a["flipped"]) == bool(b["flipped"])
+               for a, b in zip(w0, w1, strict=True)) == ORIGINAL
     for a, b in zip(w0, w1, strict=True):
-        # upstream (albumentations 2.0.8): the j-th call in each worker repeats the same choices
-        np.testing.assert_array_equal(a["noise"], b["noise"])
-        assert bool(a["flipped"]) == bool(b["flipped"])
         # VAEAugment: another variant in each worker
         assert not torch.equal(a["image"], b["image"])
         assert a["image"].dtype == torch.uint8 and a["image"].shape == (8, 8)
-    # the coin for p differs across workers too (albumentations' own coin above does not)
+    # the coin for p differs across workers too (albumentations 2.0.8's own coin above does not)
     assert [bool(it["coin"]) for it in w0] != [bool(it["coin"]) for it in w1]
     assert 0 < sum(bool(it["coin"]) for it in w0 + w1) < 12
     if n_epochs == 2:
         for w in (0, 1):
             for a, b in zip(epochs[0][w], epochs[1][w], strict=True):
-                np.testing.assert_array_equal(a["noise"], b["noise"])  # upstream repeats every epoch
+                if ORIGINAL:
+                    np.testing.assert_array_equal(a["noise"], b["noise"])  # 2.0.8 repeats every epoch
                 assert not torch.equal(a["image"], b["image"])  # VAEAugment does not
 
 

@@ -13,6 +13,14 @@ worker, and every epoch of non-persistent workers, repeats the same random choic
 mixes albumentations' per-call draw with a per-process component (``torch.initial_seed()``,
 which DataLoader sets per worker and per epoch), so its coin flips and its noise differ across
 workers and epochs and stay reproducible under ``torch.manual_seed`` and ``Compose(seed=...)``.
+
+**Both albumentations lines.** albumentations 2.0.8 (MIT, the last release of the original
+project) and AlbumentationsX 2.5 (its maintained continuation, AGPL-3.0 or commercial; the same
+``import albumentations``) are detected at import (:data:`ALBUMENTATIONS_LINE`). Everything but two
+hooks is one code path: where 2.0.8 asks a transform for ``should_apply`` / ``get_params`` /
+``get_params_dependent_on_data``, AlbumentationsX asks for ``sample_parameters`` and flips its
+coin in ``_should_apply_in_invocation``; both routes draw the same key, flip the same coin and
+read the same label, so the same key gives the same variant on both lines.
 """
 
 from __future__ import annotations
@@ -20,17 +28,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 try:
-    from albumentations.core.transforms_interface import ImageOnlyTransform
+    from albumentations.core.transforms_interface import BasicTransform, ImageOnlyTransform
 except ImportError as e:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "vaeaug.albumentations needs albumentations (2.0.x, the last MIT release): "
-        f"pip install 'vaeaug[albumentations]' (import failed: {e})"
+        "vaeaug.albumentations needs albumentations: pip install 'vaeaug[albumentations]' (2.0.8, the last MIT "
+        f"release) or AlbumentationsX (pip install albumentationsx; AGPL-3.0) (import failed: {e})"
     ) from e
 
 from vaeaug.backends.factory import as_backend
@@ -41,7 +50,12 @@ from vaeaug.core.rng import Stream, derive_keys, uniform, worker_component, work
 from vaeaug.core.settings import PARTNER_MODES, AugmentSetting, resolve_setting
 from vaeaug.core.values import MAX_SEED, check_int, check_values
 
-__all__ = ["VAEAugment"]
+__all__ = ["ALBUMENTATIONS_LINE", "VAEAugment"]
+
+ALBUMENTATIONS_LINE: str = "albumentationsx" if hasattr(BasicTransform, "sample_parameters") else "albumentations"
+"""Which albumentations is installed: ``"albumentations"`` (2.0.x, the original project) or
+``"albumentationsx"`` (its maintained continuation, which samples through ``sample_parameters``)."""
+_MAINTAINED = ALBUMENTATIONS_LINE == "albumentationsx"
 
 _MAX_KEY = 2**63 - 1
 _MASK63 = np.uint64(_MAX_KEY)
@@ -211,8 +225,7 @@ class VAEAugment(ImageOnlyTransform):
         self.vae_seed = seed
         self.device = device
         self._calls = 0
-        self._key = 0
-        self._force = self._stack = False
+        self._local = threading.local()  # this call's force_apply, from the coin hook to the parameter hook
 
     # --- the model ---------------------------------------------------------------------------
 
@@ -244,11 +257,20 @@ class VAEAugment(ImageOnlyTransform):
         return self._core
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())  # AlbumentationsX leaves out its own runtime state
         state["_core"] = None
+        state.pop("_local", None)
         if self._path is not None:
             state["_generator"] = None  # reloaded from the path in the process that unpickles
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore = getattr(super(), "__setstate__", None)  # AlbumentationsX rebuilds its runtime state
+        if restore is not None:
+            restore(state)
+        else:
+            self.__dict__.update(state)
+        self._local = threading.local()
 
     # --- albumentations hooks ----------------------------------------------------------------
 
@@ -260,52 +282,94 @@ class VAEAugment(ImageOnlyTransform):
         super()._set_keys()
         self._available_keys.add(_LABEL_KEY)  # read, never changed: not in _key2func
 
-    def _next_key(self) -> int:
+    def _next_key(self, rng: np.random.Generator) -> int:
+        """This call's key: albumentations' draw mixed with the process, or the ``seed=`` stream."""
         if self.vae_seed is None:
-            draw = int(self.random_generator.integers(0, _MAX_KEY))
-            key = derive_keys(draw, _process_entropy())
+            key = derive_keys(int(rng.integers(0, _MAX_KEY)), _process_entropy())
         else:
             key = derive_keys(self.vae_seed, worker_component(), self._calls)
             self._calls += 1
         return int(key[0] & _MASK63)
 
-    def __call__(self, *args: Any, force_apply: bool = False, **kwargs: Any) -> Any:
-        self._stack = "images" in kwargs and "image" not in kwargs  # a stack flips one coin per image
-        if self._stack and len(kwargs["images"]) == 0:
-            return kwargs  # an empty batch comes back as it is (albumentations' own shape checks index [0])
-        if self._stack and isinstance(kwargs["images"], (list, tuple)):
+    def _begin(self, kwargs: dict[str, Any]) -> bool:
+        """Note whether this call is a stack (one coin per image, later) and check it; ``True``: empty, skip."""
+        self._local.stack = stack = "images" in kwargs and "image" not in kwargs
+        if stack and len(kwargs["images"]) == 0:
+            return True  # an empty batch comes back as it is (albumentations' own shape checks index [0])
+        if stack and isinstance(kwargs["images"], (list, tuple)):
             _check_one_shape(kwargs["images"])  # stacked below (and by albumentations): numpy's message otherwise
-        return super().__call__(*args, force_apply=force_apply, **kwargs)
+        return False
 
-    def should_apply(self, force_apply: bool = False) -> bool:
-        """Draw this call's key and, for one image, flip its coin for ``p`` from it (stacks: per image, later).
-
-        Args:
-            force_apply: apply regardless of ``p``.
-
-        Returns:
-            Whether the transform runs in this call (albumentations records it as applied).
-        """
+    def _will_apply(self, rng: np.random.Generator, force_apply: bool) -> bool:
+        """Draw this call's key and, for one image, flip its coin for ``p`` from it (stacks: per image, later)."""
         if self.p <= 0.0 and not force_apply:
             return False
-        self._key, self._force = self._next_key(), force_apply
-        if force_apply or self.p >= 1.0 or self._stack:
+        self._local.key, self._local.force = self._next_key(rng), force_apply
+        if force_apply or self.p >= 1.0 or getattr(self._local, "stack", False):
             return True
-        return bool(uniform(sample_keys(self._key, 1), Stream.APPLY)[0, 0] < self.p)  # the core's coin for image 0
+        return bool(uniform(sample_keys(self._local.key, 1), Stream.APPLY)[0, 0] < self.p)  # the core's coin, image 0
 
-    def get_params(self) -> dict[str, Any]:
-        return {"key": self._key}
+    def _params(self, data: dict[str, Any]) -> dict[str, Any]:
+        """What ``apply`` receives: the key drawn with the coin, the label, and whether ``force_apply`` was given."""
+        return {"key": self._local.key, _LABEL_KEY: data.get(_LABEL_KEY), "force": self._local.force}
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        return {_LABEL_KEY: data.get(_LABEL_KEY)}
+    if _MAINTAINED:  # AlbumentationsX: sampling goes through sample_parameters, the coin through the invocation
+        def apply_in_invocation(self, invocation: Any, /, *args: Any, force_apply: bool = False, **kwargs: Any) -> Any:
+            if self._begin(kwargs):
+                return kwargs
+            return super().apply_in_invocation(invocation, *args, force_apply=force_apply, **kwargs)
 
-    def apply(self, img: np.ndarray, key: int = 0, label: Any = None, **params: Any) -> np.ndarray:
+        def _should_apply_in_invocation(self, invocation: Any, *, force_apply: bool) -> bool:
+            return self._will_apply(invocation.random_generator, force_apply)
+
+        def sample_parameters(self, params: dict[str, Any], data: dict[str, Any], targets: Any,
+                              sampling: Any) -> Any:
+            """This call's key, label and ``force_apply`` (AlbumentationsX's sampling hook).
+
+            Args:
+                params: albumentations' execution parameters (unused).
+                data: the call's data (``label`` is read from it).
+                targets: the active targets (unused).
+                sampling: the call's random streams (unused: the key was drawn with the coin).
+
+            Returns:
+                ``SampledParams`` with ``key``, ``label`` and ``force``.
+            """
+            from albumentations.core.transform_params import SampledParams
+
+            return SampledParams(params=self._params(data))
+    else:  # albumentations 2.0.x
+        def __call__(self, *args: Any, force_apply: bool = False, **kwargs: Any) -> Any:
+            if self._begin(kwargs):
+                return kwargs
+            return super().__call__(*args, force_apply=force_apply, **kwargs)
+
+        def should_apply(self, force_apply: bool = False) -> bool:
+            """Draw this call's key and, for one image, flip its coin for ``p`` from it.
+
+            Args:
+                force_apply: apply regardless of ``p``.
+
+            Returns:
+                Whether the transform runs in this call (albumentations records it as applied).
+            """
+            return self._will_apply(self.random_generator, force_apply)
+
+        def get_params(self) -> dict[str, Any]:
+            return {}
+
+        def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+            return self._params(data)
+
+    def apply(self, img: np.ndarray, key: int = 0, label: Any = None, force: bool = False,
+              **params: Any) -> np.ndarray:
         """A variant of one image ``(H, W)`` or ``(H, W, C)``, same shape, dtype and range.
 
         Args:
             img: the image.
             key: the call's random key (the image uses ``derive_keys(key, 0)``).
             label: the class (conditional models).
+            force: ``force_apply=True`` was given (the coin was skipped before this call).
             **params: albumentations' other parameters (unused).
 
         Returns:
@@ -314,24 +378,26 @@ class VAEAugment(ImageOnlyTransform):
         core, one, _ = self._augmenter()
         return core(img, label, key=key, codec=one, p=1.0)  # type: ignore[no-any-return]  # its coin said yes
 
-    def apply_to_images(self, images: np.ndarray, key: int = 0, label: Any = None, **params: Any) -> np.ndarray:
+    def apply_to_images(self, images: np.ndarray, key: int = 0, label: Any = None, force: bool = False,
+                        **params: Any) -> np.ndarray:
         """Variants of a stack ``(N, H, W[, C])``, each with its own noise and coin, in one model call.
 
         Args:
-            images: the images (a list is stacked, as ``A.Compose`` does).
+            images: the images: a stack, or a list of one shape (made in one batch, returned as a list).
             key: the call's random key (image ``i`` uses ``derive_keys(key, i)``).
             label: one class, or one per image (conditional models).
+            force: replace every image regardless of ``p``.
             **params: albumentations' other parameters (unused).
 
         Returns:
-            The images, the chosen ones replaced, stacked like ``images``.
+            The images, the chosen ones replaced: a stack for a stack, a list for a list.
         """
         core, _, stack = self._augmenter()
-        if isinstance(images, (list, tuple)):
+        if isinstance(images, (list, tuple)):  # AlbumentationsX hands a list over as it came; 2.0.8 stacks it first
             if not images:
                 return images
-            images = np.stack(images)
-        return core(images, label, key=key, codec=stack, p=1.0 if self._force else None)  # type: ignore[no-any-return]
+            return list(core(np.stack(images), label, key=key, codec=stack, p=1.0 if force else None))
+        return core(images, label, key=key, codec=stack, p=1.0 if force else None)  # type: ignore[no-any-return]
 
     # --- serialization -----------------------------------------------------------------------
 
