@@ -761,3 +761,33 @@ def test_bad_models_and_inputs(model, u8) -> None:
         aug(np.zeros((8, 8), dtype=np.int64))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         aug(torch.zeros(1, 1, 1, 8, 8))
+
+
+def test_small_cpu_calls_of_the_torch_backend_run_without_onednn_and_restore_it() -> None:
+    from vaeaug.backends.torch_backend import SMALL_CALL_VALUES
+    from vaeaug.core.functional import perturb
+    from vaeaug.core.rng import Noise
+
+    torch.manual_seed(0)
+    gen = TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 28, 28))))
+    seen: list[bool] = []
+    decode = gen.model.decode
+    gen.model.decode = lambda *a, **k: (seen.append(torch.backends.mkldnn.enabled), decode(*a, **k))[1]  # type: ignore
+    setting = vaeaug.AugmentSetting()  # delta: two decoder passes per call
+    small, large = SMALL_CALL_VALUES // 784, SMALL_CALL_VALUES // 784 + 1  # 10 rows of 28x28: off; 11: on
+    for rows, expected in ((1, False), (small, False), (large, True)):
+        seen.clear()
+        x = torch.rand(rows, 1, 28, 28)
+        noise = Noise.from_keys(np.arange(rows, dtype=np.uint64), 16, with_t=False)
+        out = gen.generate(setting, x, None, noise)
+        assert seen and all(s == expected for s in seen), (rows, seen)
+        assert torch.backends.mkldnn.enabled  # restored
+        with torch.inference_mode():  # the same values as with oneDNN, within float rounding
+            ref = perturb(gen.model, x.contiguous(memory_format=torch.channels_last), None, mode="isotropic",
+                          strength=1.0, eps=torch.from_numpy(noise.eps), form="delta")
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    # restored after an error too
+    gen.model.decode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))  # type: ignore
+    with pytest.raises(RuntimeError, match="boom"):
+        gen.generate(setting, torch.rand(1, 1, 28, 28), None, Noise.from_keys(np.arange(1, dtype=np.uint64), 16))
+    assert torch.backends.mkldnn.enabled

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,30 @@ from vaeaug.core.values import check_int
 from vaeaug.model.devices import resolve_device
 from vaeaug.model.vae import VAE, load
 
-__all__ = ["TorchBackend"]
+__all__ = ["SMALL_CALL_VALUES", "TorchBackend"]
+
+SMALL_CALL_VALUES = 8192
+"""A CPU call of at most this many input values (rows x values per row) runs with oneDNN off: its
+per-call set-up costs more than it saves there. Measured one thread, delta form (BENCHMARKS.md,
+2026-12-05): 28x28 at batch 1 1.40x faster, batch 8 1.14x, batch 16 0.78x (so on above 8,192 values);
+8x8 1.7-2.0x up to batch 16; 64x64 RGB at batch 1 1.05x, batch 4 0.85x."""
+
+
+@contextlib.contextmanager
+def _small_call(rows: int, row_values: int, cpu: bool) -> Iterator[None]:
+    """oneDNN off for the duration of a small CPU call (see :data:`SMALL_CALL_VALUES`), restored after.
+
+    The switch is process-wide: another thread's convolution during the call runs without oneDNN
+    too (slower, the same values within float rounding).
+    """
+    if not cpu or rows * row_values > SMALL_CALL_VALUES or not torch.backends.mkldnn.enabled:
+        yield
+        return
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module property, set as documented
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = True  # type: ignore[assignment]
 
 
 class TorchBackend(Backend):
@@ -58,6 +84,7 @@ class TorchBackend(Backend):
         self.model = model.eval()
         self.chunk_size = chunk_size
         self._device = model.device  # cached: looking it up walks the parameters
+        self._row_values = math.prod(model.config.input_shape)
         self.config = model.config
         self.value_range = model.value_range
         self.class_names = model.class_names
@@ -75,6 +102,10 @@ class TorchBackend(Backend):
             t = t.contiguous(memory_format=torch.channels_last)
         return t
 
+    def _small(self, rows: int) -> contextlib.AbstractContextManager[None]:
+        """Where a call of ``rows`` rows runs faster without oneDNN (:data:`SMALL_CALL_VALUES`), switch it off."""
+        return _small_call(min(rows, ONE_CALL_ROWS), self._row_values, self._device.type == "cpu")
+
     def _labels(self, y: np.ndarray | None) -> torch.Tensor | None:
         return None if y is None else torch.from_numpy(y).to(self._device)
 
@@ -85,7 +116,7 @@ class TorchBackend(Backend):
         is_numpy = isinstance(x, np.ndarray)
         in_dev = x.device if not is_numpy else None
         mode, s, form = setting.mode, setting.strength, setting.form
-        with torch.inference_mode():
+        with torch.inference_mode(), self._small(len(noise)):
             xd, yd = self._input(x), self._labels(y)
             eps = torch.from_numpy(noise.eps).to(self._device)
             t = torch.from_numpy(noise.t).to(self._device)
@@ -100,7 +131,7 @@ class TorchBackend(Backend):
             e = encode_sources(self.model, xc, yc, delta=delta)
             return e.mu, e.logvar, e.d_mu
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._small(self.chunk_size if invariant else len(x)):
             xd, yd = self._input(x), self._labels(y)
             parts = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, xd, yd, pad=invariant)
         mu, logvar, d_mu = (None if v is None else np.ascontiguousarray(v.cpu().numpy()) for v in parts)
@@ -119,7 +150,7 @@ class TorchBackend(Backend):
         def tensor(a: Any) -> Any:
             return None if a is None else torch.from_numpy(a).to(self._device)
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._small(self.chunk_size if invariant else len(noise)):
             xd, yd = self._input(x), self._labels(y)
             mu, logvar, d_mu = (None, None, None) if enc is None else (tensor(enc.mu), tensor(enc.logvar),
                                                                         enc.d_mu)
