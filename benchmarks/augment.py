@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="repeat all arms, report the best round")
+    ap.add_argument("--arms", default=None, help="only these arms, by their ids, e.g. a,b,b',c-onnx,f-onnx "
+                    "(b and b' always run: the references)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
 
@@ -141,6 +143,15 @@ def main() -> None:
         "(d-onnx) VAEAugmentedDataset, __getitems__, ONNX backend, delta": lambda: rate(
             DataLoader(ds_onnx, sampler=Range(n, 2 * n), **kw)),
     }
+    if args.arms is not None:
+        wanted = set(args.arms.split(",")) | {"b", "b'"}
+        unknown = wanted - {name[1:name.index(")")] for name in arms}
+        if unknown:
+            raise SystemExit(f"--arms: no arm {sorted(unknown)}; the arms are "
+                             f"{[name[1:name.index(')')] for name in arms]}")
+        arms = {name: run for name, run in arms.items() if name[1:name.index(")")] in wanted}
+    import vaeaug.albumentations as va
+
     best: dict[str, float] = {}
     for r in range(args.rounds):
         for name, run in arms.items():
@@ -156,7 +167,8 @@ def main() -> None:
         f"{n:,} samples per arm, best of {args.rounds} rounds ({when})",
         "",
         f"Machine: {cpu_name()}, torch {torch.__version__}, Python {platform.python_version()}. "
-        f"onnxruntime {onnxruntime.__version__}. Command: `{cmd}`. Backend: torch (eager, CPU) unless "
+        f"onnxruntime {onnxruntime.__version__}. albumentations: {va.ALBUMENTATIONS_LINE} {A.__version__}. "
+        f"Command: `{cmd}`. Backend: torch (eager, CPU) unless "
         "the arm says ONNX (onnxruntime, one thread per worker).",
         "",
         "| arm | samples/s | ratio to (b) | ratio to (b') |",
