@@ -293,15 +293,20 @@ def _add_generate(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``vaeaug generate``: the inputs and the variants, then how the work is stored and split."""
     p = sub.add_parser("generate", help="pre-generate an augmented dataset to disk (resumable, verifiable)",
                        description="Write real samples and VAE variants of each to DIR as .npy shards (or PNGs in "
-                       "class folders) with a manifest; resumable after any interruption, identical however the "
-                       "work is split.")
+                       "class folders, or WebDataset tar shards) with a manifest; resumable after any interruption, "
+                       "identical however the work is split.")
     _shared(p, "--model", "--data", "--out", model="a .vae model file or an .onnx export", out="output folder")
     p.add_argument("--variants", type=int, default=4, help="variants per real sample (default 4)")
     _shared(p, "--mode", "--strength", "--form", "--seed", seed="root of every variant's noise",
             mode="latent move; interpolate and extrapolate use partners of the same class from the data "
                  "(default: the model's tuned setting, else isotropic)")
     p.add_argument("--no-real", action="store_true", help="store only the variants, not the real samples")
-    p.add_argument("--format", default="shards", choices=["shards", "imagefolder"])
+    p.add_argument("--format", default="shards", choices=["shards", "imagefolder", "webdataset"],
+                   help=".npy shards (read with GeneratedDataset), PNGs in class folders (uint8 data), or WebDataset "
+                        "tar shards shard-00000.tar (read with webdataset, datasets or GeneratedDataset)")
+    p.add_argument("--payload", default=None, choices=["png", "npy"],
+                   help="the image member of a webdataset sample (default: png for uint8 data of 1 or 3 channels, "
+                        "else npy)")
     p.add_argument("--shard-size", type=_positive_int, default=None,
                    help="samples per shard (default 8192, fewer for images of more than 8192 values: one shard is "
                         "made in memory, at most 256 MiB of images in float32)")
@@ -707,7 +712,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     r = pregenerate(args.data, args.model, args.out, variants_per_sample=args.variants, mode=args.mode,
                     strength=args.strength, form=args.form, seed=args.seed, include_real=not args.no_real,
-                    format=args.format, shard_size=args.shard_size, num_shards=args.num_shards,
+                    format=args.format, payload=args.payload, shard_size=args.shard_size, num_shards=args.num_shards,
                     shard_index=args.shard_index, workers=args.workers, resume=not args.no_resume,
                     progress=not args.no_progress, root=args.root, split=args.split)
     if args.no_progress:

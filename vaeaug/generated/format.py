@@ -14,7 +14,10 @@ Samples are cut into shards of ``shard_size`` consecutive samples. A shard is tw
 ``shard-00000-x.npy`` (images ``(n, C, H, W)`` in the input's dtype and value range) and
 ``shard-00000-meta.npy`` (a structured array: ``y``, ``source``, ``variant`` (-1 for real),
 ``synthetic``), each written to a temporary name, fsynced and renamed: a file under its final
-name is always complete, and a shard is done when both are. ``run.json`` (written first) holds
+name is always complete, and a shard is done when both are. With ``format="webdataset"`` a shard is
+one tar file instead, ``shard-00000.tar`` (:mod:`vaeaug.generated.tars`: per sample ``KEY.png`` or
+``KEY.npy``, ``KEY.cls`` and ``KEY.json``, ``KEY`` the sample's index in 8 or more digits), written the
+same way; with ``format="imagefolder"``, PNGs in class folders. ``run.json`` (written first) holds
 the run's identity: the arguments that change the bytes, the model's and the data's hashes, the
 backend; a second run into the same folder with another identity is refused. ``manifest.json``
 (written last, by whichever process completes the set) adds the counts, every file's SHA-256 and
@@ -32,7 +35,10 @@ checks, without reading the images:
 * each image file: its ``.npy`` header (dtype, shape, C order, parsed without ``allow_pickle`` and
   compared with what the manifest implies) and its size (header plus data exactly).
 
-``verify=True`` (and :func:`verify_generated`, ``vaeaug verify``) also hashes every image. Every
+``verify=True`` (and :func:`verify_generated`, ``vaeaug verify``) also hashes every image. A
+``webdataset`` set's labels are inside its tars, so opening one checks what ``verify`` checks: each
+tar's size and SHA-256 against the manifest before it is parsed, then every member against the
+layout (:mod:`vaeaug.generated.tars`). Every
 file is opened through :mod:`vaeaug.files`: a FIFO, a device or a symlink to one is refused, never
 waited on or read without bound. A SHA-256 is a checksum, not a signature: it finds damage and
 edits, not a forger who can rewrite every file consistently.
@@ -63,12 +69,13 @@ from vaeaug.files import MiB, canonical_json, read_json, sha256_bytes
 
 __all__ = ["read_manifest", "validate_manifest", "manifest_sha256", "class_key", "shard_files", "marker_path",
            "Schema", "FORMAT", "FORMAT_VERSION", "FORMATS", "MAX_JSON_BYTES", "MAX_COUNT", "MAX_VARIANTS",
-           "MAX_SHARDS", "PNG_NAME"]
+           "MAX_SHARDS", "PNG_NAME", "PAYLOADS", "payload_for", "shard_keys"]
 
 FORMAT = "vaeaug-generated"
 FORMAT_VERSION = 2  # 2: manifest_sha256, every field validated; 1 (no checksum) is refused
 MAX_JSON_BYTES = 64 * MiB  # manifest.json, run.json, a shard's record
-FORMATS = ("shards", "imagefolder")
+FORMATS = ("shards", "imagefolder", "webdataset")
+PAYLOADS = ("png", "npy")  # the image member of a webdataset sample (payload_for)
 _IDENTITY = ("format", "format_version", "vaeaug_version", "model", "data", "arguments")  # == run.json
 _TOP_KEYS = frozenset((*_IDENTITY, "counts", "shards", "manifest_sha256"))
 _DATA_KEYS = frozenset(("source", "count", "shape", "labelled", "value_range", "class_names", "sha256"))
@@ -83,9 +90,56 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 PNG_NAME = re.compile(r"(?!\.)[^/\\\0]+/\d{8}\.png")
 
 
-def shard_files(out: Path, m: int) -> dict[str, Path]:
-    """The two files of shard ``m``: images (``x``) and labels and flags (``meta``)."""
-    return {"x": out / f"shard-{m:05d}-x.npy", "meta": out / f"shard-{m:05d}-meta.npy"}
+def shard_files(out: Path, m: int, fmt: str = "shards") -> dict[str, Path]:
+    """The files of shard ``m`` listed in the manifest: images (``x``) and labels and flags (``meta``) of a
+    ``shards`` set, the tar (``tar``) of a ``webdataset`` set, none for an image folder (its record lists them).
+
+    Example:
+        >>> sorted(p.name for p in shard_files(Path("gen"), 3).values())
+        ['shard-00003-meta.npy', 'shard-00003-x.npy']
+        >>> shard_files(Path("gen"), 3, "webdataset")["tar"].name
+        'shard-00003.tar'
+    """
+    if fmt == "webdataset":
+        return {"tar": out / f"shard-{m:05d}.tar"}
+    if fmt == "shards":
+        return {"x": out / f"shard-{m:05d}-x.npy", "meta": out / f"shard-{m:05d}-meta.npy"}
+    return {}
+
+
+def shard_keys(fmt: str) -> frozenset[str]:
+    """The keys of a shard's ``files`` entry in the manifest (:func:`shard_files`)."""
+    return frozenset(shard_files(Path(), 0, fmt))
+
+
+def payload_for(dtype: str, channels: int, payload: str | None = None) -> str:
+    """The image member of a webdataset sample: ``"png"`` or ``"npy"``.
+
+    ``None`` chooses: ``"png"`` for uint8 data of 1 or 3 channels (lossless, what image tools read),
+    ``"npy"`` for anything else (any dtype and channel count, exact). ``"npy"`` is always possible;
+    ``"png"`` only where it is exact.
+
+    Args:
+        dtype: the data's dtype name (its value range's).
+        channels: ``C`` of the ``(C, H, W)`` samples.
+        payload: ``"png"``, ``"npy"`` or ``None``.
+
+    Raises:
+        ValueError: an unknown payload, or ``"png"`` for data a PNG cannot hold exactly.
+
+    Example:
+        >>> payload_for("uint8", 3), payload_for("float32", 1), payload_for("uint8", 4)
+        ('png', 'npy', 'npy')
+    """
+    if payload is not None and payload not in PAYLOADS:
+        raise ValueError(f"payload must be one of {list(PAYLOADS)} or None (chosen by dtype); got "
+                         f"{short_repr(payload)}")
+    fits = dtype == "uint8" and channels in (1, 3)
+    if payload == "png" and not fits:
+        raise ValueError(f"payload 'png' stores 8-bit images of 1 or 3 channels, but this data is {dtype} with "
+                         f"{channels} channel(s); use payload='npy' (--payload npy, any dtype, exact) or leave it "
+                         "unset")
+    return payload or ("png" if fits else "npy")
 
 
 def marker_path(out: Path, m: int) -> Path:
@@ -233,7 +287,11 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
     if model.get("backend") not in ("torch", "onnx"):
         s.fail("model.backend", "'torch' or 'onnx'", model.get("backend"))
 
-    args = s.obj(top["arguments"], "arguments", _ARG_KEYS)
+    args = s.obj(top["arguments"], "arguments")
+    fmt = args.get("format")
+    if fmt not in FORMATS:
+        s.fail("arguments.format", f"one of {list(FORMATS)}", fmt)
+    s.obj(args, "arguments", _ARG_KEYS | ({"payload"} if fmt == "webdataset" else set()))
     k = s.integer(args["variants_per_sample"], "arguments.variants_per_sample", 0, MAX_VARIANTS)
     r = int(s.flag(args["include_real"], "arguments.include_real"))
     if k + r == 0:
@@ -246,8 +304,6 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
     if isinstance(strength, bool) or not (type(strength) is int or (type(strength) is float
                                                                     and math.isfinite(strength))):
         s.fail("arguments.strength", "a finite number", strength)
-    if args["format"] not in FORMATS:
-        s.fail("arguments.format", f"one of {list(FORMATS)}", args["format"])
     if args["layout"] != "NCHW":
         s.fail("arguments.layout", "'NCHW'", args["layout"])
 
@@ -262,11 +318,16 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
         vr = ValueRange.from_dict(data["value_range"])
     except (ValueError, TypeError, OverflowError) as e:
         s.fail("data.value_range", "a value range", str(e)[:200], raw=True)
-    if args["format"] == "shards":
+    if fmt != "imagefolder":
         try:
             np.dtype(vr.dtype)
         except TypeError:
             s.fail("data.value_range.dtype", "a dtype numpy can store", vr.dtype)
+    if fmt == "webdataset":
+        if args["payload"] not in PAYLOADS:
+            s.fail("arguments.payload", f"one of {list(PAYLOADS)}", args["payload"])
+        if args["payload"] == "png" and payload_for(vr.dtype, shape[0]) != "png":
+            s.fail("arguments.payload", f"'npy' for {vr.dtype} data of {shape[0]} channel(s)", args["payload"])
     names = data["class_names"]
     if names is not None and (not isinstance(names, list) or len(names) > _MAX_SIDE
                               or not all(isinstance(c, str) and len(c) <= 1024 for c in names)):
@@ -294,7 +355,8 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
         s.fail("arguments.shard_size", f"at least {-(-total // MAX_SHARDS)} (at most {MAX_SHARDS} shards)", shard_size)
     if not isinstance(shards, list) or len(shards) != want:
         s.fail("shards", f"a list of {want} shard entries ({total} samples, {shard_size} a shard)", shards)
-    keys = frozenset(("index", "first", "count", "marker", *(("files",) if args["format"] == "shards" else ())))
+    files_keys = shard_keys(fmt)
+    keys = frozenset(("index", "first", "count", "marker", *(("files",) if files_keys else ())))
     for i, shard in enumerate(shards):
         field = f"shards[{i}]"
         s.obj(shard, field, keys)
@@ -302,10 +364,10 @@ def validate_manifest(manifest: Any, where: str = "manifest.json", fix: str = "r
         s.equal(shard["first"], f"{field}.first", i * shard_size)
         s.equal(shard["count"], f"{field}.count", min((i + 1) * shard_size, total) - i * shard_size)
         s.file(shard["marker"], f"{field}.marker", f"shard-{i:05d}.json")
-        if "files" in keys:
-            files = s.obj(shard["files"], f"{field}.files", frozenset(("x", "meta")))
-            s.file(files["x"], f"{field}.files.x", f"shard-{i:05d}-x.npy")
-            s.file(files["meta"], f"{field}.files.meta", f"shard-{i:05d}-meta.npy")
+        if files_keys:
+            files = s.obj(shard["files"], f"{field}.files", files_keys)
+            for key, path in shard_files(Path(), i, fmt).items():
+                s.file(files[key], f"{field}.files.{key}", path.name)
     return manifest
 
 

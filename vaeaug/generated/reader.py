@@ -1,5 +1,6 @@
-"""Reading a generated set: :class:`GeneratedDataset` (format ``"shards"``) and :func:`verify_generated`, the
-full read that checks every byte (``vaeaug verify``); the format is :mod:`vaeaug.generated.format`.
+"""Reading a generated set: :class:`GeneratedDataset` (formats ``"shards"`` and ``"webdataset"``) and
+:func:`verify_generated`, the full read that checks every byte (``vaeaug verify``); the format is
+:mod:`vaeaug.generated.format`, the tars of a webdataset set :mod:`vaeaug.generated.tars`.
 
 Never edit a set in use: its image shards are memory-mapped, and a shard truncated or rewritten in place
 while a process reads it can end that process with ``SIGBUS`` (the operating system's, not vaeaug's).
@@ -9,6 +10,9 @@ Write a new set to a new folder and switch to it instead.
 from __future__ import annotations
 
 import bisect
+import functools
+import io
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,9 +23,11 @@ import torch
 from vaeaug.core.values import ValueRange, short_repr
 from vaeaug.files import open_regular, read_json, sha256_file
 from vaeaug.generated.format import MAX_COUNT, PNG_NAME, Schema, class_key, read_manifest
-from vaeaug.generated.shards import META_DTYPE, map_images, read_meta
+from vaeaug.generated.shards import MAX_NPY_HEADER, META_DTYPE, check_npy, map_images, read_meta
+from vaeaug.generated.tars import Payload, TarImages, TarIndex, index_tar, png_payload
 
-__all__ = ["GeneratedDataset", "verify_generated", "check_meta", "check_file", "marker_images"]
+__all__ = ["GeneratedDataset", "verify_generated", "check_meta", "check_file", "marker_images", "payload_of",
+           "tar_meta"]
 
 
 def check_meta(meta: np.ndarray, manifest: dict[str, Any], root: Path, chunk: int = 1 << 20) -> None:
@@ -120,6 +126,8 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
     except (OSError, ValueError) as e:
         return [str(e)]
     problems: list[str] = []
+    if manifest["arguments"]["format"] == "webdataset":
+        return _verify_tars(out, manifest)
     if manifest["arguments"]["format"] != "shards":
         for shard in manifest["shards"]:
             i = shard["index"]
@@ -156,14 +164,84 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
     return problems
 
 
+def payload_of(manifest: dict[str, Any]) -> Payload:
+    """How the image members of a webdataset set are checked and read: PNG (:mod:`vaeaug.generated.tars`), or
+    ``.npy`` by the same header checks as a ``shards`` set's files (:func:`~vaeaug.generated.shards.check_npy`)."""
+    dtype, shape = np.dtype(manifest["data"]["value_range"]["dtype"]), tuple(manifest["data"]["shape"])
+    if manifest["arguments"]["payload"] == "png":
+        return png_payload(shape)
+    values = math.prod(shape)
+    return Payload("npy", 12 + MAX_NPY_HEADER + values * dtype.itemsize, 12 + MAX_NPY_HEADER,
+                   functools.partial(_check_npy_member, dtype, shape), functools.partial(_decode_npy, dtype, shape))
+
+
+def _check_npy_member(dtype: np.dtype[Any], shape: tuple[int, ...], head: bytes, size: int, where: str,
+                      fix: str) -> None:
+    check_npy(io.BytesIO(head), size, dtype, shape, where, fix)
+
+
+def _decode_npy(dtype: np.dtype[Any], shape: tuple[int, ...], blob: bytes, where: str, fix: str) -> np.ndarray:
+    start = check_npy(io.BytesIO(blob), len(blob), dtype, shape, where, fix)
+    return np.frombuffer(blob, dtype, count=math.prod(shape), offset=start).reshape(shape).copy()
+
+
+def tar_meta(shard: dict[str, Any], manifest: dict[str, Any], index: TarIndex) -> np.ndarray:
+    """A tar shard's labels and flags, as a ``shards`` set's label file holds them: its labels, and the source,
+    variant and synthetic flag the layout gives each sample (the tar's records were checked against it)."""
+    r = int(manifest["arguments"]["include_real"])
+    per = manifest["arguments"]["variants_per_sample"] + r
+    s = np.arange(shard["first"], shard["first"] + shard["count"], dtype=np.int64)
+    meta = np.zeros(len(s), META_DTYPE)
+    meta["y"], meta["source"], meta["variant"] = index.labels, s // per, s % per - r
+    meta["synthetic"] = meta["variant"] >= 0
+    return meta
+
+
+def _verify_tars(out: Path, manifest: dict[str, Any]) -> list[str]:
+    """Each marker's and tar's SHA-256, then every tar's members (:func:`~vaeaug.generated.tars.index_tar`), then
+    the labels of the whole set against the manifest's counts."""
+    problems: list[str] = []
+    metas: list[np.ndarray] = []
+    payload = payload_of(manifest)
+    for shard in manifest["shards"]:
+        i = shard["index"]
+        problems += check_file(out, shard["marker"], i)
+        try:
+            metas.append(tar_meta(shard, manifest, index_tar(out, shard, manifest, payload)))
+        except ValueError as e:
+            problems.append(f"shard {i}: {e}")
+    if len(metas) == len(manifest["shards"]):
+        try:
+            check_meta(np.concatenate(metas), manifest, out)
+        except ValueError as e:
+            problems.append(str(e))
+    return problems
+
+
+def _open_tars(root: Path, manifest: dict[str, Any]) -> TarImages:
+    """Every tar of a webdataset set checked and indexed; the first problem raised, saying what to do."""
+    indexes = []
+    payload = payload_of(manifest)
+    for shard in manifest["shards"]:
+        try:
+            indexes.append(index_tar(root, shard, manifest, payload))
+        except ValueError as e:
+            raise ValueError(f"{root} failed verification: shard {shard['index']}: {e}") from None
+    return TarImages(root, manifest, indexes, payload)
+
+
 class GeneratedDataset(torch.utils.data.Dataset):
     """The samples of a generated set, in order: source by source, real first, then its variants.
 
     Args:
-        out_dir: a folder written by :func:`vaeaug.pregenerate` (format ``"shards"``).
+        out_dir: a folder written by :func:`vaeaug.pregenerate` in format ``"shards"`` or
+            ``"webdataset"`` (an image folder is read with ``torchvision.datasets.ImageFolder``).
         verify: check every file's SHA-256 against the manifest first (reads the whole set once).
             Without it, the manifest, the label files and every image file's header and size are
-            still checked (see the module's documentation).
+            still checked (see the module's documentation). A webdataset set is always checked
+            whole: its labels are inside its tars, so opening it hashes and parses every tar once;
+            its images are then read from the tars by sample (for training at scale, stream the tars
+            with ``webdataset`` instead).
         transform: applied to each image.
         return_is_synthetic: append ``True`` for variants, ``False`` for real samples.
 
@@ -185,12 +263,16 @@ class GeneratedDataset(torch.utils.data.Dataset):
                  return_is_synthetic: bool = False) -> None:
         self.root = Path(out_dir)
         self.manifest = read_manifest(self.root)
-        if self.manifest["arguments"]["format"] != "shards":
+        fmt = self.manifest["arguments"]["format"]
+        if fmt == "imagefolder":
             raise ValueError(
                 f"{self.root} was written as an image folder: read it with torchvision.datasets.ImageFolder"
             )
-        if verify:
-            problems = verify_generated(self.root)
+        self._tars = _open_tars(self.root, self.manifest) if fmt == "webdataset" else None
+        if verify:  # a webdataset set's tars were checked above: its markers are left
+            problems = (verify_generated(self.root) if self._tars is None else
+                        [p for shard in self.manifest["shards"] for p in check_file(self.root, shard["marker"],
+                                                                                    shard["index"])])
             if problems:
                 raise ValueError(f"{self.root} failed verification: {'; '.join(problems[:5])}"
                                  + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
@@ -198,10 +280,14 @@ class GeneratedDataset(torch.utils.data.Dataset):
         self.return_is_synthetic = return_is_synthetic
         self.class_names = self.manifest["data"]["class_names"]
         self._x: list[np.ndarray] | None = None
-        metas = [read_meta(self.root, shard) for shard in self.manifest["shards"]]
+        shards = self.manifest["shards"]
+        metas = ([tar_meta(shard, self.manifest, index) for shard, index in zip(shards, self._tars.indexes,
+                                                                                strict=True)]
+                 if self._tars is not None else [read_meta(self.root, shard) for shard in shards])
         self.meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
         check_meta(self.meta, self.manifest, self.root)
-        self._open()
+        if self._tars is None:
+            self._open()
         self._starts = [int(s["first"]) for s in self.manifest["shards"]]
 
     def _open(self) -> list[np.ndarray]:
@@ -244,8 +330,11 @@ class GeneratedDataset(torch.utils.data.Dataset):
         if not 0 <= i < n:
             raise IndexError(f"index {index} is out of range for a set of {n} samples")
         m = bisect.bisect_right(self._starts, i) - 1
-        maps = self._x if self._x is not None else self._open()
-        arr = np.array(maps[m][i - self._starts[m]])
+        if self._tars is not None:
+            arr = self._tars.image(m, i - self._starts[m])
+        else:
+            maps = self._x if self._x is not None else self._open()
+            arr = np.array(maps[m][i - self._starts[m]])
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # about 1 us: a set is never NaN, even edited
             raise ValueError(f"{self.root}: sample {i} (shard {m}) holds NaN or infinite values, which vaeaug never "
                              "writes: the shard was edited after its checksum was recomputed - regenerate the set")

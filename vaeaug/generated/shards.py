@@ -1,11 +1,13 @@
 """The ``.npy`` files of a generated set's shards: their header parsed as a literal (never unpickled),
 checked against the manifest's entry, the images memory-mapped from the checked descriptor, the labels
-read whole and checked against their SHA-256 (see :mod:`vaeaug.generated.format`).
+read whole and checked against their SHA-256 (see :mod:`vaeaug.generated.format`); the same header checks
+serve a webdataset set's ``.npy`` members (:mod:`vaeaug.generated.tars`).
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import math
 import os
 import struct
@@ -18,11 +20,24 @@ from numpy.lib.format import dtype_to_descr
 from vaeaug.core.values import short_repr
 from vaeaug.files import open_regular, sha256_bytes
 
-__all__ = ["npy_header", "mentions_object", "open_npy", "map_images", "read_meta", "META_DTYPE", "MAX_NPY_HEADER"]
+__all__ = ["npy_header", "npy_bytes", "check_npy", "mentions_object", "open_npy", "map_images", "read_meta",
+           "META_DTYPE", "MAX_NPY_HEADER"]
 
 # a shard's labels and flags, one row per sample (variant -1: the real sample)
 META_DTYPE = np.dtype([("y", "<i8"), ("source", "<i8"), ("variant", "<i4"), ("synthetic", "?")])
 MAX_NPY_HEADER = 1 << 14  # np.save writes ~128 bytes
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """The ``.npy`` bytes of ``a`` (C order, written with ``allow_pickle=False``: no object ever).
+
+    Example:
+        >>> len(npy_bytes(np.zeros(3, np.uint8)))
+        131
+    """
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
 
 def npy_header(f: BinaryIO, where: str, fix: str) -> tuple[dict[str, Any], int]:
     """The header dict of an ``.npy`` file open at 0 and the data's offset; parsed as a literal, no pickle."""
@@ -63,6 +78,36 @@ def mentions_object(descr: Any) -> bool:
         isinstance(field, tuple) and len(field) > 1 and mentions_object(field[1]) for field in descr)
 
 
+def check_npy(f: BinaryIO, size: int, dtype: np.dtype[Any], shape: tuple[int, ...], where: str, fix: str) -> int:
+    """Check the ``.npy`` bytes of ``size`` bytes open at 0 in ``f``: a header without objects, ``dtype`` in C order,
+    ``shape``, and exactly the data they need; the data's offset.
+
+    Example:
+        >>> import io
+        >>> blob = npy_bytes(np.zeros((2, 3), np.uint8))
+        >>> check_npy(io.BytesIO(blob), len(blob), np.dtype(np.uint8), (2, 3), "a.npy", "write it again")
+        128
+    """
+    header, offset = npy_header(f, where, fix)
+    want = dtype_to_descr(dtype)
+    if mentions_object(header["descr"]):
+        raise ValueError(f"{where} holds Python objects (dtype {short_repr(header['descr'])}), which vaeaug never "
+                         f"writes and never reads (reading them would unpickle; the manifest says {want!r}); {fix}")
+    if header["descr"] != want:
+        raise ValueError(f"{where} holds dtype {short_repr(header['descr'])}; the manifest says {want!r}; {fix}")
+    if header["fortran_order"] is not False:
+        raise ValueError(f"{where} is in Fortran order; vaeaug writes C order (the manifest says {want!r} in C "
+                         f"order); {fix}")
+    got = header["shape"]
+    if not isinstance(got, tuple) or tuple(type(v) for v in got) != (int,) * len(shape) or got != shape:
+        raise ValueError(f"{where} holds shape {short_repr(got)}; the manifest says {shape}; {fix}")
+    need = offset + math.prod(shape) * dtype.itemsize
+    if size != need:
+        raise ValueError(f"{where} is {size} bytes; its header (shape {shape}, {want!r}) needs exactly {need} "
+                         f"({'cut short' if size < need else 'trailing bytes'}); {fix}")
+    return offset
+
+
 def open_npy(root: Path, shard: dict[str, Any], key: str, dtype: np.dtype[Any],
               shape: tuple[int, ...]) -> tuple[BinaryIO, int, int]:
     """Open a shard's ``.npy`` file (regular), check its header and size; ``(file, size, data offset)``."""
@@ -78,23 +123,7 @@ def open_npy(root: Path, shard: dict[str, Any], key: str, dtype: np.dtype[Any],
         raise ValueError(f"{e}; {fix}") from None
     try:
         size = os.fstat(f.fileno()).st_size
-        header, offset = npy_header(f, where, fix)
-        want = dtype_to_descr(dtype)
-        if mentions_object(header["descr"]):
-            raise ValueError(f"{where} holds Python objects (dtype {short_repr(header['descr'])}), which vaeaug never "
-                             f"writes and never reads (reading them would unpickle; the manifest says {want!r}); {fix}")
-        if header["descr"] != want:
-            raise ValueError(f"{where} holds dtype {short_repr(header['descr'])}; the manifest says {want!r}; {fix}")
-        if header["fortran_order"] is not False:
-            raise ValueError(f"{where} is in Fortran order; vaeaug writes C order (the manifest says {want!r} in C "
-                             f"order); {fix}")
-        got = header["shape"]
-        if not isinstance(got, tuple) or tuple(type(v) for v in got) != (int,) * len(shape) or got != shape:
-            raise ValueError(f"{where} holds shape {short_repr(got)}; the manifest says {shape}; {fix}")
-        need = offset + math.prod(shape) * dtype.itemsize
-        if size != need:
-            raise ValueError(f"{where} is {size} bytes; its header (shape {shape}, {want!r}) needs exactly {need} "
-                             f"({'cut short' if size < need else 'trailing bytes'}); {fix}")
+        offset = check_npy(f, size, dtype, shape, where, fix)
         if size != entry["bytes"]:
             raise ValueError(f"{where} is {size} bytes; the manifest says {entry['bytes']}; {fix}")
         return f, size, offset

@@ -6,7 +6,6 @@ The format, its reader and its verifier are in :mod:`vaeaug.generated.format`.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -41,19 +40,16 @@ from vaeaug.generated.format import (
     class_key,
     manifest_sha256,
     marker_path,
+    payload_for,
     shard_files,
+    shard_keys,
     validate_manifest,
 )
-from vaeaug.generated.shards import META_DTYPE
+from vaeaug.generated.shards import META_DTYPE, npy_bytes
+from vaeaug.generated.tars import png_bytes, sample_members, tar_bytes
 from vaeaug.model.vaefile import model_bytes
 
 __all__ = ["pregenerate", "MAX_SHARD_BYTES"]
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
-    return buf.getvalue()
 
 
 _STAGES = "encode once"  # how variants are made: each source encoded once, then one decoder pass per variant
@@ -158,16 +154,6 @@ def _class_counts(meta: np.ndarray) -> dict[str, int]:
     return {str(int(c)): int(n) for c, n in zip(*np.unique(meta["y"], return_counts=True), strict=True)}
 
 
-def _png_bytes(img: np.ndarray) -> bytes:
-    from PIL import Image
-
-    c = img.shape[0]
-    arr = img[0] if c == 1 else img.transpose(1, 2, 0)
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
 def _class_dir(meta_row: Any, class_names: list[str] | None) -> str:
     y = int(meta_row["y"])
     if y < 0:
@@ -176,9 +162,9 @@ def _class_dir(meta_row: Any, class_names: list[str] | None) -> str:
 
 
 def _write_shard(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray, class_names: list[str] | None,
-                 lo: int) -> None:
+                 lo: int, payload: str | None = None) -> None:
     try:
-        _write_shard_files(out, fmt, m, images, meta, class_names, lo)
+        _write_shard_files(out, fmt, m, images, meta, class_names, lo, payload)
     except OSError as e:
         raise OSError(
             e.errno, f"cannot write shard {m} to {out}: {e.strerror or e}; no partial file was kept - free space or "
@@ -187,20 +173,28 @@ def _write_shard(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarr
 
 
 def _write_shard_files(out: Path, fmt: str, m: int, images: np.ndarray, meta: np.ndarray,
-                       class_names: list[str] | None, lo: int) -> None:
+                       class_names: list[str] | None, lo: int, payload: str | None) -> None:
     marker: dict[str, Any] = {"shard": m, "first": lo, "count": len(meta), "real": int((~meta["synthetic"]).sum()),
                               "synthetic": int(meta["synthetic"].sum()), "per_class": _class_counts(meta)}
     if fmt == "shards":
         files = shard_files(out, m)
-        blobs = {"x": _npy_bytes(images), "meta": _npy_bytes(meta)}
+        blobs = {"x": npy_bytes(images), "meta": npy_bytes(meta)}
         for key in ("meta", "x"):
             write_atomic(files[key], blobs[key])
         marker["files"] = {key: _file_entry(files[key].name, blobs[key]) for key in ("x", "meta")}
+    elif fmt == "webdataset":  # one tar: per sample its image, .cls and .json (vaeaug.generated.tars)
+        assert payload is not None
+        path = shard_files(out, m, fmt)["tar"]
+        encode = png_bytes if payload == "png" else npy_bytes
+        blob = tar_bytes(member for j, (img, row) in enumerate(zip(images, meta, strict=True))
+                         for member in sample_members(lo + j, encode(img), payload, row, class_names))
+        write_atomic(path, blob)
+        marker["files"] = {"tar": _file_entry(path.name, blob)}
     else:
         entries = []
         for j, (img, row) in enumerate(zip(images, meta, strict=True)):
             rel = f"{_class_dir(row, class_names)}/{lo + j:08d}.png"
-            blob = _png_bytes(img)
+            blob = png_bytes(img)
             write_atomic(out / rel, blob)
             entries.append({**_file_entry(rel, blob), "y": int(row["y"]), "source": int(row["source"]),
                             "variant": int(row["variant"])})
@@ -216,9 +210,10 @@ class _ShardTasks(torch.utils.data.Dataset):
     """One item per shard to write: the worker generates and writes it, returns its sample count."""
 
     def __init__(self, shards: list[int], plan: _Plan, aug: Augmenter, value_range: Any, out: Path,
-                 fmt: str, class_names: list[str] | None) -> None:
+                 fmt: str, class_names: list[str] | None, payload: str | None = None) -> None:
         self.shards, self.plan, self.aug = shards, plan, aug
         self.value_range, self.out, self.fmt, self.class_names = value_range, out, fmt, class_names
+        self.payload = payload
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -226,7 +221,8 @@ class _ShardTasks(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> int:
         m = self.shards[i]
         images, meta = _make_shard(self.plan, self.aug, m, self.value_range)
-        _write_shard(self.out, self.fmt, m, images, meta, self.class_names, self.plan.shard_range(m)[0])
+        _write_shard(self.out, self.fmt, m, images, meta, self.class_names, self.plan.shard_range(m)[0],
+                     self.payload)
         return len(meta)
 
 
@@ -289,6 +285,7 @@ def pregenerate(
     seed: int = 0,
     include_real: bool = True,
     format: str = "shards",
+    payload: str | None = None,
     shard_size: int | None = None,
     num_shards: int = 1,
     shard_index: int | None = None,
@@ -313,8 +310,14 @@ def pregenerate(
         form: ``"decode"`` or ``"delta"``.
         seed: root of every variant's noise.
         include_real: also store each real sample (slot 0 of its group).
-        format: ``"shards"`` (``.npy`` shards, read with :class:`vaeaug.GeneratedDataset`) or
-            ``"imagefolder"`` (PNGs in class folders, for tools outside PyTorch; uint8 data only).
+        format: ``"shards"`` (``.npy`` shards, read with :class:`vaeaug.GeneratedDataset`),
+            ``"imagefolder"`` (PNGs in class folders, for tools outside PyTorch; uint8 data only) or
+            ``"webdataset"`` (tar shards ``shard-00000.tar`` in the WebDataset layout: per sample
+            ``KEY.png`` or ``KEY.npy``, ``KEY.cls``, ``KEY.json``; for ``webdataset``, ``datasets`` and
+            other streaming readers, and read by :class:`vaeaug.GeneratedDataset` too).
+        payload: the image member of a ``webdataset`` sample: ``"png"`` (uint8 data of 1 or 3
+            channels), ``"npy"`` (any dtype, the ``(C, H, W)`` sample), or ``None``: ``"png"`` where it
+            is exact, else ``"npy"`` (:func:`vaeaug.generated.format.payload_for`).
         shard_size: samples per shard (the unit of atomic writing and of resuming; one shard is made in
             memory, so at most :data:`MAX_SHARD_BYTES` of model-space images). ``None``: 8192, or fewer for
             images of more than 8192 values (5461 for 3x64x64, 1365 for 3x128x128, 445 for 3x224x224).
@@ -348,6 +351,9 @@ def pregenerate(
     k = variants_per_sample
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
+    if payload is not None and format != "webdataset":
+        raise ValueError(f"payload={payload!r} chooses the image member of format 'webdataset'; this is format "
+                         f"{format!r} - leave payload unset (--payload), or pass format='webdataset'")
     if shard_index is None:
         if num_shards != 1:
             raise ValueError(f"with num_shards={num_shards}, pass this job's shard_index (0..{num_shards - 1})")
@@ -382,12 +388,14 @@ def pregenerate(
             f"[{td.value_range.low:g}, {td.value_range.high:g}]; use format='shards' (any dtype) or convert the "
             "data to uint8 first"
         )
+    if format == "webdataset":
+        payload = payload_for(td.value_range.dtype, shape[0], payload)
     identity = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "vaeaug_version": __version__,
         "model": _model_identity(gen), "data": _data_identity(td),
         "arguments": {"variants_per_sample": k, "mode": setting.mode, "strength": float(setting.strength),
                       "form": setting.form, "seed": seed, "include_real": bool(include_real), "format": format,
-                      "shard_size": shard_size, "layout": "NCHW"},
+                      "shard_size": shard_size, "layout": "NCHW", **({"payload": payload} if payload else {})},
     }
     out = Path(out_dir)
     tag = f"job{shard_index}of{num_shards}"  # this job's own temporary names: only it removes them
@@ -399,7 +407,7 @@ def pregenerate(
         _remove_leftovers(out, set(mine), shard_size, tag)
         todo = [m for m in mine if not _shard_done(out, m)]
         skipped = len(mine) - len(todo)
-        tasks = _ShardTasks(todo, plan, aug, td.value_range, out, format, td.class_names)
+        tasks = _ShardTasks(todo, plan, aug, td.value_range, out, format, td.class_names, payload)
         samples = sum(plan.shard_range(m)[1] - plan.shard_range(m)[0] for m in todo)
         t0 = time.perf_counter()
         from tqdm.auto import tqdm
@@ -559,7 +567,7 @@ def _read_marker(out: Path, m: int, lo: int, hi: int, fmt: str) -> tuple[dict[st
               and all(type(marker.get(key)) is int for key in ("real", "synthetic"))
               and isinstance(marker.get("per_class"), dict)
               and all(type(n) is int and re.fullmatch(r"-?\d{1,19}", c) for c, n in marker["per_class"].items())
-              and (fmt != "shards" or isinstance(marker.get("files"), dict)))
+              and (not shard_keys(fmt) or isinstance(marker.get("files"), dict)))
     except FileNotFoundError:
         raise ValueError(f"shard record {path} vanished while the set was being completed; {fix}") from None
     if not ok:
@@ -592,7 +600,7 @@ def _finish(out: Path, identity: dict[str, Any], plan: _Plan, fmt: str, tag: str
             per_class[name] = per_class.get(name, 0) + n
         entry: dict[str, Any] = {"index": m, "first": lo, "count": hi - lo,
                                  "marker": _file_entry(marker_path(out, m).name, blob)}
-        if fmt == "shards":
+        if shard_keys(fmt):
             entry["files"] = marker["files"]
         shards.append(entry)
     manifest = {**identity, "counts": {"total": plan.total, "real": real, "synthetic": synthetic,
