@@ -5,11 +5,16 @@ training loop would (2 worker processes, ``pin_memory=False``, batch 64, shuffle
 images that come out per second; the batch that starts the workers is not counted. Fashion-MNIST
 28x28 uint8, the default 28x28 model (``vaeaug.fit`` for one epoch on 5,000 images: speed does not
 depend on the weights), its ONNX export, the default setting (delta form, isotropic, strength 1).
+``--shape C,H,W`` (e.g. 3,64,64) measures another size as ``benchmarks/percall.py`` does: seeded random
+uint8 images, the library's default model for the shape fitted for one epoch on 300 of them, the
+albumentations blur kernel grown with the side (3, 5 from 48 pixels, 7 from 96); an epoch is then
+6,400 images up to 1,024 values an image, 3,200 up to 16,384 (3x64x64), 1,280 above (``--images``).
 
 Arms:
-  (a)  no augmentation: ``(uint8 tensor (1, 28, 28), label)``
+  (a)  no augmentation: ``(uint8 tensor (1, 28, 28), label)`` (or (C, H, W))
   (b)  classic torchvision: ``v2.RandomAffine(10 deg, 10% translate, 0.9-1.1 scale)`` per sample
-  (b') classic albumentations: ``A.Compose([Affine(same), GaussianBlur(3)])`` per sample (HWC)
+  (b') classic albumentations: ``A.Compose([Affine(same), GaussianBlur(3)])`` per sample (HWC; the
+       kernel 5 or 7 at bigger sizes)
   (c)  ``vaeaug.VAEAugment(onnx path, p=1)`` per sample in the workers (one onnxruntime thread each)
   (c') the same on the torch backend
   (f)  the albumentations adapter ``vaeaug.albumentations.VAEAugment(onnx path, p=1)`` in ``A.Compose``
@@ -27,6 +32,8 @@ The main process runs on one torch thread.
 
 Usage:
     python benchmarks/loader.py                 # prints a markdown block
+    python benchmarks/loader.py --shape 3,64,64 # random 64x64 RGB images, the default model for them
+    python benchmarks/loader.py --json out.json # also writes the figures
     python benchmarks/loader.py --record        # also appends it to BENCHMARKS.md
 """
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -51,27 +59,29 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import vaeaug
-from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fit import cpu_name, record  # noqa: E402
+from percall import DEFAULT_SHAPE, blur_kernel, load_images, model_cost, parse_shape, shape_text  # noqa: E402
 
 
 class Images(Dataset):
-    """Fashion-MNIST as ``(uint8 tensor (1, 28, 28), int)``; ``hwc=True`` runs an albumentations pipeline
-    on the ``(28, 28, 1)`` array and returns the tensor."""
+    """Images ``x`` (N, C, H, W) as ``(uint8 tensor (C, H, W), int)``; ``hwc=True`` runs an albumentations
+    pipeline on the ``(H, W, C)`` array (kept as an HWC copy) and returns the tensor."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, transform: Any = None, hwc: bool = False) -> None:
         self.x, self.y, self.transform, self.hwc = x, y, transform, hwc
+        if hwc:
+            self.x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if self.hwc:
-            img = self.transform(image=self.x[i][:, :, None])["image"]
+            img = self.transform(image=self.x[i])["image"]
             return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), int(self.y[i])
-        t = torch.from_numpy(self.x[i][None])
+        t = torch.from_numpy(self.x[i])
         return (t if self.transform is None else self.transform(t)), int(self.y[i])
 
 
@@ -104,7 +114,11 @@ def drain(loader: DataLoader, after: Callable[[Any], Any] | None = None) -> floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=6400, help="images per epoch (per arm and round)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="images per epoch (per arm and round); default 6,400, or 3,200 / 1,280 for bigger images")
+    ap.add_argument("--shape", type=parse_shape, default=DEFAULT_SHAPE, metavar="C,H,W",
+                    help="image shape (default 1,28,28: Fashion-MNIST; any other: seeded random uint8 images)")
+    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="epochs per arm; the best and the median are reported")
@@ -117,26 +131,29 @@ def main() -> None:
 
     from vaeaug.albumentations import VAEAugment as AlbVAEAugment
 
-    folder = find_fashion_mnist()
-    if folder is None:
-        raise SystemExit("Fashion-MNIST not found: apt-get install dataset-fashion-mnist")
-    x_all = np.array(read_idx(next(folder.glob("train-images-idx3-ubyte*"))))
-    y_all = np.array(read_idx(next(folder.glob("train-labels-idx1-ubyte*")))).astype(np.int64)
-    model = vaeaug.fit(x_all[:5000], epochs=1, progress=False, device="cpu")
+    shape: tuple[int, int, int] = args.shape
+    values = int(np.prod(shape))
+    n = args.images or (6400 if values <= 1024 else 3200 if values <= 16384 else 1280)
+    blur = blur_kernel(shape)
+    fit_x, x, y = load_images(shape, n)  # x: (n, C, H, W) uint8
+    model = vaeaug.fit(fit_x, epochs=1, progress=False, device="cpu")
     onnx_path = str(vaeaug.export_onnx(model, Path(tempfile.mkdtemp()) / "m.onnx")["augmenter"])
-    n = args.images
-    x, y = x_all[5000:5000 + n], y_all[5000:5000 + n]
+    params, flops = model_cost(model, shape)
+    model_line = (f"model: {shape_text(shape)}, widths {model.config.widths}, latent {model.config.latent_dim}, "
+                  f"{params:,} parameters, {flops / 1e6:,.1f} MFLOPs per per-sample call (delta form); "
+                  f"{n:,} images an epoch, GaussianBlur kernel {blur}")
+    print(model_line, flush=True)
     kw: dict[str, Any] = {"batch_size": args.batch_size, "num_workers": args.workers, "pin_memory": False}
 
     affine = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
     classic_alb = A.Compose([A.Affine(rotate=(-10, 10), translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), p=1.0),
-                             A.GaussianBlur(blur_limit=(3, 3), p=1.0)])
+                             A.GaussianBlur(blur_limit=(blur, blur), p=1.0)])
     aug_onnx = vaeaug.VAEAugment(onnx_path, p=1.0)
     aug_torch = vaeaug.VAEAugment(model, p=1.0)
     adapter = A.Compose([AlbVAEAugment(onnx_path, p=1.0)])
     batch_aug = vaeaug.VAEAugment(onnx_path, p=1.0)
     k, m = 4, n // 4  # m sources x 4 variants: n images an epoch
-    base = Images(x_all[5000:5000 + m], y_all[5000:5000 + m])
+    base = Images(x[:m], y[:m])
     ds_cold = vaeaug.VAEAugmentedDataset(base, onnx_path, variants_per_sample=k)
     ds_warm = vaeaug.VAEAugmentedDataset(base, onnx_path, variants_per_sample=k)
     warm = DataLoader(ds_warm, sampler=Shuffled(m, m * (1 + k)), persistent_workers=True, **kw)
@@ -171,12 +188,13 @@ def main() -> None:
     when = datetime.date.today().isoformat()
     cmd = "python benchmarks/loader.py " + " ".join(sys.argv[1:])
     lines = [
-        f"### loader: Fashion-MNIST 28x28, a DataLoader with {args.workers} workers, batch {args.batch_size}, "
+        f"### loader: {shape_text(shape)}, a DataLoader with {args.workers} workers, batch {args.batch_size}, "
         f"pin_memory off, {n:,} images an epoch, best of {args.rounds} epochs per arm ({when})",
         "",
         f"Machine: {cpu_name()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         f"Python {platform.python_version()}, vaeaug {vaeaug.__version__}. Command: `{cmd}`. Default model "
         "and setting (delta, isotropic, strength 1), p=1; one onnxruntime thread per process.",
+        *([] if shape == DEFAULT_SHAPE else ["", f"The {model_line[7:]}."]),
         "",
         "| arm | images/s (best) | median | ratio to (a) | ratio to classic albumentations (b') |",
         "|---|---|---|---|---|",
@@ -186,6 +204,22 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
+    if args.json is not None:
+        doc = {
+            "benchmark": "loader", "date": when, "command": cmd, "machine": cpu_name(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "vaeaug": vaeaug.__version__, "rounds": args.rounds, "workers": args.workers,
+            "batch_size": args.batch_size, "images_per_epoch": n, "shape": list(shape), "data": shape_text(shape),
+            "albumentations_blur_kernel": blur, "model_widths": list(model.config.widths or ()),
+            "model_parameters": params, "flops_per_sample_call": flops,
+            "statistic": "images/s: best (highest) epoch and median over epochs; ratios from the best",
+            "arms": {name: {"images_per_s_best": best[name], "images_per_s_median": statistics.median(v),
+                            "images_per_s_rounds": v, "ratio_to_no_augmentation": best[name] / none,
+                            "ratio_to_classic_albumentations": best[name] / classic} for name, v in runs.items()},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
     if args.record:
         record(text)
 
