@@ -125,6 +125,22 @@ def test_the_webdataset_package_reads_the_shards_samples_byte_for_byte(shards: P
     assert len(members) == 3 * SHARD and tar_bytes([]) == bytes(10240)
 
 
+def test_tar_bytes_are_what_tarfile_writes_with_every_field_fixed() -> None:
+    """vaeaug writes the ustar headers itself (tarfile takes 30 us a member); the bytes are tarfile's."""
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 7, 20, 21):
+        members = [(f"{i:08d}.{ext}", rng.bytes(int(rng.integers(0, 3000)))) for i in range(n)
+                   for ext in ("png", "cls")]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, blob in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = (
+                    len(blob), 0, 0o644, 0, 0, "", "")
+                tar.addfile(info, io.BytesIO(blob))
+        assert tar_bytes(members) == buf.getvalue(), n
+
+
 def test_generated_dataset_reads_a_webdataset_set(shards: Path, png_set: Path, npy_set: Path) -> None:
     import pickle
 
@@ -298,8 +314,6 @@ def test_verify_catches_a_flipped_byte_a_truncated_tar_and_an_extra_member(png_s
     assert verify_generated(out)[0].startswith(f"shard 2: shard-00002.tar is corrupt ({len(good) - 1024} bytes")
     tar.write_bytes(good)
     assert verify_generated(out) == []
-    bad = subprocess.run(_cli("verify", str(out)), capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 0, bad.stdout
 
     _forge(out, 2, lambda ms: ms.append(_member("00000300.png", b"\x89PNG")))  # a sample too many
     problems = verify_generated(out)
