@@ -32,7 +32,7 @@ from vaeaug.generated.tars import tar_bytes
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _helpers import digits_uint8  # noqa: E402
+from _helpers import digits_uint8, make_special, time_limit  # noqa: E402
 
 N = 600  # source images: 1800 samples with the real one and 2 variants each
 SHARD = 100  # 18 shards: room to kill a run between them
@@ -312,6 +312,11 @@ def test_verify_catches_a_flipped_byte_a_truncated_tar_and_an_extra_member(png_s
         GeneratedDataset(out)
     tar.write_bytes(good[:-1024])
     assert verify_generated(out)[0].startswith(f"shard 2: shard-00002.tar is corrupt ({len(good) - 1024} bytes")
+    tar.unlink()
+    make_special(tar, "fifo")  # never waited on
+    with time_limit(20):
+        assert "is a FIFO (named pipe), not a generated-set shard (.tar)" in verify_generated(out)[0]
+    tar.unlink()
     tar.write_bytes(good)
     assert verify_generated(out) == []
 
