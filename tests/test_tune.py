@@ -241,3 +241,27 @@ def test_tune_chooses_the_pipeline_and_pairs_image_by_image(digits) -> None:
     assert result["chosen"] == chosen["setting"]
     with pytest.raises(ValueError, match="not both"):
         vaeaug.tune(model, x, y, grid=GRID[:1], base=shift, transforms=[shift], progress=False)
+
+
+def test_the_finalist_is_the_best_log_loss_gain_among_candidates_without_accuracy_loss(shuffled_tuned) -> None:
+    _, result = shuffled_tuned
+    by = {r["label"]: r for r in result["scores"]}
+    ref = by[result["reference"]]
+
+    def repeat0(r: dict) -> dict:
+        return {tuple(k): (a, l) for k, a, l in zip(r["runs"], r["val_accuracy"], r["losses"], strict=True)
+                if k[1] == 0}
+
+    ref0 = repeat0(ref)
+    on_every_fold = [r for r in result["scores"] if r["label"] != result["reference"]
+                     and sorted(repeat0(r)) == [(f, 0) for f in range(result["folds"])]]
+    assert on_every_fold and result["finalist"] in {r["label"] for r in on_every_fold}
+
+    def rank(r: dict) -> tuple[bool, float]:
+        mine = repeat0(r)
+        acc = sum(mine[k][0] - ref0[k][0] for k in mine) / len(mine)
+        loss = sum(ref0[k][1] - mine[k][1] for k in mine) / len(mine)
+        return acc >= result["min_gain"], loss
+
+    best = max(on_every_fold, key=rank)
+    assert rank(by[result["finalist"]]) == rank(best)

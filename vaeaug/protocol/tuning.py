@@ -14,7 +14,10 @@ of a point and flips with the classifier's seed; the paired log-loss sees a one-
 
 Successive halving keeps it cheap: every candidate runs on the first fold; the better half goes on
 to the other folds; the best of those is the finalist, which runs again with ``repeats - 1`` fresh
-classifier seeds on every fold. The finalist is chosen only if a one-sided t-test over its
+classifier seeds on every fold. "Best" ranks the candidates the verdict could accept first (no mean
+accuracy loss so far), then by the paired log-loss gain: a candidate that lowers the log-loss while
+losing accuracy (a regulariser that only makes the classifier less confident) would fail the verdict
+and must not take the finalist's place from one that could pass it. The finalist is chosen only if a one-sided t-test over its
 (fold, repeat) units of paired log-loss rejects "no gain" at level ``alpha`` and its mean accuracy
 gain is at least ``min_gain`` (0: no accuracy loss); otherwise the reference stays, and the result
 says so plainly. The selection before the test makes the overall false-positive rate somewhat
@@ -310,6 +313,11 @@ def tune(
         return [(float((ref[k][1] - v[1]).mean()), v[0] - ref[k][0]) for k, v in sorted(data_n[label].items())
                 if k in ref]
 
+    def rank(k: str) -> tuple[bool, float]:
+        """Candidates the verdict could accept (no accuracy loss so far) first, then by the paired log-loss gain."""
+        u = units(k)
+        return statistics.fmean(b for _, b in u) >= min_gain, statistics.fmean(a for a, _ in u)
+
     # successive halving on repeat 0: every candidate on fold 0, the better half on every fold
     alive = others
     rungs = [[0], list(range(folds))]
@@ -317,7 +325,7 @@ def tune(
         for f in rung:
             for label in [reference, *alive]:
                 run(label, f, 0)
-        ranked = sorted(alive, key=lambda k: statistics.fmean(u[0] for u in units(k)), reverse=True)
+        ranked = sorted(alive, key=rank, reverse=True)
         alive = ranked[: max(1, len(ranked) // 2)] if i < len(rungs) - 1 else ranked[:1]
     finalist = alive[0]
     for r in range(1, repeats):
@@ -359,6 +367,7 @@ def tune(
                "runs": [list(key) for key in sorted(data_n[k])],
                "mean": statistics.fmean(v[0] for v in data_n[k].values()),
                "mean_loss": statistics.fmean(float(v[1].mean()) for v in data_n[k].values()),
+               "losses": [float(v[1].mean()) for _, v in sorted(data_n[k].items())],
                "gain": statistics.fmean(b for _, b in units(k)) if k != reference else 0.0,
                "loss_gain": statistics.fmean(a for a, _ in units(k)) if k != reference else 0.0,
                "steps": steps_used[k]} for k, (_, _, s_) in candidates.items()]
