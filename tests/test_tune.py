@@ -249,8 +249,8 @@ def test_the_finalist_is_the_best_log_loss_gain_among_candidates_without_accurac
     ref = by[result["reference"]]
 
     def repeat0(r: dict) -> dict:
-        return {tuple(k): (a, l) for k, a, l in zip(r["runs"], r["val_accuracy"], r["losses"], strict=True)
-                if k[1] == 0}
+        rows = zip(r["runs"], r["val_accuracy"], r["losses"], strict=True)
+        return {tuple(k): (acc, loss) for k, acc, loss in rows if k[1] == 0}
 
     ref0 = repeat0(ref)
     on_every_fold = [r for r in result["scores"] if r["label"] != result["reference"]

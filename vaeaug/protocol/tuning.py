@@ -17,10 +17,10 @@ to the other folds; the best of those is the finalist, which runs again with ``r
 classifier seeds on every fold. "Best" ranks the candidates the verdict could accept first (no mean
 accuracy loss so far), then by the paired log-loss gain: a candidate that lowers the log-loss while
 losing accuracy (a regulariser that only makes the classifier less confident) would fail the verdict
-and must not take the finalist's place from one that could pass it. The finalist is chosen only if a one-sided t-test over its
-(fold, repeat) units of paired log-loss rejects "no gain" at level ``alpha`` and its mean accuracy
-gain is at least ``min_gain`` (0: no accuracy loss); otherwise the reference stays, and the result
-says so plainly. The selection before the test makes the overall false-positive rate somewhat
+and must not take the finalist's place from one that could pass it. The finalist is chosen only if
+a one-sided t-test over its (fold, repeat) units of paired log-loss rejects "no gain" at level
+``alpha`` and its mean accuracy gain is at least ``min_gain`` (0: no accuracy loss); otherwise the
+reference stays, and the result says so plainly. The selection before the test makes the overall false-positive rate somewhat
 higher than ``alpha``; ``benchmarks/tune_calibration.py`` measures it on shuffled labels and on
 candidates that cannot differ from the reference.
 
