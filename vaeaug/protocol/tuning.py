@@ -20,9 +20,9 @@ losing accuracy (a regulariser that only makes the classifier less confident) wo
 and must not take the finalist's place from one that could pass it. The finalist is chosen only if
 a one-sided t-test over its (fold, repeat) units of paired log-loss rejects "no gain" at level
 ``alpha`` and its mean accuracy gain is at least ``min_gain`` (0: no accuracy loss); otherwise the
-reference stays, and the result says so plainly. The selection before the test makes the overall false-positive rate somewhat
-higher than ``alpha``; ``benchmarks/tune_calibration.py`` measures it on shuffled labels and on
-candidates that cannot differ from the reference.
+reference stays, and the result says so plainly. The selection before the test makes the overall
+false-positive rate somewhat higher than ``alpha``; ``benchmarks/tune_calibration.py`` measures it
+on shuffled labels and on candidates that cannot differ from the reference.
 
 The reference is ``none`` (no augmentation), or with ``transforms=`` your own pipeline (the first
 transform): the candidates are ``none``, each transform, each VAE setting, and each setting
