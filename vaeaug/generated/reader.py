@@ -156,12 +156,18 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
                 except ValueError as e:
                     found.append(f"shard {i}: {e}")
             problems += found
-    if len(metas) == len(manifest["shards"]):
-        try:
-            check_meta(np.concatenate(metas), manifest, out)
-        except ValueError as e:
-            problems.append(str(e))
-    return problems
+    return problems + _set_labels(metas, manifest, out)
+
+
+def _set_labels(metas: list[np.ndarray], manifest: dict[str, Any], out: Path) -> list[str]:
+    """The whole set's labels against the manifest's counts, once every shard's were read; the problem, if any."""
+    if len(metas) != len(manifest["shards"]):
+        return []
+    try:
+        check_meta(np.concatenate(metas), manifest, out)
+    except ValueError as e:
+        return [str(e)]
+    return []
 
 
 def payload_of(manifest: dict[str, Any]) -> Payload:
@@ -210,12 +216,7 @@ def _verify_tars(out: Path, manifest: dict[str, Any]) -> list[str]:
             metas.append(tar_meta(shard, manifest, index_tar(out, shard, manifest, payload)))
         except ValueError as e:
             problems.append(f"shard {i}: {e}")
-    if len(metas) == len(manifest["shards"]):
-        try:
-            check_meta(np.concatenate(metas), manifest, out)
-        except ValueError as e:
-            problems.append(str(e))
-    return problems
+    return problems + _set_labels(metas, manifest, out)
 
 
 def _open_tars(root: Path, manifest: dict[str, Any]) -> TarImages:
