@@ -47,7 +47,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from torchvision.transforms import v2
 import vaeaug
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from augment import rate as drain  # noqa: E402  # images/s over an epoch, the first batch not counted
 from fit import cpu_name, record  # noqa: E402
 from percall import DEFAULT_SHAPE, blur_kernel, load_images, model_cost, parse_shape, shape_text  # noqa: E402
 
@@ -98,18 +98,6 @@ class Shuffled(torch.utils.data.Sampler[int]):
         self.epoch += 1
         g = torch.Generator().manual_seed(self.epoch)
         return iter((self.lo + torch.randperm(self.hi - self.lo, generator=g)).tolist())
-
-
-def drain(loader: DataLoader, after: Callable[[Any], Any] | None = None) -> float:
-    """Images/s over one epoch of ``loader``, the first batch (worker start-up) not counted."""
-    it = iter(loader)
-    next(it)
-    n, t = 0, time.perf_counter()
-    for batch in it:
-        if after is not None:
-            batch = after(batch)
-        n += len(batch[0])
-    return n / (time.perf_counter() - t)
 
 
 def main() -> None:
