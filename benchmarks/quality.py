@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--vae-kwargs", default="{}", help='more fit() options as JSON, e.g. \'{"latent_dim": 32}\'')
     ap.add_argument("--settings", default="delta-iso-1,decode-post-1", help=f"from {', '.join(PRESETS)}")
     ap.add_argument("--classic-twins", action="store_true", help="also run each setting followed by classic")
+    ap.add_argument("--tune-kwargs", default="{}",
+                    help='more tune() options for the tuned and pipeline arms as JSON, e.g. \'{"score": "brier"}\'')
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     names = args.settings.split(",")
@@ -53,7 +55,7 @@ def main() -> None:
     t = time.perf_counter()
     report = evaluate(args.data, per_class=args.per_class, seeds=args.seeds, steps=args.steps, arms=arms,
                       setting=PRESETS[first], extra_arms={n: PRESETS[n] for n in rest}, imbalance=args.imbalance,
-                      vae_epochs=args.vae_epochs,
+                      vae_epochs=args.vae_epochs, tune_kwargs=json.loads(args.tune_kwargs) or None,
                       vae_kwargs={**json.loads(args.vae_kwargs),
                                   **({"augment": args.vae_augment} if args.vae_augment else {})})
     write_report(report, Path(args.out), "quality.py", time.perf_counter() - t)

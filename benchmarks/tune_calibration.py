@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--score", choices=["logloss", "brier"], default="logloss", help="tune's per-image score")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     train = as_tensor_data(args.data, split="train")
@@ -68,7 +69,7 @@ def main() -> None:
         model = vaeaug.fit(x, y, epochs=args.epochs, conditional=True, seed=run, progress=False)
         t1 = time.perf_counter()
         res = vaeaug.tune(model, x, y, grid=grid, folds=args.folds, repeats=args.repeats, alpha=args.alpha,
-                          seed=run, progress=False)
+                          score=args.score, seed=run, progress=False)
         yes = res["chosen"] is not None
         rows.append({"run": run, "yes": yes, "p_value": res["p_value"], "gain": res["gain"],
                      "loss_gain": res["loss_gain"], "finalist": res["finalist"], "seconds": time.perf_counter() - t1})
@@ -77,7 +78,8 @@ def main() -> None:
     k, n = sum(r["yes"] for r in rows), len(rows)
     lo, hi = wilson(k, n)
     summary = (f"{args.case}: tune said yes on {k} of {n} runs ({100 * k / max(1, n):.0f}%, 95% interval "
-               f"{100 * lo:.0f}-{100 * hi:.0f}%; alpha = {args.alpha:g}); {args.data} {args.per_class}/class, "
+               f"{100 * lo:.0f}-{100 * hi:.0f}%; alpha = {args.alpha:g}, score {args.score}); "
+               f"{args.data} {args.per_class}/class, "
                f"{args.folds} folds x {args.repeats} repeats, {time.perf_counter() - t0:.0f} s, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
                f"{platform.processor() or platform.machine()}")

@@ -123,7 +123,8 @@ def test_tune_refuses_bad_arguments(digits) -> None:
     for kw, msg in [({"folds": 1}, "folds must be an integer >= 2"), ({"repeats": 0}, "repeats must be"),
                     ({"alpha": 1.5}, "alpha must be"), ({"grid": []}, "grid is empty"),
                     ({"budget": vaeaug.Budget.fixed(10)}, "converged"), ({"folds": 40}, "at least folds=40"),
-                    ({"seed": 2**64}, "seed must be an integer in")]:
+                    ({"seed": 2**64}, "seed must be an integer in"), ({"score": "accuracy"}, "score must be one of"),
+                    ({"score": ["brier"]}, "score must be one of")]:
         with pytest.raises(ValueError, match=msg):
             vaeaug.tune(model, digits.x[:100], digits.y[:100], progress=False, **kw)
     with pytest.raises(TypeError, match="base must be a callable"):
@@ -265,3 +266,26 @@ def test_the_finalist_is_the_best_log_loss_gain_among_candidates_without_accurac
 
     best = max(on_every_fold, key=rank)
     assert rank(by[result["finalist"]]) == rank(best)
+
+
+def test_the_brier_score_is_bounded_pairs_the_same_runs_and_names_itself(digits) -> None:
+    """score="brier": the same runs (same accuracies) as the log-loss, scored per image by the multi-class
+    Brier score, which lies between (1 - p_true)^2 and 2 (1 - p_true)^2 image by image."""
+    from vaeaug.protocol.classifier import train_classifier
+
+    x, y = digits.x[:150], digits.y[:150]
+    model = vaeaug.fit(x, y, epochs=1, conditional=True, progress=False)
+    kw = {"grid": GRID[:1], "budget": QUICK, "folds": 2, "repeats": 1, "refit": False, "progress": False}
+    brier = vaeaug.tune(model, x, y, score="brier", **kw)
+    logloss = vaeaug.tune(model, x, y, **kw)
+    assert brier["score"] == "brier" and brier["metric"] == "paired Brier score per image"
+    assert logloss["score"] == "logloss" and "log-loss" in logloss["metric"]
+    assert "Brier score per image" in brier["reason"]
+    for b, ll in zip(brier["scores"], logloss["scores"], strict=True):
+        assert b["val_accuracy"] == ll["val_accuracy"]  # the same classifiers, scored differently
+        assert all(0.0 <= v <= 2.0 for v in b["losses"]) and b["losses"] != ll["losses"]
+    run = train_classifier(x[:100], y[:100], x[100:], y[100:], num_classes=10, seed=0, steps=30)
+    assert run.brier is not None and run.true_logprob is not None
+    miss = 1.0 - run.true_logprob.exp()
+    assert bool((run.brier >= miss**2 - 1e-6).all()) and bool((run.brier <= 2 * miss**2 + 1e-6).all())
+    assert float(miss.max()) > 0.1  # a short run: the bounds are not met trivially at p_true = 1

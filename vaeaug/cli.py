@@ -196,6 +196,8 @@ def _add_fit_after(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-repeats", type=_positive_int, default=2, help="classifier seeds of tune's finalist")
     p.add_argument("--tune-alpha", type=float, default=0.1,
                    help="false-positive rate of tune's paired test (default 0.1)")
+    p.add_argument("--tune-score", choices=["logloss", "brier"], default="logloss",
+                   help="tune's per-image score: true-class log-loss or Brier score (default logloss)")
     p.add_argument("--tune-pipeline", action="store_true",
                    help="with --tune, choose the pipeline: the classic transforms (affine; the reference), none, "
                         "vaeaug, or vaeaug then classic (vaeaug.tune(..., transforms=...)); the model stores the "
@@ -510,7 +512,8 @@ def _tune(args: argparse.Namespace, model: Any, data: Any) -> None:
         extra["transforms"] = {"classic": ClassicTransform(flip)}
     try:
         tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
-             alpha=float(args.tune_alpha), seed=args.seed, progress=not args.no_progress, **extra)
+             alpha=float(args.tune_alpha), score=args.tune_score, seed=args.seed, progress=not args.no_progress,
+             **extra)
     except ValueError as e:
         raise UsageError(f"--tune: {e}") from None
 

@@ -107,6 +107,9 @@ class ClassifierRun:
         true_logprob: the log-probability the classifier gives each test image's true class (a
             continuous, per-image score: paired image by image across arms, it sees differences
             that 0/1 accuracy over a few hundred images cannot).
+        brier: each test image's multi-class Brier score, ``sum_k (p_k - [k = y])^2`` in ``[0, 2]``
+            (a bounded proper score: unlike the log-loss, a few confidently wrong images cannot
+            dominate it, so a classifier that is merely less confident gains little).
     """
 
     accuracy: float
@@ -116,6 +119,7 @@ class ClassifierRun:
     seconds: float
     predictions: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
     true_logprob: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
+    brier: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _logprobs(model: nn.Module, x: torch.Tensor, amp: bool, mem: torch.memory_format) -> torch.Tensor:
@@ -248,9 +252,11 @@ def train_classifier(
     logp = _logprobs(model, x_test, amp, mem)
     pred = logp.argmax(1)
     true_logprob = logp.gather(1, y_test.view(-1, 1).clamp(0, logp.shape[1] - 1)).view(-1)
+    probs = logp.exp()
+    brier = (probs * probs).sum(1) - 2.0 * true_logprob.exp() + 1.0
     return ClassifierRun(accuracy=100.0 * int((pred == y_test).sum()) / max(1, len(y_test)), steps=step,
                          best_step=best_step, val_accuracy=val_acc, seconds=time.perf_counter() - t0,
-                         predictions=pred, true_logprob=true_logprob)
+                         predictions=pred, true_logprob=true_logprob, brier=brier)
 
 
 def _sources(aug: Any, x: torch.Tensor, y: torch.Tensor) -> Callable[[np.ndarray], SourceEncodings] | None:

@@ -235,7 +235,8 @@ def evaluate(
             tensor in ``[0, 1]`` in, the same out (e.g. a ``torchvision.transforms.v2`` pipeline).
         imbalance: ``R``: half of the classes keep ``per_class / R`` images; the report adds
             balanced accuracy and per-class recall.
-        tune_kwargs: keyword arguments for :func:`vaeaug.tune` in the ``tuned`` arm.
+        tune_kwargs: keyword arguments for :func:`vaeaug.tune` in the ``tuned``, ``tuned+classic`` and
+            ``pipeline`` arms.
         vae_epochs: epochs of the VAE fit on the reduced set.
         vae_kwargs: more keyword arguments for :func:`vaeaug.fit`.
         flip: allow horizontal flips in ``classic``; default: only for Fashion-MNIST.

@@ -8,9 +8,12 @@ Every candidate of a fold and repeat shares the data, the VAE, the initialisatio
 batches, so its gain over ``none`` is a paired difference.
 
 The score is per image, not 0/1 accuracy: each held-out image's true-class log-loss (capped at
-:data:`MAX_LOSS`), paired image by image with the reference's classifier of the same fold and
-repeat; the mean over the fold's images is one unit. Accuracy over a hundred images moves in steps
-of a point and flips with the classifier's seed; the paired log-loss sees a one-point gain.
+:data:`MAX_LOSS`) or, with ``score="brier"``, its multi-class Brier score, paired image by image
+with the reference's classifier of the same fold and repeat; the mean over the fold's images is one
+unit. Accuracy over a hundred images moves in steps of a point and flips with the classifier's seed;
+a paired continuous score sees a one-point gain. The log-loss also rewards a classifier for being
+merely less confident (a regulariser gains on it without any accuracy to gain); the Brier score is
+bounded and much less moved by that.
 
 Successive halving keeps it cheap: every candidate runs on the first fold; the better half goes on
 to the other folds; the best of those is the finalist, which runs again with ``repeats - 1`` fresh
@@ -176,6 +179,7 @@ def tune(
     repeats: int = 2,
     alpha: float = 0.1,
     min_gain: float = 0.0,
+    score: str = "logloss",
     budget: Budget = TUNE_BUDGET,
     inner_val: float = 0.15,
     batch_size: int = 64,
@@ -206,6 +210,8 @@ def tune(
         repeats: classifier seeds of the finalist on every fold (>= 1; more: more power, more time).
         alpha: the false-positive rate of the one-sided paired t-test that must reject "no gain".
         min_gain: the smallest mean gain (accuracy points) that counts.
+        score: the per-image score of the test and the ranking: ``"logloss"`` (true-class
+            log-loss, capped at :data:`MAX_LOSS`) or ``"brier"`` (multi-class Brier score).
         budget: each classifier's :class:`~vaeaug.protocol.classifier.Budget` (converged on an inner slice).
         inner_val: share of each fold's training part that decides when its classifiers stop.
         batch_size: classifier batch size.
@@ -235,6 +241,8 @@ def tune(
         check_int(name, v, lo)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be a float in (0, 1), the test's false-positive rate; got {alpha!r}")
+    if not isinstance(score, str) or score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}; got {score!r}")
     if not (isinstance(inner_val, float) and 0.0 < inner_val < 1.0):
         raise ValueError(f"inner_val must be a float in (0, 1); got {inner_val!r}")
     if not isinstance(budget, Budget) or not budget.converged:
@@ -300,10 +308,11 @@ def tune(
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
                                base=transform, val=inner, weights=weights)
-        assert res.true_logprob is not None and res.predictions is not None
+        assert res.true_logprob is not None and res.predictions is not None and res.brier is not None
         w = _image_weights(held[1], balanced)  # mean 1: the units are (class-balanced) means over the fold
         correct = (res.predictions == held[1]).float()
-        data_n[label][(f, r)] = (100.0 * float((correct * w).mean()), (-res.true_logprob).clamp(max=MAX_LOSS) * w)
+        loss = (-res.true_logprob).clamp(max=MAX_LOSS) if score == "logloss" else res.brier
+        data_n[label][(f, r)] = (100.0 * float((correct * w).mean()), loss * w)
         steps_used[label].append(res.steps)
         bar.update()
 
@@ -349,10 +358,11 @@ def tune(
     on_top = ("" if base is None else " on top of your base transform") + (" (class-balanced draws)" if oversample
                                                                           else "")
     acc_name = "balanced-accuracy points" if balanced else "accuracy points"
-    evidence = (f"{mean_gain:+.2f} ± {sd:.2f} {acc_name} and {mean_loss:+.4f} ± {sd_loss:.4f} nats of "
-                f"{'class-balanced ' if balanced else ''}true-class log-loss per image across {where}")
+    metric = f"{'class-balanced ' if balanced else ''}{SCORES[score]}"
+    evidence = (f"{mean_gain:+.2f} ± {sd:.2f} {acc_name} and {mean_loss:+.4f} ± {sd_loss:.4f} of "
+                f"{metric} per image across {where}")
     if yes:
-        reason = (f"{finalist} beats {reference}{on_top}: {evidence} (paired one-sided t-test on the log-loss "
+        reason = (f"{finalist} beats {reference}{on_top}: {evidence} (paired one-sided t-test on the {score} "
                   f"p = {p_value:.3g} < alpha = {alpha:g})")
     else:
         what, keep = ("setting", "augmentation is off (p = 0)") if transforms is None else \
@@ -378,7 +388,7 @@ def tune(
         "reference": reference, "recommendation": recommendation, "reason": reason, "finalist": finalist,
         "gain": mean_gain, "gain_sd": sd, "loss_gain": mean_loss, "loss_gain_sd": sd_loss, "p_value": p_value,
         "alpha": alpha, "min_gain": min_gain, "balanced": balanced, "oversample": oversample,
-        "metric": f"paired {'class-balanced ' if balanced else ''}true-class log-loss per image",
+        "score": score, "metric": f"paired {metric} per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
         "runs": sum(len(v) for v in data_n.values()), "seconds": time.perf_counter() - t_start,
@@ -399,6 +409,9 @@ def _image_weights(y: torch.Tensor, balanced: bool) -> torch.Tensor:
     present = int((counts > 0).sum())
     return len(y) / (present * counts[y])
 
+
+SCORES = {"logloss": "true-class log-loss (nats)", "brier": "Brier score"}
+"""The per-image scores ``tune`` can test on, with how its messages name them."""
 
 MAX_LOSS = 10.0
 """A per-image loss (nats) counts at most this much (p(true class) >= 4.5e-5): one confidently wrong
