@@ -791,3 +791,40 @@ def test_small_cpu_calls_of_the_torch_backend_run_without_onednn_and_restore_it(
     with pytest.raises(RuntimeError, match="boom"):
         gen.generate(setting, torch.rand(1, 1, 28, 28), None, Noise.from_keys(np.arange(1, dtype=np.uint64), 16))
     assert torch.backends.mkldnn.enabled
+
+
+def test_large_cpu_batches_of_the_torch_backend_run_in_calls_bounded_by_values() -> None:
+    """A batch of big images runs in calls of at most CPU_CALL_VALUES input values (activations that stay
+    in cache); each row's result is the one a call of that row alone gives, within float rounding, on the
+    direct, the encoded and the encoding paths alike."""
+    from vaeaug.backends.torch_backend import CPU_CALL_VALUES
+    from vaeaug.core.rng import Noise
+
+    torch.manual_seed(0)
+    shape = (3, 64, 64)
+    gen = TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=shape, widths=(4, 4, 4, 4))))
+    rows_per_call = CPU_CALL_VALUES // (3 * 64 * 64)
+    assert 1 < rows_per_call < 256
+    sizes: list[int] = []
+    encode = gen.model.encode_onehot
+    gen.model.encode_onehot = lambda x, *a: (sizes.append(len(x)), encode(x, *a))[1]  # type: ignore
+    n = rows_per_call + 3
+    x = torch.rand(n, *shape)
+    noise = Noise.from_keys(np.arange(n, dtype=np.uint64), 16, with_t=False)
+    setting = vaeaug.AugmentSetting()
+    out = gen.generate(setting, x, None, noise)
+    assert sizes == [rows_per_call, 3]
+    one = torch.cat([gen.generate(setting, x[i:i + 1], None, Noise.from_keys(np.array([i], dtype=np.uint64), 16,
+                                                                               with_t=False)) for i in range(n)])
+    torch.testing.assert_close(out, one, rtol=0, atol=1e-5)
+    sizes.clear()
+    enc = gen.encode_sources(x.numpy(), None, delta=True)
+    assert sizes == [rows_per_call, 3] and enc.mu is not None and len(enc.mu) == n
+    small = TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 28, 28))))
+    assert CPU_CALL_VALUES // 784 > 256  # 28x28 batches of up to 256 still run in one call
+    sizes.clear()
+    enc28 = small.model.encode_onehot
+    small.model.encode_onehot = lambda x, *a: (sizes.append(len(x)), enc28(x, *a))[1]  # type: ignore
+    small.generate(setting, torch.rand(256, 1, 28, 28), None, Noise.from_keys(np.arange(256, dtype=np.uint64), 16,
+                                                                              with_t=False))
+    assert sizes == [256]

@@ -21,13 +21,20 @@ from vaeaug.core.values import check_int
 from vaeaug.model.devices import resolve_device
 from vaeaug.model.vae import VAE, load
 
-__all__ = ["SMALL_CALL_VALUES", "TorchBackend"]
+__all__ = ["CPU_CALL_VALUES", "SMALL_CALL_VALUES", "TorchBackend"]
 
 SMALL_CALL_VALUES = 8192
 """A CPU call of at most this many input values (rows x values per row) runs with oneDNN off: its
 per-call set-up costs more than it saves there. Measured one thread, delta form (BENCHMARKS.md,
 2026-12-05): 28x28 at batch 1 1.40x faster, batch 8 1.14x, batch 16 0.78x (so on above 8,192 values);
 8x8 1.7-2.0x up to batch 16; 64x64 RGB at batch 1 1.05x, batch 4 0.85x."""
+
+CPU_CALL_VALUES = 1 << 19
+"""A CPU call without ``invariant`` takes at most this many input values (and at most
+``ONE_CALL_ROWS`` rows): a larger batch runs in calls of ``CPU_CALL_VALUES // values per row`` rows,
+whose activations stay in cache. Measured one thread, 256 images (BENCHMARKS.md, 2026-12-05):
+128x128 RGB 1.7-1.8x faster in calls of 10-16 rows than in one call, 64x64 RGB 1.2-1.3x in calls of
+16-64 rows; 28x28 (668 rows) is unchanged."""
 
 
 @contextlib.contextmanager
@@ -85,6 +92,8 @@ class TorchBackend(Backend):
         self.chunk_size = chunk_size
         self._device = model.device  # cached: looking it up walks the parameters
         self._row_values = math.prod(model.config.input_shape)
+        cpu_rows = max(1, CPU_CALL_VALUES // self._row_values) if self._device.type == "cpu" else ONE_CALL_ROWS
+        self._call_rows = min(ONE_CALL_ROWS, cpu_rows)  # rows per call without invariant
         self.config = model.config
         self.value_range = model.value_range
         self.class_names = model.class_names
@@ -121,7 +130,12 @@ class TorchBackend(Backend):
             eps = torch.from_numpy(noise.eps).to(self._device)
             t = torch.from_numpy(noise.t).to(self._device)
             pb = None if partner is None else self._input(partner)
-            out = perturb(self.model, xd, yd, mode=mode, strength=s, form=form, eps=eps, t=t, x_b=pb)
+
+            def run(xc: Any, yc: Any, ec: Any, tc: Any, bc: Any) -> Any:
+                return perturb(self.model, xc, yc, mode=mode, strength=s, form=form, eps=ec, t=tc, x_b=bc)
+
+            out = run(xd, yd, eps, t, pb) if len(xd) <= self._call_rows else \
+                run_chunked(run, self._call_rows, xd, yd, eps, t, pb, pad=False)
         if is_numpy:
             return out.cpu().numpy()
         return out.to(in_dev)
@@ -133,7 +147,7 @@ class TorchBackend(Backend):
 
         with torch.inference_mode(), self._small(self.chunk_size if invariant else len(x)):
             xd, yd = self._input(x), self._labels(y)
-            parts = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, xd, yd, pad=invariant)
+            parts = run_chunked(run, self.chunk_size if invariant else self._call_rows, xd, yd, pad=invariant)
         mu, logvar, d_mu = (None if v is None else np.ascontiguousarray(v.cpu().numpy()) for v in parts)
         return Encodings(mu, logvar, d_mu)
 
@@ -156,7 +170,7 @@ class TorchBackend(Backend):
                                                                         enc.d_mu)
             if d_mu is not None:
                 d_mu = self._input(d_mu)
-            out = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, xd, yd, tensor(noise.eps),
+            out = run_chunked(run, self.chunk_size if invariant else self._call_rows, xd, yd, tensor(noise.eps),
                               tensor(noise.t), mu, logvar, d_mu, tensor(partner_mu), pad=invariant)
         if is_numpy:
             return out.cpu().numpy()
