@@ -249,6 +249,14 @@ def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: py
         assert report["arms"][arm]["steps"] == report["arms"][same_as]["steps"]
     assert report["pipeline"]["per_seed"][0]["pipeline"] == "classic" and "keep classic" in \
         report["pipeline"]["per_seed"][0]["reason"]
+    # the evidence is kept: every candidate's units, so that the choice can be replayed from the report
+    piped = report["pipeline"]["per_seed"][0]
+    assert piped["score"] == "logloss" and piped["p_value"] >= 1e-12 and piped["finalist"] != "classic"
+    labels = [c["label"] for c in piped["scores"]]
+    assert labels[:2] == ["classic", "none"] and piped["finalist"] in labels
+    fin = next(c for c in piped["scores"] if c["label"] == piped["finalist"])
+    assert fin["runs"] == [[0, 0], [1, 0]] and len(fin["losses"]) == len(fin["val_accuracy"]) == 2
+    assert fin["gain"] == pytest.approx(piped["gain"])
     assert "tuned+classic: tune" in report_markdown(report) and "pipeline: tune" in report_markdown(report)
     best = max(("none", "classic"), key=lambda a: report["arms"][a]["mean"])
     assert report["best_fixed"] == best and "Best fixed arm (by mean)" in report_markdown(report)

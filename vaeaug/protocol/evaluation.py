@@ -330,8 +330,12 @@ def evaluate(
                 res = tune(vae, xr, yr, seed=seed, progress=False, **choice, **(tune_kwargs or {}))
                 tune_seconds.setdefault(arm_name, []).append(time.perf_counter() - t1)
                 chosen = res["chosen"]
+                evidence = {k: res[k] for k in ("finalist", "p_value", "gain", "loss_gain", "score")}
+                scores = [{k: r[k] for k in ("label", "runs", "val_accuracy", "losses", "gain", "loss_gain")}
+                          for r in res["scores"]]  # every candidate's units: enough to replay the choice
                 tuned_choice.setdefault(arm_name, []).append({"chosen": chosen, "reason": res["reason"],
-                                                              "pipeline": res["pipeline"]["label"]})
+                                                              "pipeline": res["pipeline"]["label"], **evidence,
+                                                              "scores": scores})
                 if arm_name == "pipeline":
                     on_classic = res["pipeline"]["transform"] == "classic"
                 arm = _Arm(classic=on_classic, setting=AugmentSetting.from_dict(chosen) if chosen else None,
