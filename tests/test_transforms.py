@@ -794,17 +794,17 @@ def test_small_cpu_calls_of_the_torch_backend_run_without_onednn_and_restore_it(
 
 
 def test_large_cpu_batches_of_the_torch_backend_run_in_calls_bounded_by_values() -> None:
-    """A batch of big images runs in calls of at most CPU_CALL_VALUES input values (activations that stay
+    """A batch of big images runs in calls of at most CALL_VALUES input values (activations that stay
     in cache); each row's result is the one a call of that row alone gives, within float rounding, on the
     direct, the encoded and the encoding paths alike."""
-    from vaeaug.backends.torch_backend import CPU_CALL_VALUES
+    from vaeaug.core.functional import CALL_VALUES, call_rows
     from vaeaug.core.rng import Noise
 
     torch.manual_seed(0)
     shape = (3, 64, 64)
     gen = TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=shape, widths=(4, 4, 4, 4))))
-    rows_per_call = CPU_CALL_VALUES // (3 * 64 * 64)
-    assert 1 < rows_per_call < 256
+    rows_per_call = CALL_VALUES // (3 * 64 * 64)
+    assert 1 < rows_per_call == call_rows(3 * 64 * 64) < 256
     sizes: list[int] = []
     encode = gen.model.encode_onehot
     gen.model.encode_onehot = lambda x, *a: (sizes.append(len(x)), encode(x, *a))[1]  # type: ignore
@@ -821,7 +821,7 @@ def test_large_cpu_batches_of_the_torch_backend_run_in_calls_bounded_by_values()
     enc = gen.encode_sources(x.numpy(), None, delta=True)
     assert sizes == [rows_per_call, 3] and enc.mu is not None and len(enc.mu) == n
     small = TorchBackend(vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 28, 28))))
-    assert CPU_CALL_VALUES // 784 > 256  # 28x28 batches of up to 256 still run in one call
+    assert CALL_VALUES // 784 > 256  # 28x28 batches of up to 256 still run in one call
     sizes.clear()
     enc28 = small.model.encode_onehot
     small.model.encode_onehot = lambda x, *a: (sizes.append(len(x)), enc28(x, *a))[1]  # type: ignore

@@ -31,6 +31,7 @@ value range, class names and setting).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any
@@ -40,7 +41,7 @@ import numpy as np
 from vaeaug.backends.onnx.metadata import onnx_paths, read_onnx_file, read_onnx_metadata
 from vaeaug.core.backend import Backend, run_chunked
 from vaeaug.core.codecs import is_tensor as _is_torch
-from vaeaug.core.functional import ONE_CALL_ROWS, Encodings, encode_sources, perturb, perturb_encoded
+from vaeaug.core.functional import Encodings, call_rows, encode_sources, perturb, perturb_encoded
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import check_int
@@ -102,6 +103,7 @@ class OnnxBackend(Backend):
         self._identity = {k: meta[k] for k in _SHARED}
         self.model_sha256: str = meta["model_sha256"]
         self.config = meta["config"]
+        self._call_rows = call_rows(math.prod(self.config.input_shape))  # rows per call without invariant
         self.value_range = meta["value_range"]
         self.class_names = meta["class_names"]
         self.augment = meta["augment"]
@@ -237,7 +239,7 @@ class OnnxBackend(Backend):
         mode = setting.mode
         if setting.form != "delta" or mode not in ("posterior", "isotropic", "reconstruct"):
             return perturb(self, x, y, mode=mode, strength=setting.strength, form=setting.form, eps=eps, t=t, x_b=xb)
-        rows = ONE_CALL_ROWS // 2  # the graph decodes z' and mu of its rows in one call
+        rows = max(1, self._call_rows // 2)  # the graph decodes z' and mu of its rows in one call
         if x.shape[0] > rows:
             return np.concatenate([self._perturb(setting, x[lo:lo + rows], None if y is None else y[lo:lo + rows],
                                                  eps[lo:lo + rows], t[lo:lo + rows], None)
@@ -262,7 +264,7 @@ class OnnxBackend(Backend):
             e = encode_sources(self, xc, yc, delta=delta)
             return e.mu, e.logvar, e.d_mu
 
-        mu, logvar, d_mu = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, _float32(x), y,
+        mu, logvar, d_mu = run_chunked(run, self.chunk_size if invariant else self._call_rows, _float32(x), y,
                                        pad=invariant)
         return Encodings(mu, logvar, d_mu)
 
@@ -275,7 +277,7 @@ class OnnxBackend(Backend):
                                    t=tc, mu_b=bc)
 
         mu, logvar, d_mu = (None, None, None) if enc is None else (enc.mu, enc.logvar, enc.d_mu)
-        out = run_chunked(run, self.chunk_size if invariant else ONE_CALL_ROWS, _float32(x), y, noise.eps, noise.t,
+        out = run_chunked(run, self.chunk_size if invariant else self._call_rows, _float32(x), y, noise.eps, noise.t,
                           mu, logvar, d_mu, partner_mu, pad=invariant)
         return self._checked(out, setting, x)
 

@@ -14,27 +14,20 @@ import numpy as np
 import torch
 
 from vaeaug.core.backend import Backend, run_chunked
-from vaeaug.core.functional import ONE_CALL_ROWS, Encodings, encode_sources, perturb, perturb_encoded
+from vaeaug.core.functional import ONE_CALL_ROWS, Encodings, call_rows, encode_sources, perturb, perturb_encoded
 from vaeaug.core.rng import Noise
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import check_int
 from vaeaug.model.devices import resolve_device
 from vaeaug.model.vae import VAE, load
 
-__all__ = ["CPU_CALL_VALUES", "SMALL_CALL_VALUES", "TorchBackend"]
+__all__ = ["SMALL_CALL_VALUES", "TorchBackend"]
 
 SMALL_CALL_VALUES = 8192
 """A CPU call of at most this many input values (rows x values per row) runs with oneDNN off: its
 per-call set-up costs more than it saves there. Measured one thread, delta form (BENCHMARKS.md,
 2026-12-05): 28x28 at batch 1 1.40x faster, batch 8 1.14x, batch 16 0.78x (so on above 8,192 values);
 8x8 1.7-2.0x up to batch 16; 64x64 RGB at batch 1 1.05x, batch 4 0.85x."""
-
-CPU_CALL_VALUES = 1 << 19
-"""A CPU call without ``invariant`` takes at most this many input values (and at most
-``ONE_CALL_ROWS`` rows): a larger batch runs in calls of ``CPU_CALL_VALUES // values per row`` rows,
-whose activations stay in cache. Measured one thread, 256 images (BENCHMARKS.md, 2026-12-05):
-128x128 RGB 1.7-1.8x faster in calls of 10-16 rows than in one call, 64x64 RGB 1.2-1.3x in calls of
-16-64 rows; 28x28 (668 rows) is unchanged."""
 
 
 @contextlib.contextmanager
@@ -92,8 +85,8 @@ class TorchBackend(Backend):
         self.chunk_size = chunk_size
         self._device = model.device  # cached: looking it up walks the parameters
         self._row_values = math.prod(model.config.input_shape)
-        cpu_rows = max(1, CPU_CALL_VALUES // self._row_values) if self._device.type == "cpu" else ONE_CALL_ROWS
-        self._call_rows = min(ONE_CALL_ROWS, cpu_rows)  # rows per call without invariant
+        # rows per call without invariant: fewer for big samples on the CPU (their activations stay in cache)
+        self._call_rows = call_rows(self._row_values) if self._device.type == "cpu" else ONE_CALL_ROWS
         self.config = model.config
         self.value_range = model.value_range
         self.class_names = model.class_names

@@ -25,7 +25,8 @@ results differ from it only by float rounding (the decoder runs on other batches
 One batching rule for both backends (:data:`ONE_CALL_ROWS`): two inputs of ``n`` rows that go
 through the same network (``D(z')`` and ``D(mu)``; sources and partners in the encoder) run as one
 call of ``2n`` rows up to 256 rows, as two calls above that (measured: a 512-row decoder call runs
-at half the per-row speed of a 256-row one on CPU, its activations leave the cache).
+at half the per-row speed of a 256-row one on CPU, its activations leave the cache). Big samples
+run in fewer rows a call (:func:`call_rows`: at most :data:`CALL_VALUES` input values).
 """
 
 from __future__ import annotations
@@ -39,10 +40,26 @@ import numpy as np
 from vaeaug.core.settings import FORMS, MODES, PARTNER_MODES, Form, Mode, check_mode
 
 __all__ = ["MODES", "FORMS", "PARTNER_MODES", "Mode", "Form", "check_mode", "latent_move", "gaussian_move",
-           "delta_output", "perturb", "ONE_CALL_ROWS", "LOGVAR_RANGE", "clamp_logvar", "Encodings", "encode_sources",
-           "perturb_encoded"]
+           "delta_output", "perturb", "ONE_CALL_ROWS", "CALL_VALUES", "call_rows", "LOGVAR_RANGE", "clamp_logvar",
+           "Encodings", "encode_sources", "perturb_encoded"]
 
 ONE_CALL_ROWS = 256
+
+CALL_VALUES = 1 << 19
+"""A CPU model call without ``invariant`` takes at most this many input values (rows x values per
+row), and at most :data:`ONE_CALL_ROWS` rows: the activations of a larger call leave the cache.
+Measured one thread, 256 images a batch (BENCHMARKS.md, 2026-12-05): the torch backend 1.41x faster
+at 128x128 RGB (10 rows a call) and 1.36x at 64x64 RGB (42 rows) than in one call; 28x28 keeps 256."""
+
+
+def call_rows(row_values: int) -> int:
+    """Rows per CPU model call for samples of ``row_values`` values each (see :data:`CALL_VALUES`).
+
+    Example:
+        >>> call_rows(784), call_rows(3 * 64 * 64), call_rows(3 * 128 * 128)
+        (256, 42, 10)
+    """
+    return max(1, min(ONE_CALL_ROWS, CALL_VALUES // max(1, row_values)))
 
 LOGVAR_RANGE = (-30.0, 20.0)
 """The posterior log-variances every move and score uses: ``sigma = exp(logvar / 2)`` in ``[3e-7, 2.2e4]``.
