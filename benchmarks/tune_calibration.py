@@ -6,7 +6,11 @@ Two null cases, each over ``--runs`` independent draws (a fresh subset, VAE and 
   anything that carries to the held-out fold;
 * ``identity``: the only candidate is a "variant" that is the image itself
   (``isotropic``, strength 0, ``delta`` form: ``x + D(mu) - D(mu)``), so the candidate trains what
-  ``none`` trains up to float rounding.
+  ``none`` trains up to float rounding;
+* ``weak``: real labels, and candidates too weak to matter (``isotropic`` at strength 0.05 and
+  0.02, ``delta``, p = 0.5): they change every variant a little, so each candidate's classifier
+  follows its own trajectory. Unlike ``identity`` its paired differences carry the full training
+  noise, which is the noise tune's test has to see through.
 
 A calibrated tune says yes on at most ``alpha`` of the runs (the selection among candidates makes
 ``shuffled`` somewhat harder). Prints one line per run and the rate with its 95% (Wilson) interval;
@@ -46,7 +50,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="digits")
-    ap.add_argument("--case", choices=["shuffled", "identity"], required=True)
+    ap.add_argument("--case", choices=["shuffled", "identity", "weak"], required=True)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=30, help="epochs of each run's VAE (and of tune's refits)")
@@ -57,8 +61,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     train = as_tensor_data(args.data, split="train")
-    grid = ([vaeaug.AugmentSetting("isotropic", 0.0, "delta", 0.5)] if args.case == "identity"
-            else list(DEFAULT_GRID[:2]))
+    grid = {"identity": [vaeaug.AugmentSetting("isotropic", 0.0, "delta", 0.5)],
+            "weak": [vaeaug.AugmentSetting("isotropic", 0.05, "delta", 0.5),
+                     vaeaug.AugmentSetting("isotropic", 0.02, "delta", 0.5)]}.get(args.case, list(DEFAULT_GRID[:2]))
     rows, t0 = [], time.perf_counter()
     for run in range(args.runs):
         assert train.y is not None
