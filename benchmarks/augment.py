@@ -154,8 +154,9 @@ def main() -> None:
 
     best: dict[str, float] = {}
     for r in range(args.rounds):
-        for name, run in arms.items():
-            v = run()
+        for j in range(len(arms)):  # the order rotated by one arm each round (the same as loader.py)
+            name = list(arms)[(j + r) % len(arms)]
+            v = arms[name]()
             best[name] = max(best.get(name, 0.0), v)
             print(f"round {r + 1}: {name}: {v:,.0f} samples/s", flush=True)
     ref = best["(b) classic: torchvision RandomAffine"]
