@@ -289,3 +289,8 @@ def test_the_brier_score_is_bounded_pairs_the_same_runs_and_names_itself(digits)
     miss = 1.0 - run.true_logprob.exp()
     assert bool((run.brier >= miss**2 - 1e-6).all()) and bool((run.brier <= 2 * miss**2 + 1e-6).all())
     assert float(miss.max()) > 0.1  # a short run: the bounds are not met trivially at p_true = 1
+    from vaeaug.protocol.tuning import SCORES
+
+    help_text = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    assert "--tune-score {" + ",".join(SCORES) + "}" in help_text  # the CLI offers exactly tune's scores

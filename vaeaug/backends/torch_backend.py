@@ -127,8 +127,7 @@ class TorchBackend(Backend):
             def run(xc: Any, yc: Any, ec: Any, tc: Any, bc: Any) -> Any:
                 return perturb(self.model, xc, yc, mode=mode, strength=s, form=form, eps=ec, t=tc, x_b=bc)
 
-            out = run(xd, yd, eps, t, pb) if len(xd) <= self._call_rows else \
-                run_chunked(run, self._call_rows, xd, yd, eps, t, pb, pad=False)
+            out = run_chunked(run, self._call_rows, xd, yd, eps, t, pb, pad=False)  # one call when it fits: views
         if is_numpy:
             return out.cpu().numpy()
         return out.to(in_dev)

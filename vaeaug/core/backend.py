@@ -227,8 +227,12 @@ def run_chunked(run: Any, size: int, *arrays: Any, pad: bool = True) -> Any:
     Example:
         >>> run_chunked(lambda a: (a * 2, None), 2, np.arange(3))
         (array([0, 2, 4]), None)
+        >>> run_chunked(lambda a: a * 2, 2, np.arange(0))  # no rows: one call on the empty arrays
+        array([], dtype=int64)
     """
     n = len(arrays[0])
+    if n == 0:
+        return run(*arrays)
     pad_rows = -n % size if pad else 0
     torch: Any = sys.modules.get("torch")  # loaded wherever a tensor is among the arrays
 

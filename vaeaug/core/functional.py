@@ -49,7 +49,8 @@ CALL_VALUES = 1 << 19
 """A CPU model call without ``invariant`` takes at most this many input values (rows x values per
 row), and at most :data:`ONE_CALL_ROWS` rows: the activations of a larger call leave the cache.
 Measured one thread, 256 images a batch (BENCHMARKS.md, 2026-12-05): the torch backend 1.41x faster
-at 128x128 RGB (10 rows a call) and 1.36x at 64x64 RGB (42 rows) than in one call; 28x28 keeps 256."""
+at 128x128 RGB (10 rows a call) and 1.18x at 64x64 RGB (42 rows) than in one call; onnxruntime
+about 1.0x; 28x28 keeps 256."""
 
 
 def call_rows(row_values: int) -> int:

@@ -109,7 +109,7 @@ class ClassifierRun:
             that 0/1 accuracy over a few hundred images cannot).
         brier: each test image's multi-class Brier score, ``sum_k (p_k - [k = y])^2`` in ``[0, 2]``
             (a bounded proper score: unlike the log-loss, a few confidently wrong images cannot
-            dominate it, so a classifier that is merely less confident gains little).
+            dominate it).
     """
 
     accuracy: float

@@ -11,9 +11,9 @@ The score is per image, not 0/1 accuracy: each held-out image's true-class log-l
 :data:`MAX_LOSS`) or, with ``score="brier"``, its multi-class Brier score, paired image by image
 with the reference's classifier of the same fold and repeat; the mean over the fold's images is one
 unit. Accuracy over a hundred images moves in steps of a point and flips with the classifier's seed;
-a paired continuous score sees a one-point gain. The log-loss also rewards a classifier for being
-merely less confident (a regulariser gains on it without any accuracy to gain); the Brier score is
-bounded and much less moved by that.
+a paired continuous score sees a one-point gain. The Brier score is bounded, so a few confidently
+wrong images cannot dominate a unit: more power on a hundred images, and more false positives on
+candidates too weak to matter (BENCHMARKS.md, issue 21), hence not the default.
 
 Successive halving keeps it cheap: every candidate runs on the first fold; the better half goes on
 to the other folds; the best of those is the finalist, which runs again with ``repeats - 1`` fresh
