@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--steps", type=int, default=None, help="a fixed budget (default: converged)")
     ap.add_argument("--arms", default="none,classic,vae", help="base arms (vae+classic is added by --classic-twins)")
     ap.add_argument("--imbalance", type=float, default=None)
@@ -53,7 +54,8 @@ def main() -> None:
     first, rest = names[0], names[1:]
     arms = args.arms.split(",") + (["vae+classic"] if args.classic_twins else [])
     t = time.perf_counter()
-    report = evaluate(args.data, per_class=args.per_class, seeds=args.seeds, steps=args.steps, arms=arms,
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    report = evaluate(args.data, per_class=args.per_class, seeds=seeds, steps=args.steps, arms=arms,
                       setting=PRESETS[first], extra_arms={n: PRESETS[n] for n in rest}, imbalance=args.imbalance,
                       vae_epochs=args.vae_epochs, tune_kwargs=json.loads(args.tune_kwargs) or None,
                       vae_kwargs={**json.loads(args.vae_kwargs),

@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--data", default="digits")
     ap.add_argument("--case", choices=["shuffled", "identity", "weak"], required=True)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--first-run", type=int, default=0, help="the first run's number (more runs, new subsets)")
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=30, help="epochs of each run's VAE (and of tune's refits)")
     ap.add_argument("--folds", type=int, default=3)
@@ -65,7 +66,7 @@ def main() -> None:
             "weak": [vaeaug.AugmentSetting("isotropic", 0.05, "delta", 0.5),
                      vaeaug.AugmentSetting("isotropic", 0.02, "delta", 0.5)]}.get(args.case, list(DEFAULT_GRID[:2]))
     rows, t0 = [], time.perf_counter()
-    for run in range(args.runs):
+    for run in range(args.first_run, args.first_run + args.runs):
         assert train.y is not None
         idx = reduce_per_class(train.y, args.per_class, seed=1000 + run)
         x, y = train.x[idx], train.y[idx]
