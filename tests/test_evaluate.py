@@ -181,6 +181,33 @@ def test_the_converged_run_stops_early_and_tests_the_best_checkpoint() -> None:
         train_classifier(x, y, te.x, te.y, num_classes=10, seed=0, budget=Budget())
 
 
+def test_average_scores_by_the_mean_predictions_of_the_plateau() -> None:
+    """average=True: the same training run, each test image scored by the mean probabilities of the best check
+    and every later one; fixed runs of each check's step count reproduce those checks exactly."""
+    from vaeaug.protocol.classifier import Budget, train_classifier
+
+    d = vaeaug.load_builtin("digits")
+    idx = reduce_per_class(d.y, 15, 1)
+    tr, va = stratified_split(d.y[idx], 0.2, 1)
+    x, y, val = d.x[idx[tr]], d.y[idx[tr]], (d.x[idx[va]], d.y[idx[va]])
+    te_x, te_y = d.x[-200:], d.y[-200:]
+    budget = Budget(max_steps=400, eval_every=20, patience=3, min_steps=100)
+    best = train_classifier(x, y, te_x, te_y, num_classes=10, seed=0, val=val, budget=budget)
+    avg = train_classifier(x, y, te_x, te_y, num_classes=10, seed=0, val=val, budget=budget, average=True)
+    assert (avg.steps, avg.best_step, avg.val_accuracy) == (best.steps, best.best_step, best.val_accuracy)
+    checks = range(avg.best_step, avg.steps + 1, 20)
+    assert len(checks) >= 2  # a plateau of several checks, so the mean is not the best check itself
+    probs = torch.stack([train_classifier(x, y, te_x, te_y, num_classes=10, seed=0, steps=s).true_logprob.exp()
+                         for s in checks]).mean(0)
+    assert avg.true_logprob is not None and best.true_logprob is not None and avg.brier is not None
+    assert torch.allclose(avg.true_logprob.exp(), probs, atol=1e-5)
+    assert not torch.allclose(avg.true_logprob, best.true_logprob)
+    assert avg.predictions is not None and avg.accuracy == 100.0 * int((avg.predictions == te_y).sum()) / len(te_y)
+    assert bool(torch.isfinite(avg.true_logprob).all()) and bool(((avg.brier >= 0) & (avg.brier <= 2)).all())
+    with pytest.raises(ValueError, match="fixed budget has none"):
+        train_classifier(x, y, te_x, te_y, num_classes=10, seed=0, steps=20, average=True)
+
+
 def test_imbalanced_protocol_counts_and_balanced_accuracy() -> None:
     from vaeaug.protocol.evaluation import balanced_accuracy
 

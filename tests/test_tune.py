@@ -127,6 +127,8 @@ def test_tune_refuses_bad_arguments(digits) -> None:
                     ({"score": ["brier"]}, "score must be one of")]:
         with pytest.raises(ValueError, match=msg):
             vaeaug.tune(model, digits.x[:100], digits.y[:100], progress=False, **kw)
+    with pytest.raises(TypeError, match="average must be True or False"):
+        vaeaug.tune(model, digits.x[:100], digits.y[:100], average=1, progress=False)
     with pytest.raises(TypeError, match="base must be a callable"):
         vaeaug.tune(model, digits.x[:100], digits.y[:100], base="flip", progress=False)
     with pytest.raises(ValueError, match="seed must be an integer in"):  # was torch's "Overflow when unpacking"
@@ -281,6 +283,10 @@ def test_the_brier_score_is_bounded_pairs_the_same_runs_and_names_itself(digits)
     assert brier["score"] == "brier" and brier["metric"] == "paired Brier score per image"
     assert logloss["score"] == "logloss" and "log-loss" in logloss["metric"]
     assert "Brier score per image" in brier["reason"]
+    best_check = vaeaug.tune(model, x, y, average=False, **kw)  # the same classifiers, scored at their best check
+    assert logloss["average"] is True and best_check["average"] is False
+    assert best_check["scores"][0]["steps"] == logloss["scores"][0]["steps"]
+    assert best_check["scores"][0]["losses"] != logloss["scores"][0]["losses"]
     for b, ll in zip(brier["scores"], logloss["scores"], strict=True):
         assert b["val_accuracy"] == ll["val_accuracy"]  # the same classifiers, scored differently
         assert all(0.0 <= v <= 2.0 for v in b["losses"]) and b["losses"] != ll["losses"]

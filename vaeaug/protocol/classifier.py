@@ -98,7 +98,8 @@ class ClassifierRun:
     """The outcome of one classifier run.
 
     Attributes:
-        accuracy: test accuracy (%) of the tested weights (the best checkpoint when converged).
+        accuracy: test accuracy (%) of the tested weights (the best checkpoint when converged), or of
+            the plateau's mean probabilities (``average=True``).
         steps: optimizer steps taken.
         best_step: the step of the tested weights.
         val_accuracy: validation accuracy (%) of the tested weights (``None`` without validation).
@@ -151,7 +152,7 @@ def train_classifier(
     seed: int, budget: Budget | None = None, steps: int | None = None, batch_size: int = 64,
     classic: bool = False, flip: bool = False, aug: Augmenter | None = None, base: Transform | None = None,
     val: tuple[torch.Tensor, torch.Tensor] | None = None, weights: torch.Tensor | None = None,
-    lr: float = 1e-3, precision: str = "auto", transform_first: bool = False,
+    lr: float = 1e-3, precision: str = "auto", transform_first: bool = False, average: bool = False,
 ) -> ClassifierRun:
     """Train :class:`SmallCNN` under one arm; return its test accuracy and the steps it took.
 
@@ -180,6 +181,11 @@ def train_classifier(
         transform_first: apply ``base`` or ``classic`` first, then ``aug`` (fresh variants of the
             transformed images); default: the VAE move first, from each training image's encodings,
             computed once per run (an :class:`Augmenter` on a backend with the two stages).
+        average: score the test images by the mean predicted probabilities of the best checkpoint
+            and every later check (the plateau the stopping rule saw) instead of the best checkpoint
+            alone. Which check a small validation split happens to pick is most of a run's noise;
+            the plateau's mean halves the spread of paired differences between arms (BENCHMARKS.md,
+            issue 21). Costs one pass over the test images per check: for small held-out folds.
 
     Returns:
         A :class:`ClassifierRun`.
@@ -190,6 +196,8 @@ def train_classifier(
         raise ValueError("pass budget= or steps=, not both")
     if budget.converged and val is None:
         raise ValueError("a converged budget needs a validation split: pass val=(x_val, y_val)")
+    if average and not budget.converged:
+        raise ValueError("average=True averages the checks of a converged budget; a fixed budget has none")
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32'; got {precision!r}")
     amp = fast_precision() if precision == "auto" else precision == "bf16"
@@ -205,6 +213,7 @@ def train_classifier(
     model.train()
     sources = None if transform_first else _sources(aug, x, y)
     best_acc, best_step, best_state, since_best = -1.0, 0, None, 0
+    plateau: list[torch.Tensor] = []  # with ``average``: the test probabilities of the best check and every later one
     step = 0
     while step < budget.max_steps:
         if weights is None:
@@ -237,19 +246,27 @@ def train_classifier(
         if budget.converged and (step % budget.eval_every == 0 or step == budget.max_steps):
             assert val is not None
             acc = _accuracy(model, val[0], val[1], amp, mem)
+            probs = _logprobs(model, x_test, amp, mem).exp() if average else None
             if acc > best_acc:
                 best_acc, best_step, since_best = acc, step, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                plateau = []
             else:
                 since_best += 1
-                if since_best >= budget.patience and step >= budget.min_steps:
-                    break
+            if probs is not None:
+                plateau.append(probs)
+            if since_best >= budget.patience and step >= budget.min_steps:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         best_step = step
     val_acc = best_acc if budget.converged else (None if val is None else _accuracy(model, val[0], val[1], amp, mem))
-    logp = _logprobs(model, x_test, amp, mem)
+    if plateau:  # the mean of probabilities, renormalised in float64 against rounding before the log
+        mean = torch.stack(plateau).double().mean(0)
+        logp = (mean / mean.sum(1, keepdim=True)).clamp(min=1e-300).log().float()
+    else:
+        logp = _logprobs(model, x_test, amp, mem)
     pred = logp.argmax(1)
     true_logprob = logp.gather(1, y_test.view(-1, 1).clamp(0, logp.shape[1] - 1)).view(-1)
     probs = logp.exp()

@@ -15,6 +15,12 @@ a paired continuous score sees a one-point gain. The Brier score is bounded, so 
 wrong images cannot dominate a unit: more power on a hundred images, and more false positives on
 candidates too weak to matter (BENCHMARKS.md, issue 21), hence not the default.
 
+Each classifier stops on a small inner slice, and which check that slice happens to pick is most
+of the noise between units (the paired differences of one fold vary more between classifier seeds
+than between folds). So a held-out image is scored by the mean predictions of the checks from the
+best one to the stop, the plateau (``average=True``): on the same runs this halves the spread of
+the paired differences (BENCHMARKS.md, issue 21).
+
 Successive halving keeps it cheap: every candidate runs on the first fold; the better half goes on
 to the other folds; the best of those is the finalist, which runs again with ``repeats - 1`` fresh
 classifier seeds on every fold. "Best" ranks the candidates the verdict could accept first (no mean
@@ -180,6 +186,7 @@ def tune(
     alpha: float = 0.1,
     min_gain: float = 0.0,
     score: str = "logloss",
+    average: bool = True,
     budget: Budget = TUNE_BUDGET,
     inner_val: float = 0.15,
     batch_size: int = 64,
@@ -212,6 +219,10 @@ def tune(
         min_gain: the smallest mean gain (accuracy points) that counts.
         score: the per-image score of the test and the ranking: ``"logloss"`` (true-class
             log-loss, capped at :data:`MAX_LOSS`) or ``"brier"`` (multi-class Brier score).
+        average: score each held-out image by the mean predictions of the checks from each
+            classifier's best one to its stop (the plateau), not by the best check alone: the
+            check that a small inner slice picks is most of the noise between units, and the
+            plateau's mean halves it (``False``: the best check, as before 2026-12-06).
         budget: each classifier's :class:`~vaeaug.protocol.classifier.Budget` (converged on an inner slice).
         inner_val: share of each fold's training part that decides when its classifiers stop.
         batch_size: classifier batch size.
@@ -241,6 +252,8 @@ def tune(
         check_int(name, v, lo)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be a float in (0, 1), the test's false-positive rate; got {alpha!r}")
+    if not isinstance(average, bool):
+        raise TypeError(f"average must be True or False; got {type(average).__name__}")
     if not isinstance(score, str) or score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}; got {score!r}")
     if not (isinstance(inner_val, float) and 0.0 < inner_val < 1.0):
@@ -307,7 +320,7 @@ def tune(
         weights = (1.0 / torch.bincount(y_tr).clamp(min=1).float())[y_tr] if oversample else None
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
-                               base=transform, val=inner, weights=weights)
+                               base=transform, val=inner, weights=weights, average=average)
         assert res.true_logprob is not None and res.predictions is not None and res.brier is not None
         w = _image_weights(held[1], balanced)  # mean 1: the units are (class-balanced) means over the fold
         correct = (res.predictions == held[1]).float()
@@ -388,7 +401,7 @@ def tune(
         "reference": reference, "recommendation": recommendation, "reason": reason, "finalist": finalist,
         "gain": mean_gain, "gain_sd": sd, "loss_gain": mean_loss, "loss_gain_sd": sd_loss, "p_value": p_value,
         "alpha": alpha, "min_gain": min_gain, "balanced": balanced, "oversample": oversample,
-        "score": score, "metric": f"paired {metric} per image",
+        "score": score, "average": average, "metric": f"paired {metric} per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
         "runs": sum(len(v) for v in data_n.values()), "seconds": time.perf_counter() - t_start,
