@@ -183,9 +183,9 @@ def train_classifier(
             computed once per run (an :class:`Augmenter` on a backend with the two stages).
         average: score the test images by the mean predicted probabilities of the best checkpoint
             and every later check (the plateau the stopping rule saw) instead of the best checkpoint
-            alone. Which check a small validation split happens to pick is most of a run's noise;
-            the plateau's mean halves the spread of paired differences between arms (BENCHMARKS.md,
-            issue 21). Costs one pass over the test images per check: for small held-out folds.
+            alone. Which check a small validation split happens to pick is a large part of a run's
+            noise; the plateau's mean halved the spread of paired accuracy differences between arms
+            (BENCHMARKS.md, issue 21). Costs one pass over the test images per check: for small held-out folds.
 
     Returns:
         A :class:`ClassifierRun`.
