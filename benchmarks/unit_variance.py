@@ -21,7 +21,7 @@ def split(report: dict) -> list[tuple[int, float, float]]:
     out = []
     for seed, ev in zip(report["config"]["seeds"], report["pipeline"]["per_seed"], strict=True):
         by = {c["label"]: c for c in ev["scores"]}
-        ref = next(c for c in ev["scores"] if c["gain"] == 0.0 and c["loss_gain"] == 0.0)
+        ref = ev["scores"][0]  # tune lists the reference first (a candidate can tie it at exactly 0)
         fin = by[ev["finalist"]]
         r_loss = dict(zip(map(tuple, ref["runs"]), ref["losses"], strict=True))
         units = {tuple(k): r_loss[tuple(k)] - v for k, v in zip(fin["runs"], fin["losses"], strict=True)}

@@ -246,15 +246,15 @@ def train_classifier(
         if budget.converged and (step % budget.eval_every == 0 or step == budget.max_steps):
             assert val is not None
             acc = _accuracy(model, val[0], val[1], amp, mem)
-            probs = _logprobs(model, x_test, amp, mem).exp() if average else None
+            check_probs = _logprobs(model, x_test, amp, mem).exp() if average else None
             if acc > best_acc:
                 best_acc, best_step, since_best = acc, step, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 plateau = []
             else:
                 since_best += 1
-            if probs is not None:
-                plateau.append(probs)
+            if check_probs is not None:
+                plateau.append(check_probs)
             if since_best >= budget.patience and step >= budget.min_steps:
                 break
     if best_state is not None:
