@@ -217,18 +217,26 @@ def test_tune_says_yes_where_variants_obviously_help(digits) -> None:
     assert "paired one-sided t-test" in result["reason"]
 
 
-def test_tune_chooses_the_pipeline_and_pairs_image_by_image(digits) -> None:
-    """transforms=: the candidates are none, each transform, each setting, and each setting then each
-    transform; the first transform is the reference. A candidate that trains exactly what the reference
-    trains (the same transform under a second name) differs from it by exactly 0 on every image."""
+def shift(img: torch.Tensor) -> torch.Tensor:
+    return torch.roll(img, 1, dims=-1)
 
-    def shift(img: torch.Tensor) -> torch.Tensor:
-        return torch.roll(img, 1, dims=-1)
 
+@pytest.fixture(scope="module")
+def pipeline_tuned(digits):
+    """A conditional model tuned with transforms= (two names for one transform), and its result."""
     x, y = digits.x[:150], digits.y[:150]
     model = vaeaug.fit(x, y, epochs=1, conditional=True, progress=False)
     result = vaeaug.tune(model, x, y, grid=GRID[:1], transforms={"shift": shift, "same": shift}, budget=QUICK,
                          folds=2, repeats=1, refit=False, progress=False)
+    return model, result
+
+
+def test_tune_chooses_the_pipeline_and_pairs_image_by_image(digits, pipeline_tuned) -> None:
+    """transforms=: the candidates are none, each transform, each setting, and each setting then each
+    transform; the first transform is the reference. A candidate that trains exactly what the reference
+    trains (the same transform under a second name) differs from it by exactly 0 on every image."""
+    model, result = pipeline_tuned
+    x, y = digits.x[:150], digits.y[:150]
     vae = f"vaeaug {GRID[0].label()}"
     labels = [r["label"] for r in result["scores"]]
     assert labels == ["shift", "none", "same", vae, f"{vae}, then shift", f"{vae}, then same"]
@@ -300,3 +308,56 @@ def test_the_brier_score_is_bounded_pairs_the_same_runs_and_names_itself(digits)
     help_text = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--help"], capture_output=True, text=True,
                                check=True).stdout
     assert "--tune-score {" + ",".join(SCORES) + "}" in help_text  # the CLI offers exactly tune's scores
+
+
+def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tuned, tmp_path: Path) -> None:
+    """tuned_pipeline turns the stored choice into a transform: Identity, the transform, the VAE move with
+    the chosen setting, or the VAE move then the transform; from the model or its file."""
+    import copy
+
+    model, result = pipeline_tuned
+    mine = {"shift": shift, "same": shift}
+    img, label = digits.x[7] / 16.0, int(digits.y[7])
+    vae = f"vaeaug {GRID[0].label()}"
+    setting = vars(AugmentSetting("isotropic", 1.0, "delta", 1.0))  # p = 1: the move always happens
+    tuning = copy.deepcopy(result)
+    expected_vae = VAEAugment(model, p=1.0, strength=1.0, mode="isotropic", form="delta", seed=3)(img, label)[0]
+    assert not torch.equal(expected_vae, img)
+    for label_, transform, s, want in [("none", None, None, img), ("same", "same", None, shift(img)),
+                                       (vae, None, setting, expected_vae),
+                                       (f"{vae}, then shift", "shift", setting, shift(expected_vae))]:
+        model.tuning = {**tuning, "pipeline": {"label": label_, "transform": transform, "setting": s}}
+        model.augment = {**setting, "strength": 0.25}  # the chosen setting wins over the model's current one
+        pipeline = vaeaug.tuned_pipeline(model, mine, seed=3)
+        out_img, out_label = pipeline(img, label)
+        assert out_label == label and torch.allclose(out_img, want), label_
+        assert (pipeline.label, pipeline.transform is not None, pipeline.vae is not None) == \
+            (label_, transform is not None, s is not None)
+        again = vaeaug.tuned_pipeline(model, mine, seed=3)  # a fresh stream: the same draw
+        assert torch.allclose(again((img, label))[0], want)
+        if s is None:
+            assert torch.allclose(again(img), want)  # an image alone
+        else:
+            with pytest.raises(ValueError, match="class-conditional .* needs the label"):
+                again(img)
+    path = tmp_path / "tuned.vae"
+    model.tuning = {**tuning, "pipeline": {"label": "same", "transform": "same", "setting": None}}
+    model.save(path)
+    assert vaeaug.tuned_pipeline(str(path), mine).transform is shift  # from the file
+    model.tuning = tuning
+    with pytest.raises(ValueError, match=r"tune chose among the transforms \['shift', 'same'\]; got \['shift'\]"):
+        vaeaug.tuned_pipeline(model, {"shift": shift})
+    with pytest.raises(ValueError, match="got none"):
+        vaeaug.tuned_pipeline(model)
+    with pytest.raises(TypeError, match="dict name -> transform or a list"):
+        vaeaug.tuned_pipeline(model, "shift")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tuned vaeaug.VAE or the path"):
+        vaeaug.tuned_pipeline(42)  # type: ignore[arg-type]
+    untuned = vaeaug.fit(digits.x[:50], digits.y[:50], epochs=1, progress=False)
+    with pytest.raises(ValueError, match="holds no choice of tune's: run vaeaug.tune"):
+        vaeaug.tuned_pipeline(untuned)
+    untuned.tuning = {**tuning, "base": repr(shift), "pipeline": {"label": "none", "transform": "base",
+                                                                    "setting": None}}
+    assert vaeaug.tuned_pipeline(untuned, shift).transform is shift  # tuned with base=: the base transform
+    with pytest.raises(TypeError, match="tuned on top of base="):
+        vaeaug.tuned_pipeline(untuned, mine)

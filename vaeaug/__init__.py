@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from vaeaug.protocol.classifier import Budget
     from vaeaug.protocol.evaluation import evaluate
     from vaeaug.protocol.tuning import tune
-    from vaeaug.transforms import VAEAugment
+    from vaeaug.transforms import VAEAugment, tuned_pipeline
 
 _LAZY = {
     "VAE": "model.vae",
@@ -57,6 +57,7 @@ _LAZY = {
     "evaluate": "protocol.evaluation",
     "Budget": "protocol.classifier",
     "tune": "protocol.tuning",
+    "tuned_pipeline": "transforms",
     "AugmentSetting": "core.settings",
     "export_onnx": "backends.onnx.export",
     "OnnxBackend": "backends.onnx_backend",
@@ -86,6 +87,7 @@ __all__ = [
     "evaluate",
     "Budget",
     "tune",
+    "tuned_pipeline",
     "AugmentSetting",
     "export_onnx",
     "OnnxBackend",

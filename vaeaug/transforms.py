@@ -1,4 +1,5 @@
-"""``VAEAugment``: a torchvision v2 transform that replaces an image by a VAE variant of it.
+"""``VAEAugment``: a torchvision v2 transform that replaces an image by a VAE variant of it; and
+:func:`tuned_pipeline`, the pipeline :func:`vaeaug.tune` chose (the move, your transform, both, or neither).
 
 A thin adapter over the augmentation core (:class:`vaeaug.core.augment.Augmenter`). Two paths:
 
@@ -22,7 +23,8 @@ gets its own key, hence its own noise and its own coin flip for ``p``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,11 +39,13 @@ from vaeaug.core.augment import Augmenter
 from vaeaug.core.backend import Backend
 from vaeaug.core.codecs import Codec, not_an_image
 from vaeaug.core.labels import as_labels
+from vaeaug.core.pipelines import AnyTransform, named_transforms
 from vaeaug.core.rng import derive_keys, worker_component
 from vaeaug.core.settings import resolve_setting
 from vaeaug.core.values import MAX_SEED, check_int
+from vaeaug.model.vae import VAE, load
 
-__all__ = ["VAEAugment"]
+__all__ = ["TunedPipeline", "VAEAugment", "tuned_pipeline"]
 
 _MAX_KEY = 2**63 - 1
 
@@ -438,3 +442,104 @@ class VAEAugment(v2.Transform):
                        if k is not None)
         return (f"model={self.model!r}, p={self.p}, strength={self.strength}, mode={self.mode!r}, "
                 f"form={self.form!r}, seed={self.seed}{keys}")
+
+
+def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
+                   transforms: Mapping[str, AnyTransform] | Sequence[AnyTransform] | AnyTransform | None = None, *,
+                   seed: int | None = None, device: Any = None) -> Any:
+    """The pipeline :func:`vaeaug.tune` chose, as one torchvision v2 transform to put in your ``Dataset``.
+
+    ``tune`` stores its choice in the model (``model.tuning``, saved in its file); :func:`tuned_pipeline` builds it from
+    the transforms you tuned with: a ``VAEAugment`` with the chosen setting (not the model's current
+    ``augment``) followed by your transform when it chose "vaeaug ..., then <transform>", either alone
+    when it chose one of them, and nothing (the sample comes back as it came) when it chose ``none``.
+    Class-conditional models read the label from ``(image, label)``.
+
+    Args:
+        model_or_path: the tuned ``VAE``, or the path of its ``.vae`` file.
+        transforms: the ``transforms=`` you gave ``tune`` (the same names), or the ``base=`` transform;
+            ``None`` when tune ran with neither.
+        seed: passed to :class:`~vaeaug.VAEAugment` (``None``: torch's generator, per worker).
+        device: where the VAE runs (passed to :class:`~vaeaug.VAEAugment`).
+
+    Returns:
+        A :class:`TunedPipeline`: a callable transform of an image or an ``(image, label)`` sample.
+
+    Example:
+        >>> import torch, vaeaug
+        >>> d = vaeaug.load_builtin("digits")
+        >>> model = vaeaug.fit(d.x[:200], d.y[:200], epochs=1, conditional=True, progress=False)
+        >>> mine = {"shift": lambda im: torch.roll(im, 1, dims=-1)}
+        >>> _ = vaeaug.tune(model, d.x[:200], d.y[:200], transforms=mine, grid=[vaeaug.AugmentSetting()], folds=2,
+        ...                 repeats=1, refit=False, budget=vaeaug.Budget(max_steps=20, eval_every=10, patience=1),
+        ...                 progress=False)
+        >>> pipeline = vaeaug.tuned_pipeline(model, mine, seed=0)
+        >>> pipeline(d.x[0] / 16, int(d.y[0]))[0].shape
+        torch.Size([1, 8, 8])
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        model = load(model_or_path)
+    elif isinstance(model_or_path, VAE):
+        model = model_or_path
+    else:
+        raise TypeError(f"model_or_path must be a tuned vaeaug.VAE or the path of its .vae file; got "
+                        f"{type(model_or_path).__name__}")
+    record = model.tuning
+    if not isinstance(record, Mapping) or not isinstance(record.get("pipeline"), Mapping):
+        raise ValueError("this model holds no choice of tune's: run vaeaug.tune(model, x, y, transforms=...) "
+                         "first (and save the model to keep it)")
+    chosen = record["pipeline"]
+    tuned_names = [str(r["transform"]) for r in record.get("scores") or []
+                   if r.get("transform") and r.get("setting") is None]
+    if record.get("base"):  # tune(base=...): every candidate ran with that transform
+        if not callable(transforms) or isinstance(transforms, (Mapping, Sequence)):
+            raise TypeError(f"this model was tuned on top of base={record['base']}: pass that transform "
+                            f"itself as transforms; got {type(transforms).__name__}")
+        named: dict[str, AnyTransform] = {"base": transforms}  # type: ignore[dict-item]
+    elif transforms is None:
+        named = {}
+    else:
+        named = named_transforms(transforms)  # type: ignore[arg-type]
+    if not record.get("base") and sorted(named) != sorted(tuned_names):
+        raise ValueError(f"tune chose among the transforms {tuned_names or 'none (it ran without transforms=)'}; "
+                         f"got {list(named) or 'none'}: pass the transforms=... you tuned with")
+    vae = None
+    if chosen.get("setting") is not None:
+        st = chosen["setting"]
+        vae = VAEAugment(model, p=st["p"], strength=st["strength"], mode=st["mode"], form=st["form"], seed=seed,
+                         device=device)
+    transform = named[str(chosen["transform"])] if chosen.get("transform") is not None else None
+    return TunedPipeline(str(chosen.get("label")), vae, transform)
+
+
+class TunedPipeline:
+    """The pipeline :func:`vaeaug.tune` chose: the VAE move (if chosen), then your transform (if chosen).
+
+    Called on an image, or on an ``(image, label)`` sample (as one tuple or as two arguments, the way
+    torchvision v2 transforms are): the label goes to a class-conditional VAE and comes back unchanged;
+    your transform sees the image alone, as in :func:`vaeaug.tune`. Build it with :func:`tuned_pipeline`.
+
+    Attributes:
+        label: the candidate's label in tune's result (e.g. ``"vaeaug delta isotropic s=1 p=0.5, then RandomAffine"``).
+        vae: the :class:`~vaeaug.VAEAugment` with the chosen setting, or ``None``.
+        transform: your chosen transform, or ``None``.
+    """
+
+    def __init__(self, label: str, vae: VAEAugment | None, transform: AnyTransform | None) -> None:
+        self.label, self.vae, self.transform = label, vae, transform
+
+    def __call__(self, *inputs: Any) -> Any:
+        """The sample with its image replaced: the same structure as the input (an image, or a tuple)."""
+        if not inputs:
+            raise TypeError("a TunedPipeline takes an image or an (image, label) sample; got nothing")
+        sample = inputs[0] if len(inputs) == 1 else inputs
+        if self.vae is not None:
+            sample = self.vae(sample)
+        if self.transform is None:
+            return sample
+        if isinstance(sample, tuple):
+            return (self.transform(sample[0]), *sample[1:])
+        return self.transform(sample)
+
+    def __repr__(self) -> str:
+        return f"TunedPipeline({self.label!r}, vae={self.vae!r}, transform={self.transform!r})"

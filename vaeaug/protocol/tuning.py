@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from vaeaug.backends.torch_backend import TorchBackend
 from vaeaug.core.augment import Augmenter
+from vaeaug.core.pipelines import named_transforms
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import as_tensor_data
@@ -441,13 +442,7 @@ def _candidates(grid: Sequence[AugmentSetting], base: Transform | None,
         return {"none": (name, base, None), **{s.label(): (name, base, s) for s in grid}}
     if base is not None:
         raise ValueError("pass base= (vaeaug on top of one transform) or transforms= (choose the pipeline), not both")
-    named = dict(transforms) if isinstance(transforms, Mapping) else \
-        {getattr(t, "__name__", type(t).__name__): t for t in transforms}
-    if not named or len(named) != len(transforms):
-        raise ValueError("transforms must name each transform once: pass a dict name -> transform")
-    for k, t in named.items():
-        if not isinstance(k, str) or not callable(t):
-            raise TypeError(f"transforms maps names to callables; got {k!r} -> {type(t).__name__}")
+    named = named_transforms(transforms)
     out: dict[str, tuple[str | None, Transform | None, AugmentSetting | None]] = {}
     first = next(iter(named))
     out[first] = (first, named[first], None)  # your pipeline: the reference
