@@ -244,10 +244,19 @@ def test_base_arms_run_a_user_transform() -> None:
         calls.append(tuple(img.shape))
         return img.flip(-1)
 
+    built = []
+
+    def net(shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:  # your own network, in every run
+        built.append((shape, num_classes))
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[0] * shape[1] * shape[2], num_classes))
+
+    quick = {"grid": [AugmentSetting()], "folds": 2, "repeats": 1, "budget": TINY, "alpha": 1e-12}  # says no
     report = evaluate("digits", per_class=10, seeds=1, budget=TINY, vae_epochs=2, progress=False,
-                      arms=("none", "base", "base+vae"), base=flip)
-    assert set(report["arms"]) == {"none", "base", "base+vae"} and calls and set(calls) == {(1, 8, 8)}
-    assert report["config"]["base"] == repr(flip)
+                      arms=("none", "base", "base+vae", "tuned"), base=flip, classifier=net, tune_kwargs=quick)
+    assert set(report["arms"]) == {"none", "base", "base+vae", "tuned"} and calls and set(calls) == {(1, 8, 8)}
+    assert report["config"]["base"] == repr(flip) and report["config"]["classifier"] == repr(net)
+    tune_runs = sum(len(c["runs"]) for c in report["tuned"]["per_seed"][0]["scores"])
+    assert tune_runs == 4 and len(built) == 3 + tune_runs and set(built) == {((1, 8, 8), 10)}
 
 
 def test_tuned_arms_run_tune_on_the_training_part_and_reuse_runs(monkeypatch: pytest.MonkeyPatch) -> None:

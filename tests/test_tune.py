@@ -15,6 +15,7 @@ from vaeaug.core.settings import DEFAULT_AUGMENT, resolve_setting
 
 GRID = (AugmentSetting("isotropic", 1.0, "delta", 0.5), AugmentSetting("posterior", 1.0, "decode", 0.5))
 QUICK = vaeaug.Budget(max_steps=150, eval_every=25, patience=2, min_steps=0)
+TINY = vaeaug.Budget(max_steps=50, eval_every=25, patience=1, min_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -349,6 +350,14 @@ def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tun
         vaeaug.tuned_pipeline(model, {"shift": shift})
     with pytest.raises(ValueError, match="got none"):
         vaeaug.tuned_pipeline(model)
+    for bad, match in [({"label": "x", "transform": "other", "setting": None}, "chose the transform 'other'"),
+                       ({"label": "x", "transform": None, "setting": {**setting, "strength": float("inf")}},
+                        "invalid setting"),
+                       ({"label": "x", "transform": None, "setting": {"p": 1.0}}, "invalid setting")]:
+        model.tuning = {**tuning, "pipeline": bad}  # as a crafted file could hold: a clear error, never a KeyError
+        with pytest.raises(ValueError, match=match):
+            vaeaug.tuned_pipeline(model, mine)
+    model.tuning = tuning
     with pytest.raises(TypeError, match="dict name -> transform or a list"):
         vaeaug.tuned_pipeline(model, "shift")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="tuned vaeaug.VAE or the path"):
@@ -361,3 +370,31 @@ def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tun
     assert vaeaug.tuned_pipeline(untuned, shift).transform is shift  # tuned with base=: the base transform
     with pytest.raises(TypeError, match="tuned on top of base="):
         vaeaug.tuned_pipeline(untuned, mine)
+
+
+def test_tune_judges_with_your_own_classifier(digits) -> None:
+    """classifier=: every run builds a fresh network from the factory under the run's seed (your own net
+    judges the candidates); a factory that gives no module, or the wrong logits, is refused clearly."""
+    from torch import nn
+
+    shapes = []
+
+    def bn_net(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        shapes.append((shape, num_classes))
+        return nn.Sequential(nn.Conv2d(shape[0], 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(8 * shape[1] * shape[2], num_classes))
+
+    x, y = digits.x[:120], digits.y[:120]
+    model = vaeaug.fit(x, y, epochs=1, progress=False)
+    result = vaeaug.tune(model, x, y, grid=GRID[:1], classifier=bn_net, budget=TINY, folds=2, repeats=1,
+                         refit=False, progress=False)
+    assert len(shapes) == result["runs"] == 4 and set(shapes) == {((1, 8, 8), 10)}
+    assert result["classifier"] == repr(bn_net)
+    with pytest.raises(TypeError, match="classifier must be a callable factory"):
+        vaeaug.tune(model, x, y, classifier="resnet", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must return a torch.nn.Module"):
+        vaeaug.tune(model, x, y, grid=GRID[:1], classifier=lambda s, k: None, budget=QUICK, folds=2, repeats=1,
+                    refit=False, progress=False)
+    with pytest.raises(ValueError, match=r"to logits \(64, 10\) \(one per class\); got \(64, 3\)"):
+        vaeaug.tune(model, x, y, grid=GRID[:1], classifier=lambda s, k: bn_net(s, 3), budget=QUICK, folds=2,
+                    repeats=1, refit=False, progress=False)

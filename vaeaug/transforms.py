@@ -41,7 +41,7 @@ from vaeaug.core.codecs import Codec, not_an_image
 from vaeaug.core.labels import as_labels
 from vaeaug.core.pipelines import AnyTransform, named_transforms
 from vaeaug.core.rng import derive_keys, worker_component
-from vaeaug.core.settings import resolve_setting
+from vaeaug.core.settings import AugmentSetting, resolve_setting
 from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.model.vae import VAE, load
 
@@ -489,13 +489,15 @@ def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
         raise ValueError("this model holds no choice of tune's: run vaeaug.tune(model, x, y, transforms=...) "
                          "first (and save the model to keep it)")
     chosen = record["pipeline"]
-    tuned_names = [str(r["transform"]) for r in record.get("scores") or []
-                   if r.get("transform") and r.get("setting") is None]
+    scores = record.get("scores")
+    if not isinstance(scores, list) or not all(isinstance(r, Mapping) for r in scores):
+        raise ValueError("this model's tuning record has no list of scores: re-run vaeaug.tune on the model")
+    tuned_names = [str(r["transform"]) for r in scores if r.get("transform") and r.get("setting") is None]
     if record.get("base"):  # tune(base=...): every candidate ran with that transform
         if not callable(transforms) or isinstance(transforms, (Mapping, Sequence)):
             raise TypeError(f"this model was tuned on top of base={record['base']}: pass that transform "
                             f"itself as transforms; got {type(transforms).__name__}")
-        named: dict[str, AnyTransform] = {"base": transforms}  # type: ignore[dict-item]
+        named: dict[str, AnyTransform] = {"base": transforms}
     elif transforms is None:
         named = {}
     else:
@@ -503,12 +505,20 @@ def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
     if not record.get("base") and sorted(named) != sorted(tuned_names):
         raise ValueError(f"tune chose among the transforms {tuned_names or 'none (it ran without transforms=)'}; "
                          f"got {list(named) or 'none'}: pass the transforms=... you tuned with")
+    name = chosen.get("transform")
+    if name is not None and name not in named:
+        raise ValueError(f"this model's tuning record chose the transform {name!r}, which is not among "
+                         f"{list(named)}: re-run vaeaug.tune on the model")
     vae = None
     if chosen.get("setting") is not None:
-        st = chosen["setting"]
-        vae = VAEAugment(model, p=st["p"], strength=st["strength"], mode=st["mode"], form=st["form"], seed=seed,
-                         device=device)
-    transform = named[str(chosen["transform"])] if chosen.get("transform") is not None else None
+        try:
+            st = AugmentSetting.from_dict(chosen["setting"])
+            st.check_for(conditional=model.conditional)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"this model's tuning record holds an invalid setting ({e}): re-run vaeaug.tune "
+                             "on the model") from None
+        vae = VAEAugment(model, p=st.p, strength=st.strength, mode=st.mode, form=st.form, seed=seed, device=device)
+    transform = named[name] if name is not None else None
     return TunedPipeline(str(chosen.get("label")), vae, transform)
 
 

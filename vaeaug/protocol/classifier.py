@@ -34,7 +34,12 @@ from vaeaug.model.devices import resolve_precision
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
-__all__ = ["Budget", "ClassifierRun", "SmallCNN", "Transform", "classic_augment", "fast_precision", "train_classifier"]
+ClassifierFactory = Callable[[tuple[int, int, int], int], nn.Module]
+"""``factory(shape, num_classes)`` -> a fresh network whose forward maps ``(N, *shape)`` images to
+``(N, num_classes)`` logits (:class:`SmallCNN` is one)."""
+
+__all__ = ["Budget", "ClassifierFactory", "ClassifierRun", "SmallCNN", "Transform", "classic_augment",
+           "fast_precision", "train_classifier"]
 
 
 class SmallCNN(nn.Module):
@@ -153,8 +158,9 @@ def train_classifier(
     classic: bool = False, flip: bool = False, aug: Augmenter | None = None, base: Transform | None = None,
     val: tuple[torch.Tensor, torch.Tensor] | None = None, weights: torch.Tensor | None = None,
     lr: float = 1e-3, precision: str = "auto", transform_first: bool = False, average: bool = False,
+    classifier: ClassifierFactory | None = None,
 ) -> ClassifierRun:
-    """Train :class:`SmallCNN` under one arm; return its test accuracy and the steps it took.
+    """Train :class:`SmallCNN` (or your ``classifier``) under one arm; return its test accuracy and the steps it took.
 
     In each step: a batch is drawn (uniformly, or by ``weights``), ``aug`` replaces a share of it
     by VAE variants (keyed by the seed and the step), then ``base`` (a user's per-image transform)
@@ -186,6 +192,8 @@ def train_classifier(
             alone. Which check a small validation split happens to pick is a large part of a run's
             noise; the plateau's mean halved the spread of paired accuracy differences between arms
             (BENCHMARKS.md, issue 21). Costs one pass over the test images per check: for small held-out folds.
+        classifier: ``factory(shape, num_classes)`` returning a fresh ``nn.Module`` of logits, built
+            under the run's seed (your own network instead of :class:`SmallCNN`; Adam at ``lr``).
 
     Returns:
         A :class:`ClassifierRun`.
@@ -203,9 +211,15 @@ def train_classifier(
     amp = fast_precision() if precision == "auto" else precision == "bf16"
     t0 = time.perf_counter()
     mem = torch.channels_last
+    if classifier is not None and not callable(classifier):
+        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
+                        f"got {type(classifier).__name__}")
+    shape: tuple[int, int, int] = tuple(x.shape[1:])  # type: ignore[assignment]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SmallCNN(tuple(x.shape[1:]), num_classes)  # type: ignore[arg-type]
+        model = (classifier or SmallCNN)(shape, num_classes)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"classifier(shape, num_classes) must return a torch.nn.Module; got {type(model).__name__}")
     model = model.to(memory_format=mem)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 10_000)
@@ -238,7 +252,12 @@ def train_classifier(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 100_003 + step)  # dropout
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(xb.contiguous(memory_format=mem)), yb)
+                logits = model(xb.contiguous(memory_format=mem))
+                if step == 0 and not (isinstance(logits, torch.Tensor) and logits.shape == (len(xb), num_classes)):
+                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                    raise ValueError(f"the classifier must map a batch {tuple(xb.shape)} to logits "
+                                     f"{(len(xb), num_classes)} (one per class); got {got}")
+                loss = F.cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

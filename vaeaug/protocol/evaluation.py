@@ -56,7 +56,7 @@ from vaeaug.data import as_tensor_data
 from vaeaug.data.builtin import is_builtin
 from vaeaug.fitting.classic import ClassicTransform
 from vaeaug.fitting.training import fit
-from vaeaug.protocol.classifier import Budget, ClassifierRun, Transform, train_classifier
+from vaeaug.protocol.classifier import Budget, ClassifierFactory, ClassifierRun, Transform, train_classifier
 from vaeaug.protocol.tuning import stratified_split, tune
 
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
@@ -207,6 +207,7 @@ def evaluate(
     vae_epochs: int = 300,
     vae_kwargs: dict[str, Any] | None = None,
     flip: bool | None = None,
+    classifier: ClassifierFactory | None = None,
     root: Any = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -240,6 +241,8 @@ def evaluate(
         vae_epochs: epochs of the VAE fit on the reduced set.
         vae_kwargs: more keyword arguments for :func:`vaeaug.fit`.
         flip: allow horizontal flips in ``classic``; default: only for Fashion-MNIST.
+        classifier: your network, ``factory(shape, num_classes) -> nn.Module`` of logits, in every arm
+            and in tune's runs; default: the protocol's :class:`~vaeaug.protocol.classifier.SmallCNN`.
         root: folder for built-in datasets.
         progress: progress bar per arm and seed.
 
@@ -258,6 +261,9 @@ def evaluate(
         raise ValueError("arms 'base' and 'base+vae' train with your own transform: pass base=<callable>")
     if base is not None and not callable(base):
         raise TypeError(f"base must be a callable transform of one (C, H, W) image; got {type(base).__name__}")
+    if classifier is not None and not callable(classifier):
+        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
+                        f"got {type(classifier).__name__}")
     if steps is not None and budget is not None:
         raise ValueError("pass steps= (a fixed budget) or budget=, not both")
     if not (isinstance(val_fraction, float) and 0.0 < val_fraction < 1.0):
@@ -327,7 +333,8 @@ def evaluate(
                 t1 = time.perf_counter()
                 choice = {"transforms": {"classic": ClassicTransform(flip)}, "oversample": imbalance is not None} \
                     if arm_name == "pipeline" else {"base": ClassicTransform(flip) if on_classic else None}
-                res = tune(vae, xr, yr, seed=seed, progress=False, **choice, **(tune_kwargs or {}))
+                res = tune(vae, xr, yr, seed=seed, progress=False, **choice,
+                           **({"classifier": classifier} | (tune_kwargs or {})))
                 tune_seconds.setdefault(arm_name, []).append(time.perf_counter() - t1)
                 chosen = res["chosen"]
                 evidence = {k: res[k] for k in ("finalist", "p_value", "gain", "loss_gain", "score", "average")}
@@ -353,7 +360,7 @@ def evaluate(
                                        batch_size=batch_size, seed=seed, classic=arm.classic, flip=flip, aug=aug,
                                        base=base if arm.base else None, val=val,
                                        weights=weights if arm.oversample else None,
-                                       transform_first=arm.transform_first)
+                                       transform_first=arm.transform_first, classifier=classifier)
                 bacc, rec = math.nan, list[float]()
                 if imbalance is not None:
                     assert run.predictions is not None
@@ -402,6 +409,7 @@ def evaluate(
         "budget": dataclasses.asdict(budget), "budget_text": budget.describe(), "val_fraction": val_fraction,
         "n_train": len(xr), "n_val": len(val[1]), "batch_size": batch_size, "flip": flip, "vae_epochs": vae_epochs,
         "base": None if base is None else repr(base), "metric": "balanced accuracy" if imbalance else "accuracy",
+        "classifier": None if classifier is None else repr(classifier),
         "settings": {a: (dataclasses.asdict(arm.setting) if arm.setting else None) for a, arm in plan.items()},
         "seconds": time.perf_counter() - t_start,
         "threads": torch.get_num_threads(),  # float rounding, so results, depend on it

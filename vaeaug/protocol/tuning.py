@@ -67,7 +67,7 @@ from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import as_tensor_data
 from vaeaug.fitting import training
 from vaeaug.model.vae import VAE
-from vaeaug.protocol.classifier import Budget, Transform, train_classifier
+from vaeaug.protocol.classifier import Budget, ClassifierFactory, Transform, train_classifier
 
 __all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "stratified_split", "stratified_folds", "t_sf", "tune"]
 
@@ -194,6 +194,7 @@ def tune(
     batch_size: int = 64,
     refit: bool = True,
     refit_epochs: int | None = None,
+    classifier: ClassifierFactory | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -232,6 +233,9 @@ def tune(
             that no variant is made by a model that has seen the images it is judged on;
             ``False`` uses ``model`` itself (faster, optimistic if it saw ``data``).
         refit_epochs: epochs of those fits; default: as many as ``model`` was fit for.
+        classifier: the network that judges, ``factory(shape, num_classes) -> nn.Module`` of logits
+            (your own, so that the choice is made for it; trained with Adam, converged on the inner
+            slice); default: the protocol's :class:`~vaeaug.protocol.classifier.SmallCNN`.
         seed: seeds the folds, the fits and the classifiers.
         progress: progress bar and a one-line verdict.
 
@@ -264,6 +268,9 @@ def tune(
         raise ValueError("budget must be a converged vaeaug.Budget (tune stops each run on its inner slice)")
     if base is not None and not callable(base):
         raise TypeError(f"base must be a callable transform of one (C, H, W) image; got {type(base).__name__}")
+    if classifier is not None and not callable(classifier):
+        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
+                        f"got {type(classifier).__name__}")
     grid = list(grid)
     for s in grid:
         if not isinstance(s, AugmentSetting):
@@ -322,7 +329,7 @@ def tune(
         weights = (1.0 / torch.bincount(y_tr).clamp(min=1).float())[y_tr] if oversample else None
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
-                               base=transform, val=inner, weights=weights, average=average)
+                               base=transform, val=inner, weights=weights, average=average, classifier=classifier)
         assert res.true_logprob is not None and res.predictions is not None and res.brier is not None
         w = _image_weights(held[1], balanced)  # mean 1: the units are (class-balanced) means over the fold
         correct = (res.predictions == held[1]).float()
@@ -406,6 +413,7 @@ def tune(
         "score": score, "average": average, "metric": f"paired {metric} per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
+        "classifier": None if classifier is None else repr(classifier),
         "runs": sum(len(v) for v in data_n.values()), "seconds": time.perf_counter() - t_start,
     }
     model.tuning = result
