@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from vaeaug.core.settings import AugmentSetting
 from vaeaug.protocol.evaluation import evaluate, report_markdown
@@ -48,6 +49,10 @@ def main() -> None:
     ap.add_argument("--classic-twins", action="store_true", help="also run each setting followed by classic")
     ap.add_argument("--tune-kwargs", default="{}",
                     help='more tune() options for the tuned and pipeline arms as JSON, e.g. \'{"score": "brier"}\'')
+    ap.add_argument("--classifier", default="small", choices=["small", "bn"],
+                    help="the network of every arm and of tune: the protocol's SmallCNN, or a CNN with BatchNorm "
+                         "(another classifier, as a user's own); --tune-kwargs '{\"classifier\": null}' tunes with "
+                         "SmallCNN while the arms train the other")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     names = args.settings.split(",")
@@ -58,9 +63,19 @@ def main() -> None:
     report = evaluate(args.data, per_class=args.per_class, seeds=seeds, steps=args.steps, arms=arms,
                       setting=PRESETS[first], extra_arms={n: PRESETS[n] for n in rest}, imbalance=args.imbalance,
                       vae_epochs=args.vae_epochs, tune_kwargs=json.loads(args.tune_kwargs) or None,
+                      classifier=bn_cnn if args.classifier == "bn" else None,
                       vae_kwargs={**json.loads(args.vae_kwargs),
                                   **({"augment": args.vae_augment} if args.vae_augment else {})})
     write_report(report, Path(args.out), "quality.py", time.perf_counter() - t)
+
+
+def bn_cnn(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Another classifier than the protocol's: two conv blocks with BatchNorm (32, 64), dropout 0.25, dense 128."""
+    c, h, w = shape
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Dropout(0.25), nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
 def write_report(report: dict, out: Path, script: str, seconds: float) -> None:
