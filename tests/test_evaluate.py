@@ -254,7 +254,7 @@ def test_base_arms_run_a_user_transform() -> None:
     report = evaluate("digits", per_class=10, seeds=1, budget=TINY, vae_epochs=2, progress=False,
                       arms=("none", "base", "base+vae", "tuned"), base=flip, classifier=net, tune_kwargs=quick)
     assert set(report["arms"]) == {"none", "base", "base+vae", "tuned"} and calls and set(calls) == {(1, 8, 8)}
-    assert report["config"]["base"] == repr(flip) and report["config"]["classifier"] == repr(net)
+    assert report["config"]["base"] == repr(flip) and report["config"]["classifier"] == net.__qualname__
     tune_runs = sum(len(c["runs"]) for c in report["tuned"]["per_seed"][0]["scores"])
     assert tune_runs == 4 and len(built) == 3 + tune_runs and set(built) == {((1, 8, 8), 10)}
 

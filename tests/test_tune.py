@@ -45,6 +45,25 @@ def test_shuffled_labels_fall_back_to_p0(shuffled_tuned) -> None:
     assert result["n"] == 1437 and result["folds"] == 3
 
 
+def test_tuned_pipeline_of_a_tune_without_transforms(shuffled_tuned, digits) -> None:
+    """Tuned with neither transforms= nor base=: the pipeline is the VAE setting or nothing; records of
+    the older tune (a setting, no pipeline) still build."""
+    model, result = shuffled_tuned
+    pipeline = vaeaug.tuned_pipeline(model)
+    assert result["chosen"] is None and pipeline.vae is None and pipeline.transform is None
+    img = digits.x[0] / 16.0
+    assert pipeline(img) is img and pipeline([img, 3]) == [img, 3]
+    with pytest.raises(ValueError, match="tuned without transforms="):
+        vaeaug.tuned_pipeline(model, {"shift": shift})
+    saved = model.tuning
+    try:
+        model.tuning = {k: v for k, v in saved.items() if k != "pipeline"} | {"chosen": vars(GRID[0])}
+        older = vaeaug.tuned_pipeline(model, seed=0)
+        assert older.vae is not None and older.vae.strength == GRID[0].strength and older.transform is None
+    finally:
+        model.tuning = saved
+
+
 def test_successive_halving_and_the_paired_test(shuffled_tuned) -> None:
     _, result = shuffled_tuned
     by = {r["label"]: r for r in result["scores"]}
@@ -199,6 +218,10 @@ def test_tune_with_a_base_transform_stores_it(digits) -> None:
         result["reason"]
     assert result["base"] == repr(shift) and model.tuning["base"] == repr(shift)
     assert "on top of your base transform" in result["reason"]
+    pipeline = vaeaug.tuned_pipeline(model, shift)  # the choice made on top of base=, as one transform
+    assert pipeline.transform is shift and (pipeline.vae is None) == (result["chosen"] is None)
+    with pytest.raises(TypeError, match="tuned on top of base="):
+        vaeaug.tuned_pipeline(model, {"shift": shift})
 
 
 def test_tune_says_yes_where_variants_obviously_help(digits) -> None:
@@ -348,7 +371,7 @@ def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tun
     model.tuning = tuning
     with pytest.raises(ValueError, match=r"tune chose among the transforms \['shift', 'same'\]; got \['shift'\]"):
         vaeaug.tuned_pipeline(model, {"shift": shift})
-    with pytest.raises(ValueError, match="got none"):
+    with pytest.raises(TypeError, match="chose among your transforms .*; got NoneType"):
         vaeaug.tuned_pipeline(model)
     for bad, match in [({"label": "x", "transform": "other", "setting": None}, "chose the transform 'other'"),
                        ({"label": "x", "transform": None, "setting": {**setting, "strength": float("inf")}},
@@ -362,6 +385,26 @@ def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tun
         vaeaug.tuned_pipeline(model, "shift")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="tuned vaeaug.VAE or the path"):
         vaeaug.tuned_pipeline(42)  # type: ignore[arg-type]
+    model.tuning = {**tuning, "pipeline": {"label": "x", "transform": "shift", "setting": setting}}
+    listed = vaeaug.tuned_pipeline(model, mine, seed=3)([img, label])  # a list sample stays a list
+    assert isinstance(listed, list) and listed[1] == label and torch.allclose(listed[0], shift(expected_vae))
+    with pytest.raises(TypeError, match="got a dict"):
+        vaeaug.tuned_pipeline(model, mine)({"image": img, "label": label})
+    with pytest.raises(TypeError, match=r"chose among your transforms \['shift', 'same'\]: pass them"):
+        vaeaug.tuned_pipeline(model, shift)
+    with pytest.raises(ValueError, match="ONNX export, which does not carry tune's choice"):
+        vaeaug.tuned_pipeline(tmp_path / "m.onnx", mine)
+    with pytest.raises(ValueError, match="the transform name 'none' is tune's own"):
+        vaeaug.tune(model, digits.x[:60], digits.y[:60], transforms={"none": shift}, progress=False)
+    # in DataLoader workers (forked): each worker draws its own variants
+    from torch.utils.data import DataLoader
+
+    pipeline = vaeaug.tuned_pipeline(model, mine)
+    loader = DataLoader([(img, label)] * 4, batch_size=1, num_workers=2, collate_fn=lambda b: pipeline(b[0]))
+    outs = [o[0] for o in loader]
+    assert len(outs) == 4 and all(torch.isfinite(o).all() for o in outs)
+    assert not torch.equal(outs[0], outs[1])  # the two workers' first samples
+    model.tuning = tuning
     untuned = vaeaug.fit(digits.x[:50], digits.y[:50], epochs=1, progress=False)
     with pytest.raises(ValueError, match="holds no choice of tune's: run vaeaug.tune"):
         vaeaug.tuned_pipeline(untuned)
@@ -377,21 +420,31 @@ def test_tune_judges_with_your_own_classifier(digits) -> None:
     judges the candidates); a factory that gives no module, or the wrong logits, is refused clearly."""
     from torch import nn
 
-    shapes = []
+    shapes, inits = [], []
 
     def bn_net(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         shapes.append((shape, num_classes))
-        return nn.Sequential(nn.Conv2d(shape[0], 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(8 * shape[1] * shape[2], num_classes))
+        net = nn.Sequential(nn.Conv2d(shape[0], 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(8 * shape[1] * shape[2], num_classes))
+        inits.append(net[0].weight.detach().clone())
+        return net
 
     x, y = digits.x[:120], digits.y[:120]
     model = vaeaug.fit(x, y, epochs=1, progress=False)
     result = vaeaug.tune(model, x, y, grid=GRID[:1], classifier=bn_net, budget=TINY, folds=2, repeats=1,
                          refit=False, progress=False)
     assert len(shapes) == result["runs"] == 4 and set(shapes) == {((1, 8, 8), 10)}
-    assert result["classifier"] == repr(bn_net)
+    assert result["classifier"] == bn_net.__qualname__  # a stable name, no memory address
+    assert torch.equal(inits[0], inits[1]) and torch.equal(inits[2], inits[3])  # paired: one start per fold
+    assert not torch.equal(inits[0], inits[2])
     with pytest.raises(TypeError, match="classifier must be a callable factory"):
         vaeaug.tune(model, x, y, classifier="resnet", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got a Sequential network: every run needs a fresh one"):
+        vaeaug.tune(model, x, y, classifier=bn_net((1, 8, 8), 10), progress=False)  # type: ignore[arg-type]
+    shared = bn_net((1, 8, 8), 10)
+    with pytest.raises(ValueError, match="already trained: every run needs a fresh one"):
+        vaeaug.tune(model, x, y, grid=GRID[:1], classifier=lambda s, k: shared, budget=TINY, folds=2, repeats=1,
+                    refit=False, progress=False)
     with pytest.raises(TypeError, match="must return a torch.nn.Module"):
         vaeaug.tune(model, x, y, grid=GRID[:1], classifier=lambda s, k: None, budget=QUICK, folds=2, repeats=1,
                     refit=False, progress=False)

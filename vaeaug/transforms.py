@@ -446,24 +446,28 @@ class VAEAugment(v2.Transform):
 
 def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
                    transforms: Mapping[str, AnyTransform] | Sequence[AnyTransform] | AnyTransform | None = None, *,
-                   seed: int | None = None, device: Any = None) -> Any:
-    """The pipeline :func:`vaeaug.tune` chose, as one torchvision v2 transform to put in your ``Dataset``.
+                   seed: int | None = None, device: Any = None) -> TunedPipeline:
+    """The pipeline :func:`vaeaug.tune` chose, as one callable transform to put in your ``Dataset``.
 
-    ``tune`` stores its choice in the model (``model.tuning``, saved in its file); :func:`tuned_pipeline` builds it from
-    the transforms you tuned with: a ``VAEAugment`` with the chosen setting (not the model's current
-    ``augment``) followed by your transform when it chose "vaeaug ..., then <transform>", either alone
-    when it chose one of them, and nothing (the sample comes back as it came) when it chose ``none``.
-    Class-conditional models read the label from ``(image, label)``.
+    ``tune`` stores its choice in the model (``model.tuning``, saved in its file); :func:`tuned_pipeline`
+    builds it from the transforms you tuned with: a ``VAEAugment`` with the chosen setting (not the
+    model's current ``augment``) followed by your transform when it chose "vaeaug ..., then
+    <transform>", either alone when it chose one of them, and nothing (the sample comes back as it
+    came) when it chose ``none``. Class-conditional models read the label from ``(image, label)``.
+    A choice made with ``oversample=True`` was judged on class-balanced draws: draw your batches the
+    same way (``torch.utils.data.WeightedRandomSampler`` with weights 1 / the class's count).
 
     Args:
-        model_or_path: the tuned ``VAE``, or the path of its ``.vae`` file.
+        model_or_path: the tuned ``VAE``, or the path of its ``.vae`` file (an ONNX export does not
+            carry tune's choice).
         transforms: the ``transforms=`` you gave ``tune`` (the same names), or the ``base=`` transform;
             ``None`` when tune ran with neither.
         seed: passed to :class:`~vaeaug.VAEAugment` (``None``: torch's generator, per worker).
         device: where the VAE runs (passed to :class:`~vaeaug.VAEAugment`).
 
     Returns:
-        A :class:`TunedPipeline`: a callable transform of an image or an ``(image, label)`` sample.
+        A :class:`TunedPipeline`: a callable transform of an image or an ``(image, label)`` sample,
+        usable alone or inside ``v2.Compose``.
 
     Example:
         >>> import torch, vaeaug
@@ -478,6 +482,9 @@ def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
         torch.Size([1, 8, 8])
     """
     if isinstance(model_or_path, (str, os.PathLike)):
+        if os.fspath(model_or_path).lower().endswith(".onnx"):
+            raise ValueError(f"{os.fspath(model_or_path)!r} is an ONNX export, which does not carry tune's choice: "
+                             "pass the tuned .vae file (or the VAE) instead")
         model = load(model_or_path)
     elif isinstance(model_or_path, VAE):
         model = model_or_path
@@ -485,26 +492,37 @@ def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
         raise TypeError(f"model_or_path must be a tuned vaeaug.VAE or the path of its .vae file; got "
                         f"{type(model_or_path).__name__}")
     record = model.tuning
-    if not isinstance(record, Mapping) or not isinstance(record.get("pipeline"), Mapping):
+    if not isinstance(record, Mapping) or not ("pipeline" in record or "chosen" in record):
         raise ValueError("this model holds no choice of tune's: run vaeaug.tune(model, x, y, transforms=...) "
                          "first (and save the model to keep it)")
-    chosen = record["pipeline"]
+    base = record.get("base")
+    # records written before tune chose pipelines (2026-12-04) hold the setting alone, on top of base= if any
+    chosen = record.get("pipeline") or {"label": "the older tune's choice", "setting": record.get("chosen"),
+                                        "transform": "base" if base else None}
     scores = record.get("scores")
-    if not isinstance(scores, list) or not all(isinstance(r, Mapping) for r in scores):
-        raise ValueError("this model's tuning record has no list of scores: re-run vaeaug.tune on the model")
+    if not isinstance(chosen, Mapping) or not isinstance(scores, list) or \
+            not all(isinstance(r, Mapping) for r in scores):
+        raise ValueError("this model's tuning record is malformed (no pipeline or no list of scores): re-run "
+                         "vaeaug.tune on the model")
     tuned_names = [str(r["transform"]) for r in scores if r.get("transform") and r.get("setting") is None]
-    if record.get("base"):  # tune(base=...): every candidate ran with that transform
+    if base:  # tune(base=...): every candidate ran with that transform
         if not callable(transforms) or isinstance(transforms, (Mapping, Sequence)):
-            raise TypeError(f"this model was tuned on top of base={record['base']}: pass that transform "
-                            f"itself as transforms; got {type(transforms).__name__}")
+            raise TypeError(f"this model was tuned on top of base={base}: pass that transform itself as "
+                            f"transforms; got {type(transforms).__name__}")
         named: dict[str, AnyTransform] = {"base": transforms}
-    elif transforms is None:
+    elif not tuned_names:
+        if transforms is not None:
+            raise ValueError(f"this model was tuned without transforms= (the VAE settings alone): pass no "
+                             f"transforms; got {type(transforms).__name__}")
         named = {}
     else:
+        if transforms is None or (callable(transforms) and not isinstance(transforms, (Mapping, Sequence))):
+            raise TypeError(f"tune chose among your transforms {tuned_names}: pass them as you gave them "
+                            f"(a dict name -> transform, or the list); got {type(transforms).__name__}")
         named = named_transforms(transforms)  # type: ignore[arg-type]
-    if not record.get("base") and sorted(named) != sorted(tuned_names):
-        raise ValueError(f"tune chose among the transforms {tuned_names or 'none (it ran without transforms=)'}; "
-                         f"got {list(named) or 'none'}: pass the transforms=... you tuned with")
+        if sorted(named) != sorted(tuned_names):
+            raise ValueError(f"tune chose among the transforms {tuned_names}; got {list(named)}: pass the "
+                             "transforms=... you tuned with")
     name = chosen.get("transform")
     if name is not None and name not in named:
         raise ValueError(f"this model's tuning record chose the transform {name!r}, which is not among "
@@ -519,37 +537,49 @@ def tuned_pipeline(model_or_path: VAE | str | os.PathLike[str],
                              "on the model") from None
         vae = VAEAugment(model, p=st.p, strength=st.strength, mode=st.mode, form=st.form, seed=seed, device=device)
     transform = named[name] if name is not None else None
-    return TunedPipeline(str(chosen.get("label")), vae, transform)
+    return TunedPipeline(str(chosen.get("label") or "tune's choice"), vae, transform)
 
 
 class TunedPipeline:
     """The pipeline :func:`vaeaug.tune` chose: the VAE move (if chosen), then your transform (if chosen).
 
-    Called on an image, or on an ``(image, label)`` sample (as one tuple or as two arguments, the way
-    torchvision v2 transforms are): the label goes to a class-conditional VAE and comes back unchanged;
-    your transform sees the image alone, as in :func:`vaeaug.tune`. Build it with :func:`tuned_pipeline`.
+    Called on an image, or on an ``(image, label)`` sample (a tuple or list, or two arguments, the
+    way torchvision v2 transforms are called): the label goes to a class-conditional VAE and comes
+    back unchanged; your transform sees the image alone, as in :func:`vaeaug.tune`. Build it with
+    :func:`tuned_pipeline`; it pickles (DataLoader workers) when your transform does.
 
     Attributes:
         label: the candidate's label in tune's result (e.g. ``"vaeaug delta isotropic s=1 p=0.5, then RandomAffine"``).
         vae: the :class:`~vaeaug.VAEAugment` with the chosen setting, or ``None``.
         transform: your chosen transform, or ``None``.
+
+    Example:
+        >>> import torch
+        >>> flip = TunedPipeline("flip", None, lambda im: im.flip(-1))  # as tuned_pipeline builds it
+        >>> image, label = flip(torch.tensor([[[0.0, 1.0]]]), 3)
+        >>> image.tolist(), label
+        ([[[1.0, 0.0]]], 3)
     """
 
     def __init__(self, label: str, vae: VAEAugment | None, transform: AnyTransform | None) -> None:
         self.label, self.vae, self.transform = label, vae, transform
 
     def __call__(self, *inputs: Any) -> Any:
-        """The sample with its image replaced: the same structure as the input (an image, or a tuple)."""
+        """The sample with its image replaced: the same structure as the input (an image, a tuple or a list)."""
         if not inputs:
             raise TypeError("a TunedPipeline takes an image or an (image, label) sample; got nothing")
         sample = inputs[0] if len(inputs) == 1 else inputs
+        if isinstance(sample, Mapping):
+            raise TypeError("a TunedPipeline takes an image or an (image, label) tuple; got a dict: call it on "
+                            "(sample['image'], sample['label']) or compose VAEAugment and your transform yourself")
+        as_list = isinstance(sample, list)
+        if as_list:
+            sample = tuple(sample)
         if self.vae is not None:
             sample = self.vae(sample)
-        if self.transform is None:
-            return sample
-        if isinstance(sample, tuple):
-            return (self.transform(sample[0]), *sample[1:])
-        return self.transform(sample)
+        if self.transform is not None:
+            sample = (self.transform(sample[0]), *sample[1:]) if isinstance(sample, tuple) else self.transform(sample)
+        return list(sample) if as_list else sample
 
     def __repr__(self) -> str:
         return f"TunedPipeline({self.label!r}, vae={self.vae!r}, transform={self.transform!r})"

@@ -40,4 +40,7 @@ def named_transforms(transforms: Mapping[str, AnyTransform] | Sequence[AnyTransf
     for k, t in named.items():
         if not isinstance(k, str) or not callable(t):
             raise TypeError(f"transforms maps names to callables; got {k!r} -> {type(t).__name__}")
+        if k == "none" or k.startswith("vaeaug "):
+            raise ValueError(f"the transform name {k!r} is tune's own (the candidate without augmentation, or a "
+                             "VAE setting's label): give your transform another name in a dict")
     return named

@@ -38,8 +38,8 @@ ClassifierFactory = Callable[[tuple[int, int, int], int], nn.Module]
 """``factory(shape, num_classes)`` -> a fresh network whose forward maps ``(N, *shape)`` images to
 ``(N, num_classes)`` logits (:class:`SmallCNN` is one)."""
 
-__all__ = ["Budget", "ClassifierFactory", "ClassifierRun", "SmallCNN", "Transform", "classic_augment",
-           "fast_precision", "train_classifier"]
+__all__ = ["Budget", "ClassifierFactory", "ClassifierRun", "SmallCNN", "Transform", "check_classifier",
+           "classic_augment", "describe_classifier", "fast_precision", "train_classifier"]
 
 
 class SmallCNN(nn.Module):
@@ -152,6 +152,38 @@ def fast_precision() -> bool:
     return resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
+def check_classifier(classifier: Any) -> None:
+    """Refuse what cannot be a classifier factory: not callable, or a network instead of a factory.
+
+    Example:
+        >>> check_classifier(SmallCNN)  # a class is a factory (shape, num_classes) -> nn.Module
+        >>> check_classifier(SmallCNN((1, 8, 8), 10))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: classifier must be a factory (shape, num_classes) -> a fresh nn.Module, ... a SmallCNN network: ...
+    """
+    if classifier is None:
+        return
+    if isinstance(classifier, nn.Module):
+        raise TypeError(f"classifier must be a factory (shape, num_classes) -> a fresh nn.Module, such as the "
+                        f"class; got a {type(classifier).__name__} network: every run needs a fresh one")
+    if not callable(classifier):
+        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
+                        f"got {type(classifier).__name__}")
+
+
+def describe_classifier(classifier: Any) -> str | None:
+    """A stable name for reports: the factory's qualified name (no memory address), ``None`` for the default.
+
+    Example:
+        >>> describe_classifier(SmallCNN), describe_classifier(None)
+        ('SmallCNN', None)
+    """
+    if classifier is None:
+        return None
+    return str(getattr(classifier, "__qualname__", None) or type(classifier).__name__)
+
+
 def train_classifier(
     x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *, num_classes: int,
     seed: int, budget: Budget | None = None, steps: int | None = None, batch_size: int = 64,
@@ -211,15 +243,16 @@ def train_classifier(
     amp = fast_precision() if precision == "auto" else precision == "bf16"
     t0 = time.perf_counter()
     mem = torch.channels_last
-    if classifier is not None and not callable(classifier):
-        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
-                        f"got {type(classifier).__name__}")
+    check_classifier(classifier)
     shape: tuple[int, int, int] = tuple(x.shape[1:])  # type: ignore[assignment]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = (classifier or SmallCNN)(shape, num_classes)
+        model = (SmallCNN if classifier is None else classifier)(shape, num_classes)
     if not isinstance(model, nn.Module):
         raise TypeError(f"classifier(shape, num_classes) must return a torch.nn.Module; got {type(model).__name__}")
+    if any(p.grad is not None for p in model.parameters()):
+        raise ValueError("classifier(shape, num_classes) returned a network that was already trained: every run "
+                         "needs a fresh one (build it inside the factory), or the arms would not be paired")
     model = model.to(memory_format=mem)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 10_000)

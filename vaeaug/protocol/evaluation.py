@@ -56,7 +56,15 @@ from vaeaug.data import as_tensor_data
 from vaeaug.data.builtin import is_builtin
 from vaeaug.fitting.classic import ClassicTransform
 from vaeaug.fitting.training import fit
-from vaeaug.protocol.classifier import Budget, ClassifierFactory, ClassifierRun, Transform, train_classifier
+from vaeaug.protocol.classifier import (
+    Budget,
+    ClassifierFactory,
+    ClassifierRun,
+    Transform,
+    check_classifier,
+    describe_classifier,
+    train_classifier,
+)
 from vaeaug.protocol.tuning import stratified_split, tune
 
 __all__ = ["AugmentSetting", "DEFAULT_AUGMENT", "ARMS", "DEFAULT_ARMS", "IMBALANCE_ARMS", "Budget", "evaluate",
@@ -261,9 +269,7 @@ def evaluate(
         raise ValueError("arms 'base' and 'base+vae' train with your own transform: pass base=<callable>")
     if base is not None and not callable(base):
         raise TypeError(f"base must be a callable transform of one (C, H, W) image; got {type(base).__name__}")
-    if classifier is not None and not callable(classifier):
-        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
-                        f"got {type(classifier).__name__}")
+    check_classifier(classifier)
     if steps is not None and budget is not None:
         raise ValueError("pass steps= (a fixed budget) or budget=, not both")
     if not (isinstance(val_fraction, float) and 0.0 < val_fraction < 1.0):
@@ -409,7 +415,7 @@ def evaluate(
         "budget": dataclasses.asdict(budget), "budget_text": budget.describe(), "val_fraction": val_fraction,
         "n_train": len(xr), "n_val": len(val[1]), "batch_size": batch_size, "flip": flip, "vae_epochs": vae_epochs,
         "base": None if base is None else repr(base), "metric": "balanced accuracy" if imbalance else "accuracy",
-        "classifier": None if classifier is None else repr(classifier),
+        "classifier": describe_classifier(classifier),
         "settings": {a: (dataclasses.asdict(arm.setting) if arm.setting else None) for a, arm in plan.items()},
         "seconds": time.perf_counter() - t_start,
         "threads": torch.get_num_threads(),  # float rounding, so results, depend on it

@@ -67,7 +67,14 @@ from vaeaug.core.values import MAX_SEED, check_int
 from vaeaug.data import as_tensor_data
 from vaeaug.fitting import training
 from vaeaug.model.vae import VAE
-from vaeaug.protocol.classifier import Budget, ClassifierFactory, Transform, train_classifier
+from vaeaug.protocol.classifier import (
+    Budget,
+    ClassifierFactory,
+    Transform,
+    check_classifier,
+    describe_classifier,
+    train_classifier,
+)
 
 __all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "stratified_split", "stratified_folds", "t_sf", "tune"]
 
@@ -268,9 +275,7 @@ def tune(
         raise ValueError("budget must be a converged vaeaug.Budget (tune stops each run on its inner slice)")
     if base is not None and not callable(base):
         raise TypeError(f"base must be a callable transform of one (C, H, W) image; got {type(base).__name__}")
-    if classifier is not None and not callable(classifier):
-        raise TypeError(f"classifier must be a callable factory(shape, num_classes) -> nn.Module; "
-                        f"got {type(classifier).__name__}")
+    check_classifier(classifier)
     grid = list(grid)
     for s in grid:
         if not isinstance(s, AugmentSetting):
@@ -413,7 +418,7 @@ def tune(
         "score": score, "average": average, "metric": f"paired {metric} per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
-        "classifier": None if classifier is None else repr(classifier),
+        "classifier": describe_classifier(classifier),
         "runs": sum(len(v) for v in data_n.values()), "seconds": time.perf_counter() - t_start,
     }
     model.tuning = result
