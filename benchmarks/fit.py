@@ -34,28 +34,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import cpu_name, record  # a sibling script: benchmarks/ is on sys.path when run
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import vaeaug
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def record(text: str) -> None:
-    """Append a markdown block to BENCHMARKS.md (``--record``)."""
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    with path.open("a") as f:
-        f.write("\n" + text)
-    print(f"appended to {path}")
 
 
 def matmul_gflops(n: int = 1024, reps: int = 20) -> float:

@@ -37,7 +37,7 @@ from vaeaug.data.builtin import find_fashion_mnist, read_idx
 from vaeaug.protocol.timing import time_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name, record  # noqa: E402
+from common import cpu_name, record  # noqa: E402
 
 
 def matmul_ceiling(seconds: float = 1.0) -> float:

@@ -61,7 +61,7 @@ import vaeaug
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from augment import rate as drain  # noqa: E402  # images/s over an epoch, the first batch not counted
-from fit import cpu_name, record  # noqa: E402
+from common import cpu_name, record  # noqa: E402
 from percall import DEFAULT_SHAPE, blur_kernel, load_images, model_cost, parse_shape, shape_text  # noqa: E402
 
 

@@ -90,7 +90,7 @@ from vaeaug.augmented_dataset import CACHE_BYTES
 from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name, record  # noqa: E402
+from common import cpu_name, record  # noqa: E402
 
 POOL = 256  # distinct inputs the per-image arms cycle through
 BATCH = 256

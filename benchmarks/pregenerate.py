@@ -42,7 +42,7 @@ from vaeaug.core.rng import Noise, derive_keys
 from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name, record  # noqa: E402
+from common import cpu_name, record  # noqa: E402
 
 _CHILD = """
 import json, resource, sys, time

@@ -41,7 +41,7 @@ import vaeaug
 from vaeaug.data.builtin import find_fashion_mnist, read_idx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit import cpu_name, record  # noqa: E402
+from common import cpu_name, record  # noqa: E402
 
 N, K = 15000, 4
 

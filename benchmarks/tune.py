@@ -12,10 +12,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from common import machine  # a sibling script: benchmarks/ is on sys.path when run
 
 import vaeaug
 from vaeaug.data import as_tensor_data
@@ -37,8 +37,7 @@ def main() -> None:
     train = as_tensor_data(args.data, split="train")
     idx = reduce_per_class(train.y, args.per_class, args.seed)
     x, y = train.x[idx], train.y[idx]
-    print(f"{args.data}: {len(x)} images {tuple(x.shape[1:])}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"{args.data}: {len(x)} images {tuple(x.shape[1:])}; {machine()}")
     cases = [("real labels", y)]
     if args.shuffled:
         cases.append(("shuffled labels", y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]))

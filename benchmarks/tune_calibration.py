@@ -23,13 +23,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
+from common import machine, write_summary  # a sibling script: benchmarks/ is on sys.path when run
 
 import vaeaug
 from vaeaug.data import as_tensor_data
@@ -86,13 +85,9 @@ def main() -> None:
     summary = (f"{args.case}: tune said yes on {k} of {n} runs ({100 * k / max(1, n):.0f}%, 95% interval "
                f"{100 * lo:.0f}-{100 * hi:.0f}%; alpha = {args.alpha:g}, score {args.score}); "
                f"{args.data} {args.per_class}/class, "
-               f"{args.folds} folds x {args.repeats} repeats, {time.perf_counter() - t0:.0f} s, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-               f"{platform.processor() or platform.machine()}")
+               f"{args.folds} folds x {args.repeats} repeats, {time.perf_counter() - t0:.0f} s, {machine()}")
     print(summary)
-    if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "args": vars(args) | {"json": str(args.json)},
-                                         "runs": rows}, indent=2) + "\n")
+    write_summary(args.json, summary, args, runs=rows)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from common import machine, write_summary  # a sibling script: benchmarks/ is on sys.path when run
 
 import vaeaug
 from vaeaug.backends.torch_backend import TorchBackend
@@ -94,12 +93,9 @@ def main() -> None:
                 f"{k} {row[k]['mean']:+.4f} ± {row[k]['sd']:.4f}" for k in ("logloss", "brier", "accuracy")))
     summary = (f"{args.data} {args.per_class}/class seed {args.seed}: fold 0 ({len(y_held)} held-out images, "
                f"{len(y_tr)} to train, {len(val[1])} to stop), {args.repeats} repeats, "
-               f"{time.perf_counter() - t0:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-               f"{platform.processor() or platform.machine()}")
+               f"{time.perf_counter() - t0:.0f} s, {machine()}")
     print(summary)
-    if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "args": vars(args) | {"json": str(args.json)},
-                                         "rows": rows}, indent=2) + "\n")
+    write_summary(args.json, summary, args, rows=rows)
 
 
 if __name__ == "__main__":
