@@ -335,11 +335,12 @@ def test_the_brier_score_is_bounded_pairs_the_same_runs_and_names_itself(digits)
 
 
 def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tuned, tmp_path: Path) -> None:
-    """tuned_pipeline turns the stored choice into a transform: Identity, the transform, the VAE move with
+    """tuned_pipeline turns the stored choice into a transform: nothing, the transform, the VAE move with
     the chosen setting, or the VAE move then the transform; from the model or its file."""
     import copy
 
     model, result = pipeline_tuned
+    augment = dict(model.augment)  # the fixture's model is shared: put back what this test changes
     mine = {"shift": shift, "same": shift}
     img, label = digits.x[7] / 16.0, int(digits.y[7])
     vae = f"vaeaug {GRID[0].label()}"
@@ -404,7 +405,7 @@ def test_tuned_pipeline_builds_each_choice_as_one_transform(digits, pipeline_tun
     outs = [o[0] for o in loader]
     assert len(outs) == 4 and all(torch.isfinite(o).all() for o in outs)
     assert not torch.equal(outs[0], outs[1])  # the two workers' first samples
-    model.tuning = tuning
+    model.tuning, model.augment = tuning, augment
     untuned = vaeaug.fit(digits.x[:50], digits.y[:50], epochs=1, progress=False)
     with pytest.raises(ValueError, match="holds no choice of tune's: run vaeaug.tune"):
         vaeaug.tuned_pipeline(untuned)
