@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--score", choices=["logloss", "brier"], default="logloss", help="tune's per-image score")
+    ap.add_argument("--calibrate", action="store_true", help="temperature-scale each run before scoring")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     train = as_tensor_data(args.data, split="train")
@@ -74,16 +75,19 @@ def main() -> None:
         model = vaeaug.fit(x, y, epochs=args.epochs, conditional=True, seed=run, progress=False)
         t1 = time.perf_counter()
         res = vaeaug.tune(model, x, y, grid=grid, folds=args.folds, repeats=args.repeats, alpha=args.alpha,
-                          score=args.score, seed=run, progress=False)
+                          score=args.score, calibrate=args.calibrate, seed=run, progress=False)
         yes = res["chosen"] is not None
         rows.append({"run": run, "yes": yes, "p_value": res["p_value"], "gain": res["gain"],
-                     "loss_gain": res["loss_gain"], "finalist": res["finalist"], "seconds": time.perf_counter() - t1})
+                     "loss_gain": res["loss_gain"], "gain_sd": res["gain_sd"], "loss_gain_sd": res["loss_gain_sd"],
+                     "finalist": res["finalist"], "seconds": time.perf_counter() - t1,
+                     "scores": [{k: r[k] for k in ("label", "runs", "val_accuracy", "losses")} for r in res["scores"]]})
         print(f"run {run}: {'YES' if yes else 'no '} p={res['p_value']:.3f} gain={res['gain']:+.2f} "
               f"loss_gain={res['loss_gain']:+.4f} ({res['finalist']}, {rows[-1]['seconds']:.0f} s)", flush=True)
     k, n = sum(r["yes"] for r in rows), len(rows)
     lo, hi = wilson(k, n)
     summary = (f"{args.case}: tune said yes on {k} of {n} runs ({100 * k / max(1, n):.0f}%, 95% interval "
-               f"{100 * lo:.0f}-{100 * hi:.0f}%; alpha = {args.alpha:g}, score {args.score}); "
+               f"{100 * lo:.0f}-{100 * hi:.0f}%; alpha = {args.alpha:g}, score {args.score}"
+               f"{', temperature-scaled' if args.calibrate else ''}); "
                f"{args.data} {args.per_class}/class, "
                f"{args.folds} folds x {args.repeats} repeats, {time.perf_counter() - t0:.0f} s, {machine()}")
     print(summary)

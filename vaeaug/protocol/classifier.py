@@ -116,6 +116,8 @@ class ClassifierRun:
         brier: each test image's multi-class Brier score, ``sum_k (p_k - [k = y])^2`` in ``[0, 2]``
             (a bounded proper score: unlike the log-loss, a few confidently wrong images cannot
             dominate it).
+        logprobs: every test image's log-probabilities ``(N, num_classes)``, from which the three
+            above are read (for scores after recalibration, as :func:`vaeaug.tune` does with ``calibrate=True``).
     """
 
     accuracy: float
@@ -126,6 +128,7 @@ class ClassifierRun:
     predictions: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
     true_logprob: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
     brier: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
+    logprobs: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def _logprobs(model: nn.Module, x: torch.Tensor, amp: bool, mem: torch.memory_format) -> torch.Tensor:
@@ -325,7 +328,7 @@ def train_classifier(
     brier = (probs * probs).sum(1) - 2.0 * true_logprob.exp() + 1.0
     return ClassifierRun(accuracy=100.0 * int((pred == y_test).sum()) / max(1, len(y_test)), steps=step,
                          best_step=best_step, val_accuracy=val_acc, seconds=time.perf_counter() - t0,
-                         predictions=pred, true_logprob=true_logprob, brier=brier)
+                         predictions=pred, true_logprob=true_logprob, brier=brier, logprobs=logp)
 
 
 def _sources(aug: Any, x: torch.Tensor, y: torch.Tensor) -> Callable[[np.ndarray], SourceEncodings] | None:

@@ -76,7 +76,7 @@ from vaeaug.protocol.classifier import (
     train_classifier,
 )
 
-__all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "stratified_split", "stratified_folds", "t_sf", "tune"]
+__all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "stratified_split", "stratified_folds", "t_sf", "temperature_scale", "tune"]
 
 DEFAULT_GRID: tuple[AugmentSetting, ...] = (
     AugmentSetting("isotropic", 1.0, "delta", 0.5),
@@ -168,6 +168,55 @@ def t_sf(t: float, df: int) -> float:
     return tail if t > 0 else 1.0 - tail
 
 
+def temperature_scale(logp: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
+                      ) -> tuple[torch.Tensor, float]:
+    """Rescale log-probabilities by the temperature that minimises their (weighted) log-loss on labels ``y``.
+
+    The log-loss of ``log_softmax(logp / T)`` is convex in ``1 / T``, so a golden-section search over
+    ``T`` in ``[e^-4, e^4]`` finds it; the ranking of the classes, hence every prediction, is unchanged.
+    What is left of the log-loss after this is how well a classifier ranks the true class, not how
+    confident it is (Guo et al. 2017, arXiv 1706.04599).
+
+    Args:
+        logp: ``(N, C)`` log-probabilities (or logits).
+        y: ``(N,)`` true classes.
+        weights: per-image weights of the mean (default: all 1).
+
+    Returns:
+        ``(log_softmax(logp / T), T)``, float32.
+
+    Example:
+        >>> logp = torch.tensor([[0.0, -20.0], [-20.0, 0.0], [0.0, -20.0]]).log_softmax(1)
+        >>> scaled, t = temperature_scale(logp, torch.tensor([0, 1, 1]))  # one of three confidently wrong
+        >>> t > 1.0, bool((scaled.argmax(1) == logp.argmax(1)).all())
+        (True, True)
+    """
+    z = logp.double()
+    z = torch.where(torch.isfinite(z), z, torch.full_like(z, -1e4))  # a zero probability stays the least likely
+    w = torch.ones(len(y), dtype=torch.float64) if weights is None else weights.double()
+    idx = y.view(-1, 1).clamp(0, z.shape[1] - 1)
+
+    def loss(log_beta: float) -> float:
+        lp = (z * math.exp(log_beta)).log_softmax(1)
+        return float(-(lp.gather(1, idx).view(-1) * w).sum() / w.sum())
+
+    lo, hi = -4.0, 4.0  # log(1 / T)
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(60):  # the bracket shrinks to 0.618^60 of its width: T to 1e-12 relative
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = loss(b)
+    log_beta = (lo + hi) / 2.0
+    return (z * math.exp(log_beta)).log_softmax(1).float(), math.exp(-log_beta)
+
+
 def _refit(model: VAE, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> VAE:
     cfg = model.config
     fit_augment = next((h.get("fit_augment") for h in model.history if h.get("fit_augment")), None)
@@ -195,6 +244,7 @@ def tune(
     alpha: float = 0.1,
     min_gain: float = 0.0,
     score: str = "logloss",
+    calibrate: bool = False,
     average: bool = True,
     budget: Budget = TUNE_BUDGET,
     inner_val: float = 0.15,
@@ -229,6 +279,11 @@ def tune(
         min_gain: the smallest mean gain (accuracy points) that counts.
         score: the per-image score of the test and the ranking: ``"logloss"`` (true-class
             log-loss, capped at :data:`MAX_LOSS`) or ``"brier"`` (multi-class Brier score).
+        calibrate: temperature-scale each run's held-out predictions (one temperature per run, the one
+            that minimises its log-loss on the fold, :func:`temperature_scale`) before scoring, so that a
+            candidate gains only by ranking the true class higher, not by making the classifier less
+            confident (which lowers the log-loss of an over-confident reference without changing a
+            single prediction); accuracy is unchanged.
         average: score each held-out image by the mean predictions of the checks from each
             classifier's best one to its stop (the plateau), not by the best check alone: the
             check that a small inner slice picks is a large part of the noise between units
@@ -265,8 +320,9 @@ def tune(
         check_int(name, v, lo)
     if not (isinstance(alpha, float) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be a float in (0, 1), the test's false-positive rate; got {alpha!r}")
-    if not isinstance(average, bool):
-        raise TypeError(f"average must be True or False; got {type(average).__name__}")
+    for flag, v in (("average", average), ("calibrate", calibrate)):
+        if not isinstance(v, bool):
+            raise TypeError(f"{flag} must be True or False; got {type(v).__name__}")
     if not isinstance(score, str) or score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}; got {score!r}")
     if not (isinstance(inner_val, float) and 0.0 < inner_val < 1.0):
@@ -321,6 +377,7 @@ def tune(
     reference = next(iter(candidates))  # "none", or your pipeline: a switch needs evidence
     data_n: dict[str, dict[tuple[int, int], tuple[float, torch.Tensor]]] = {k: {} for k in candidates}
     steps_used: dict[str, list[int]] = {k: [] for k in candidates}
+    temperatures: dict[str, list[float]] = {k: [] for k in candidates}
     others = [k for k in candidates if k != reference]
     n_planned = len(candidates) + (folds - 1) * (1 + max(1, len(others) // 2)) + 2 * folds * (repeats - 1)
     bar = tqdm(total=n_planned, desc="tune", unit="run", disable=not progress)
@@ -335,10 +392,18 @@ def tune(
         res = train_classifier(x_tr, y_tr, held[0], held[1], num_classes=num_classes, seed=seed + 1000 * r + f,
                                budget=budget, batch_size=batch_size, aug=Augmenter(gen, s) if s else None,
                                base=transform, val=inner, weights=weights, average=average, classifier=classifier)
-        assert res.true_logprob is not None and res.predictions is not None and res.brier is not None
+        assert res.logprobs is not None and res.predictions is not None
         w = _image_weights(held[1], balanced)  # mean 1: the units are (class-balanced) means over the fold
         correct = (res.predictions == held[1]).float()
-        loss = (-res.true_logprob).clamp(max=MAX_LOSS) if score == "logloss" else res.brier
+        true_logprob, brier = res.true_logprob, res.brier
+        if calibrate:
+            logp, temperature = temperature_scale(res.logprobs, held[1], w)
+            temperatures[label].append(temperature)
+            true_logprob = logp.gather(1, held[1].view(-1, 1).clamp(0, logp.shape[1] - 1)).view(-1)
+            probs = logp.exp()
+            brier = (probs * probs).sum(1) - 2.0 * true_logprob.exp() + 1.0
+        assert true_logprob is not None and brier is not None
+        loss = (-true_logprob).clamp(max=MAX_LOSS) if score == "logloss" else brier
         data_n[label][(f, r)] = (100.0 * float((correct * w).mean()), loss * w)
         steps_used[label].append(res.steps)
         bar.update()
@@ -385,7 +450,7 @@ def tune(
     on_top = ("" if base is None else " on top of your base transform") + (" (class-balanced draws)" if oversample
                                                                           else "")
     acc_name = "balanced-accuracy points" if balanced else "accuracy points"
-    metric = f"{'class-balanced ' if balanced else ''}{SCORES[score]}"
+    metric = f"{'class-balanced ' if balanced else ''}{'temperature-scaled ' if calibrate else ''}{SCORES[score]}"
     evidence = (f"{mean_gain:+.2f} ± {sd:.2f} {acc_name} and {mean_loss:+.4f} ± {sd_loss:.4f} of "
                 f"{metric} per image across {where}")
     if yes:
@@ -407,7 +472,7 @@ def tune(
                "losses": [float(v[1].mean()) for _, v in sorted(data_n[k].items())],
                "gain": statistics.fmean(b for _, b in units(k)) if k != reference else 0.0,
                "loss_gain": statistics.fmean(a for a, _ in units(k)) if k != reference else 0.0,
-               "steps": steps_used[k]} for k, (_, _, s_) in candidates.items()]
+               "steps": steps_used[k], "temperatures": temperatures[k]} for k, (_, _, s_) in candidates.items()]
     result: dict[str, Any] = {
         "chosen": dataclasses.asdict(chosen_setting) if chosen_setting is not None else None,
         "pipeline": {"label": chosen_label, "transform": chosen_name,
@@ -415,7 +480,7 @@ def tune(
         "reference": reference, "recommendation": recommendation, "reason": reason, "finalist": finalist,
         "gain": mean_gain, "gain_sd": sd, "loss_gain": mean_loss, "loss_gain_sd": sd_loss, "p_value": p_value,
         "alpha": alpha, "min_gain": min_gain, "balanced": balanced, "oversample": oversample,
-        "score": score, "average": average, "metric": f"paired {metric} per image",
+        "score": score, "calibrate": calibrate, "average": average, "metric": f"paired {metric} per image",
         "scores": scores, "folds": folds, "repeats": repeats, "n": len(td), "refit": refit,
         "base": None if base is None else repr(base), "budget": dataclasses.asdict(budget),
         "classifier": describe_classifier(classifier),
