@@ -149,6 +149,8 @@ def test_tune_refuses_bad_arguments(digits) -> None:
             vaeaug.tune(model, digits.x[:100], digits.y[:100], progress=False, **kw)
     with pytest.raises(TypeError, match="average must be True or False"):
         vaeaug.tune(model, digits.x[:100], digits.y[:100], average=1, progress=False)
+    with pytest.raises(TypeError, match="calibrate must be True or False"):
+        vaeaug.tune(model, digits.x[:100], digits.y[:100], calibrate="yes", progress=False)
     with pytest.raises(TypeError, match="base must be a callable"):
         vaeaug.tune(model, digits.x[:100], digits.y[:100], base="flip", progress=False)
     with pytest.raises(ValueError, match="seed must be an integer in"):  # was torch's "Overflow when unpacking"
@@ -319,9 +321,16 @@ def test_the_brier_score_is_bounded_pairs_the_same_runs_and_names_itself(digits)
     assert logloss["average"] is True and best_check["average"] is False
     assert best_check["scores"][0]["steps"] == logloss["scores"][0]["steps"]
     assert best_check["scores"][0]["losses"] != logloss["scores"][0]["losses"]
-    for b, ll in zip(brier["scores"], logloss["scores"], strict=True):
-        assert b["val_accuracy"] == ll["val_accuracy"]  # the same classifiers, scored differently
+    calibrated = vaeaug.tune(model, x, y, calibrate=True, **kw)
+    assert calibrated["calibrate"] is True and logloss["calibrate"] is False
+    assert "temperature-scaled true-class log-loss" in calibrated["reason"]
+    for b, ll, c in zip(brier["scores"], logloss["scores"], calibrated["scores"], strict=True):
+        assert b["val_accuracy"] == ll["val_accuracy"] == c["val_accuracy"]  # the same classifiers, scored differently
         assert all(0.0 <= v <= 2.0 for v in b["losses"]) and b["losses"] != ll["losses"]
+        # the temperature that minimises each run's log-loss: never worse than the raw predictions (T = 1)
+        assert len(c["temperatures"]) == len(c["runs"]) and ll["temperatures"] == []
+        assert all(cv <= lv + 1e-6 for cv, lv in zip(c["losses"], ll["losses"], strict=True))
+        assert c["losses"] != ll["losses"]
     run = train_classifier(x[:100], y[:100], x[100:], y[100:], num_classes=10, seed=0, steps=30)
     assert run.brier is not None and run.true_logprob is not None
     miss = 1.0 - run.true_logprob.exp()
@@ -452,3 +461,30 @@ def test_tune_judges_with_your_own_classifier(digits) -> None:
     with pytest.raises(ValueError, match=r"to logits \(64, 10\) \(one per class\); got \(64, 3\)"):
         vaeaug.tune(model, x, y, grid=GRID[:1], classifier=lambda s, k: bn_net(s, 3), budget=QUICK, folds=2,
                     repeats=1, refit=False, progress=False)
+
+
+def test_temperature_scaling_scores_the_ranking_not_the_confidence() -> None:
+    """The same predictions made 3x more or less confident score the same after scaling; the scaled
+    log-loss is the minimum over temperatures (never above the raw one); a zero probability stays finite."""
+    from vaeaug.protocol.tuning import temperature_scale
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (200,), generator=g)
+    logits = torch.randn(200, 5, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 5)
+    w = torch.rand(200, generator=g) + 0.5
+
+    def nll(lp: torch.Tensor) -> float:
+        return float(-(lp.gather(1, y.view(-1, 1)).view(-1) * w).sum() / w.sum())
+
+    base, t = temperature_scale(logits.log_softmax(1), y, w)
+    for factor in (1 / 3, 3.0):
+        scaled, t_f = temperature_scale((logits * factor).log_softmax(1), y, w)
+        assert torch.allclose(scaled, base, atol=1e-4) and t_f == pytest.approx(t * factor, rel=1e-4)
+        assert bool((scaled.argmax(1) == logits.argmax(1)).all())
+    raw = nll((logits * 8).log_softmax(1))
+    assert nll(base) < raw - 0.05  # over-confident: scaling helps
+    for t_try in (0.5, 0.9, 1.1, 2.0):  # and no temperature does better
+        assert nll(base) <= nll((logits / (t * t_try)).log_softmax(1)) + 1e-6
+    hard = torch.tensor([[0.0, float("-inf")], [float("-inf"), 0.0]])  # a plateau of one-hot probabilities
+    out, _ = temperature_scale(hard, torch.tensor([0, 0]))
+    assert bool(torch.isfinite(out).all()) and out[1].argmax() == 1
