@@ -161,11 +161,14 @@ def test_cli_fit_with_tune(tmp_path: Path) -> None:
     out = tmp_path / "d.vae"
     proc = subprocess.run([sys.executable, "-m", "vaeaug", "fit", "--data", "digits", "--epochs", "2", "--tune",
                            "--tune-pipeline", "--tune-steps", "30", "--tune-folds", "2",
-                           "--tune-repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--tune-repeats", "1", "--tune-calibrate", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "tune: " in proc.stdout
     model = vaeaug.load(out)
     assert model.tuning is not None and model.augment is not None
+    assert model.tuning["calibrate"] is True and all(len(r["temperatures"]) == len(r["runs"])
+                                                     for r in model.tuning["scores"])
     assert model.tuning["reference"] == "classic" and model.tuning["pipeline"]["label"] in \
         [r["label"] for r in model.tuning["scores"]]
     info = subprocess.run([sys.executable, "-m", "vaeaug", "info", str(out)], capture_output=True, text=True,

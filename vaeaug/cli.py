@@ -198,6 +198,9 @@ def _add_fit_after(p: argparse.ArgumentParser) -> None:
                    help="false-positive rate of tune's paired test (default 0.1)")
     p.add_argument("--tune-score", choices=["logloss", "brier"], default="logloss",
                    help="tune's per-image score: true-class log-loss or Brier score (default logloss)")
+    p.add_argument("--tune-calibrate", action=argparse.BooleanOptionalAction, default=False,
+                   help="temperature-scale each of tune's runs before scoring, so that a candidate gains by "
+                        "ranking the true class higher, not by being less confident (default: off)")
     p.add_argument("--tune-pipeline", action="store_true",
                    help="with --tune, choose the pipeline: the classic transforms (affine; the reference), none, "
                         "vaeaug, or vaeaug then classic (vaeaug.tune(..., transforms=...)); the model stores the "
@@ -512,8 +515,8 @@ def _tune(args: argparse.Namespace, model: Any, data: Any) -> None:
         extra["transforms"] = {"classic": ClassicTransform(flip)}
     try:
         tune(model, data, budget=budget, folds=args.tune_folds, repeats=args.tune_repeats,
-             alpha=float(args.tune_alpha), score=args.tune_score, seed=args.seed, progress=not args.no_progress,
-             **extra)
+             alpha=float(args.tune_alpha), score=args.tune_score, calibrate=args.tune_calibrate, seed=args.seed,
+             progress=not args.no_progress, **extra)
     except ValueError as e:
         raise UsageError(f"--tune: {e}") from None
 
