@@ -39,7 +39,7 @@ ClassifierFactory = Callable[[tuple[int, int, int], int], nn.Module]
 ``(N, num_classes)`` logits (:class:`SmallCNN` is one)."""
 
 __all__ = ["Budget", "ClassifierFactory", "ClassifierRun", "SmallCNN", "Transform", "check_classifier",
-           "classic_augment", "describe_classifier", "fast_precision", "train_classifier"]
+           "classic_augment", "describe_classifier", "fast_precision", "image_scores", "train_classifier"]
 
 
 class SmallCNN(nn.Module):
@@ -144,6 +144,26 @@ def _logprobs(model: nn.Module, x: torch.Tensor, amp: bool, mem: torch.memory_fo
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool, mem: torch.memory_format) -> float:
     return 100.0 * int((_logprobs(model, x, amp, mem).argmax(1) == y).sum()) / max(1, len(x))
+
+
+def image_scores(logp: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's true-class log-probability and multi-class Brier score, ``sum_k (p_k - [k = y])^2``.
+
+    Args:
+        logp: ``(N, C)`` log-probabilities.
+        y: ``(N,)`` true classes.
+
+    Returns:
+        ``(true_logprob, brier)``, each ``(N,)``.
+
+    Example:
+        >>> lp, brier = image_scores(torch.tensor([[0.5, 0.5]]).log(), torch.tensor([0]))
+        >>> round(float(lp.exp()), 2), round(float(brier), 2)
+        (0.5, 0.5)
+    """
+    true_logprob = logp.gather(1, y.view(-1, 1).clamp(0, logp.shape[1] - 1)).view(-1)
+    probs = logp.exp()
+    return true_logprob, (probs * probs).sum(1) - 2.0 * true_logprob.exp() + 1.0
 
 
 def fast_precision() -> bool:
@@ -323,9 +343,7 @@ def train_classifier(
     else:
         logp = _logprobs(model, x_test, amp, mem)
     pred = logp.argmax(1)
-    true_logprob = logp.gather(1, y_test.view(-1, 1).clamp(0, logp.shape[1] - 1)).view(-1)
-    probs = logp.exp()
-    brier = (probs * probs).sum(1) - 2.0 * true_logprob.exp() + 1.0
+    true_logprob, brier = image_scores(logp, y_test)
     return ClassifierRun(accuracy=100.0 * int((pred == y_test).sum()) / max(1, len(y_test)), steps=step,
                          best_step=best_step, val_accuracy=val_acc, seconds=time.perf_counter() - t0,
                          predictions=pred, true_logprob=true_logprob, brier=brier, logprobs=logp)

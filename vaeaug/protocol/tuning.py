@@ -73,6 +73,7 @@ from vaeaug.protocol.classifier import (
     Transform,
     check_classifier,
     describe_classifier,
+    image_scores,
     train_classifier,
 )
 
@@ -399,9 +400,7 @@ def tune(
         if calibrate:
             logp, temperature = temperature_scale(res.logprobs, held[1], w)
             temperatures[label].append(temperature)
-            true_logprob = logp.gather(1, held[1].view(-1, 1).clamp(0, logp.shape[1] - 1)).view(-1)
-            probs = logp.exp()
-            brier = (probs * probs).sum(1) - 2.0 * true_logprob.exp() + 1.0
+            true_logprob, brier = image_scores(logp, held[1])
         assert true_logprob is not None and brier is not None
         loss = (-true_logprob).clamp(max=MAX_LOSS) if score == "logloss" else brier
         data_n[label][(f, r)] = (100.0 * float((correct * w).mean()), loss * w)
