@@ -13,7 +13,11 @@ with the reference's classifier of the same fold and repeat; the mean over the f
 unit. Accuracy over a hundred images moves in steps of a point and flips with the classifier's seed;
 a paired continuous score sees a one-point gain. The Brier score is bounded, so a few confidently
 wrong images cannot dominate a unit: more power on a hundred images, and more false positives on
-candidates too weak to matter (BENCHMARKS.md, issue 21), hence not the default.
+candidates too weak to matter (BENCHMARKS.md, issue 21), hence not the default. With ``calibrate=True``
+each run's predictions are first temperature-scaled on its fold (:func:`temperature_scale`), so that the
+score measures how well the true class is ranked, not how confident the classifier is: an over-confident
+reference (no augmentation) is no longer charged for its confidence (an option: not better on average
+over five measured tables, BENCHMARKS.md, issue 21).
 
 Each classifier stops on a small inner slice, and which check that slice happens to pick is a
 large part of the noise between units (on 13 of 20 measured seeds a fold's units varied between
