@@ -198,7 +198,7 @@ def _add_fit_after(p: argparse.ArgumentParser) -> None:
                    help="false-positive rate of tune's paired test (default 0.1)")
     p.add_argument("--tune-score", choices=["logloss", "brier"], default="logloss",
                    help="tune's per-image score: true-class log-loss or Brier score (default logloss)")
-    p.add_argument("--tune-calibrate", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--tune-calibrate", action="store_true",
                    help="temperature-scale each of tune's runs before scoring, so that a candidate gains by "
                         "ranking the true class higher, not by being less confident (default: off)")
     p.add_argument("--tune-pipeline", action="store_true",
