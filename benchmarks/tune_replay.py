@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaeaug.protocol.tuning import t_sf
+from vaeaug.protocol.tuning import paired_t_test, t_sf
 
 # a candidate label of tune(transforms={"classic": ...}) -> the fixed arm of quality.py that trains it
 FIXED_ARM = {"none": "none", "classic": "classic", "vaeaug delta isotropic s=1 p=0.5": "vae",
@@ -35,7 +35,7 @@ FIXED_ARM = {"none": "none", "classic": "classic", "vaeaug delta isotropic s=1 p
 
 
 def t_stat(v: Sequence[float]) -> float:
-    """The one-sample t-statistic of ``v`` against 0 (infinite when every value is the same and not 0)."""
+    """The accuracy units' t-statistic against 0, for the guards (tune's own test: ``paired_t_test``)."""
     m, s = statistics.fmean(v), statistics.stdev(v)
     return m / (s / math.sqrt(len(v))) if s > 0 else (math.inf if m > 0 else -math.inf if m < 0 else 0.0)
 
@@ -64,22 +64,25 @@ def replay(path: Path, alpha: float) -> dict[str, int]:
     report = json.loads(path.read_text())
     rules = guards(alpha)
     yes = dict.fromkeys(rules, 0)
-    if "runs" in report:  # tune_calibration.py: the reference is none, nothing is tested on a test set
-        cases = [(f"run {r['run']}", r["scores"], "none", r["finalist"], None) for r in report["runs"] if "scores" in r]
+    if "runs" in report:  # tune_calibration.py: nothing is tested on a test set
+        cases = [(f"run {r['run']}", r["scores"], r["scores"][0]["label"], r["finalist"], None, r["yes"])
+                 for r in report["runs"] if "scores" in r]
     else:
         arms = report["arms"]
         ref_arm = "oversample+classic" if "oversample+classic" in arms else "classic"
         cases = []
         for i, c in enumerate(report["pipeline"]["per_seed"]):
-            reference = next(s["label"] for s in c["scores"] if s["gain"] == 0.0 and s["loss_gain"] == 0.0)
+            reference = c["scores"][0]["label"]  # tune lists the reference first
             arm = FIXED_ARM.get(c["finalist"]) if "oversample" not in ref_arm else None
             test = arms[arm]["per_seed"][i] - arms[ref_arm]["per_seed"][i] if arm in arms else None
-            cases.append((f"seed {i}", c["scores"], reference, c["finalist"], test))
+            cases.append((f"seed {i}", c["scores"], reference, c["finalist"], test, c["pipeline"] != reference))
     print(f"== {path.name}")
-    for name, scores, reference, finalist, test in cases:
+    for name, scores, reference, finalist, test, said_yes in cases:
         loss, acc = finalist_units(scores, reference, finalist)
-        p = t_sf(t_stat(loss), len(loss) - 1)
+        p = paired_t_test(loss)
         verdicts = {g: rule(p, acc) for g, rule in rules.items()}
+        if verdicts["mean>=0"] != said_yes:  # tune's own rule must replay to what tune said
+            print(f"  {name}: the replay of tune's rule says {verdicts['mean>=0']}, tune said {said_yes} (alpha?)")
         for g, v in verdicts.items():
             yes[g] += v
         if p < alpha or len(set(verdicts.values())) > 1:

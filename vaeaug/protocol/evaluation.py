@@ -343,9 +343,9 @@ def evaluate(
                            **({"classifier": classifier} | (tune_kwargs or {})))
                 tune_seconds.setdefault(arm_name, []).append(time.perf_counter() - t1)
                 chosen = res["chosen"]
-                evidence = {k: res.get(k) for k in ("finalist", "p_value", "gain", "loss_gain", "gain_sd", "score",
+                evidence = {k: res[k] for k in ("finalist", "p_value", "gain", "loss_gain", "gain_sd", "score",
                                                     "calibrate", "average")}
-                scores = [{k: r.get(k) for k in ("label", "runs", "val_accuracy", "losses", "gain", "loss_gain",
+                scores = [{k: r[k] for k in ("label", "runs", "val_accuracy", "losses", "gain", "loss_gain",
                                                   "temperatures")}
                           for r in res["scores"]]  # every candidate's units: enough to replay the choice
                 tuned_choice.setdefault(arm_name, []).append({"chosen": chosen, "reason": res["reason"],

@@ -81,7 +81,8 @@ from vaeaug.protocol.classifier import (
     train_classifier,
 )
 
-__all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "stratified_split", "stratified_folds", "t_sf", "temperature_scale", "tune"]
+__all__ = ["DEFAULT_GRID", "TUNE_BUDGET", "paired_t_test", "stratified_split", "stratified_folds", "t_sf",
+           "temperature_scale", "tune"]
 
 DEFAULT_GRID: tuple[AugmentSetting, ...] = (
     AugmentSetting("isotropic", 1.0, "delta", 0.5),
@@ -171,6 +172,23 @@ def t_sf(t: float, df: int) -> float:
         return 0.0 if t > 0 else 1.0
     tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))  # P(T > |t|)
     return tail if t > 0 else 1.0 - tail
+
+
+def paired_t_test(gains: Sequence[float]) -> float:
+    """One-sided p-value of "the mean gain is above 0" over paired units (Student's t, ``len - 1`` df).
+
+    Units that all agree give ``t = +-inf``: p = 0 when they are all positive, 1 otherwise; one unit gives 1.
+
+    Example:
+        >>> round(paired_t_test([0.2, 0.1, 0.3, 0.15]), 4), paired_t_test([0.0, 0.0]), paired_t_test([0.5])
+        (0.0109, 1.0, 1.0)
+    """
+    n = len(gains)
+    if n < 2:
+        return 1.0
+    mean, sd = statistics.fmean(gains), statistics.stdev(gains)
+    t = mean / (sd / math.sqrt(n)) if sd > 0 else (math.inf if mean > 0 else -math.inf)
+    return t_sf(t, n - 1)
 
 
 def temperature_scale(logp: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
@@ -443,9 +461,7 @@ def tune(
     mean_loss, mean_gain = statistics.fmean(loss_gain), statistics.fmean(acc_gain)
     sd_loss = statistics.stdev(loss_gain) if len(u) > 1 else math.nan
     sd = statistics.stdev(acc_gain) if len(u) > 1 else math.nan
-    t = mean_loss / (sd_loss / math.sqrt(len(u))) if sd_loss and sd_loss > 0 else \
-        (math.inf if mean_loss > 0 else -math.inf)
-    p_value = t_sf(t, len(u) - 1) if len(u) > 1 else 1.0
+    p_value = paired_t_test(loss_gain)
     yes = p_value < alpha and mean_gain >= min_gain and mean_loss > 0
     chosen_label = finalist if yes else reference
     chosen_name, _, chosen_setting = candidates[chosen_label]
