@@ -52,7 +52,7 @@ from quality import write_report  # a sibling script: benchmarks/ is on sys.path
 from vaeaug.core.augment import Augmenter
 from vaeaug.core.rng import derive_keys
 from vaeaug.core.settings import DEFAULT_AUGMENT, AugmentSetting
-from vaeaug.protocol.evaluation import _ExtraDraws, evaluate
+from vaeaug.protocol.evaluation import ExtraDraws, evaluate
 
 
 class LabelFilter:
@@ -319,7 +319,7 @@ _M2_CACHE: dict[tuple[Any, ...], Any] = {}
 def _balanced(kind: str) -> Any:
     def make(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
         counts = torch.bincount(y, minlength=int(gen.config.num_classes))
-        return _ExtraDraws(LatentDensity(gen, x, y, kind), counts)  # type: ignore[arg-type]
+        return ExtraDraws(LatentDensity(gen, x, y, kind), counts)  # type: ignore[arg-type]
     make.oversample = True  # type: ignore[attr-defined]
     return make
 

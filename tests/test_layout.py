@@ -129,3 +129,16 @@ def test_no_private_name_is_imported_across_modules() -> None:
                 found += [f"{path.relative_to(PKG.parent)}:{node.lineno} {a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__") and a.name != "_version"]
     assert not found, f"private names imported from another module: {found}"
+
+
+def test_benchmarks_and_examples_use_only_public_names() -> None:
+    """The scripts beside the package are users of it: ``from vaeaug... import _name`` fails there too."""
+    found = []
+    for folder in ("benchmarks", "examples"):
+        for path in (PKG.parent / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vaeaug"):
+                    found += [f"{folder}/{path.name}:{node.lineno} {a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert len(list((PKG.parent / "benchmarks").glob("*.py"))) > 10  # the folder this test reads is there
+    assert not found, f"private names imported by the scripts: {found}"

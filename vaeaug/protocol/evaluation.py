@@ -176,8 +176,27 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
     return plan
 
 
-class _ExtraDraws:
-    """Replaces the extra draws of small classes (beyond their natural share) by variants."""
+class ExtraDraws:
+    """The balance arms' augmenter: replaces the extra draws of small classes (beyond their natural share) by variants.
+
+    Under class-balanced draws, a class with ``n_c`` of the largest class's ``n_max`` images is drawn
+    ``n_max / n_c`` times as often as it would be; a share ``1 - n_c / n_max`` of its draws is replaced by
+    ``aug``'s output, so that the class's real images are seen as often as without balancing.
+
+    Args:
+        aug: makes the variants (an :class:`~vaeaug.core.augment.Augmenter` or an object with its call and ``codec``).
+        counts: images per class, ``(num_classes,)``.
+
+    Example:
+        >>> import torch, vaeaug
+        >>> from vaeaug.backends.torch_backend import TorchBackend
+        >>> from vaeaug.core.augment import Augmenter
+        >>> m = vaeaug.fit(torch.rand(8, 1, 8, 8), torch.tensor([0] * 6 + [1] * 2), epochs=1, conditional=True,
+        ...                progress=False)
+        >>> extra = ExtraDraws(Augmenter(TorchBackend(m), vaeaug.AugmentSetting(p=1.0)), torch.tensor([6, 2]))
+        >>> [round(v, 3) for v in extra.replace_share.tolist()]  # class 0 is never replaced, class 1 in 2 of 3
+        [0.0, 0.667]
+    """
 
     def __init__(self, aug: Augmenter, counts: torch.Tensor) -> None:
         self.aug = aug
@@ -363,7 +382,7 @@ def evaluate(
                 elif arm.factory is not None:
                     aug = arm.factory(gen, xr, yr)
                 elif arm.extra is not None:
-                    aug = _ExtraDraws(Augmenter(gen, arm.extra), counts)
+                    aug = ExtraDraws(Augmenter(gen, arm.extra), counts)
                 run = train_classifier(xr, yr, test_d.x, test_d.y, num_classes=num_classes, budget=budget,
                                        batch_size=batch_size, seed=seed, classic=arm.classic, flip=flip, aug=aug,
                                        base=base if arm.base else None, val=val,
