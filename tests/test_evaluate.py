@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -255,6 +256,10 @@ def test_base_arms_run_a_user_transform() -> None:
                       arms=("none", "base", "base+vae", "tuned"), base=flip, classifier=net, tune_kwargs=quick)
     assert set(report["arms"]) == {"none", "base", "base+vae", "tuned"} and calls and set(calls) == {(1, 8, 8)}
     assert report["config"]["base"] == repr(flip) and report["config"]["classifier"] == net.__qualname__
+    # tune's own options are in the config, as JSON holds them (a setting as its fields, a budget as its fields)
+    assert report["config"]["tune_kwargs"] == {"grid": [dataclasses.asdict(AugmentSetting())], "folds": 2,
+                                               "repeats": 1, "budget": dataclasses.asdict(TINY), "alpha": 1e-12}
+    json.dumps(report["config"])
     tune_runs = sum(len(c["runs"]) for c in report["tuned"]["per_seed"][0]["scores"])
     assert tune_runs == 4 and len(built) == 3 + tune_runs and set(built) == {((1, 8, 8), 10)}
 

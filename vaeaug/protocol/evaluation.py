@@ -437,11 +437,26 @@ def evaluate(
         "n_train": len(xr), "n_val": len(val[1]), "batch_size": batch_size, "flip": flip, "vae_epochs": vae_epochs,
         "base": None if base is None else repr(base), "metric": "balanced accuracy" if imbalance else "accuracy",
         "classifier": describe_classifier(classifier),
+        "tune_kwargs": {k: describe_classifier(v) if k == "classifier" else _plain(v)
+                        for k, v in (tune_kwargs or {}).items()},  # what tune ran with beyond evaluate's own
         "settings": {a: (dataclasses.asdict(arm.setting) if arm.setting else None) for a, arm in plan.items()},
         "seconds": time.perf_counter() - t_start,
         "threads": torch.get_num_threads(),  # float rounding, so results, depend on it
     }
     return report
+
+
+def _plain(v: Any) -> Any:
+    """``v`` as JSON can hold it: numbers, strings, lists and dicts of them, dataclasses as dicts, the rest as repr."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _plain(dataclasses.asdict(v))
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return repr(v)
 
 
 def _cell(st: dict[str, Any] | None) -> str:
