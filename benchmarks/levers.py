@@ -299,12 +299,12 @@ def m2_fit(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = M2_EPOCHS, 
         for ub in torch.randperm(len(xu), generator=g).split(64):
             lb = torch.randint(0, len(x), (len(ub),), generator=g)
             xl, yl, xb = x[lb], y[lb], xu[ub]
-            labelled = neg_elbo(xl, yl) + alpha * F.cross_entropy(q(xl), yl, reduction="none")
-            n = len(xb)
-            nll = neg_elbo(xb.repeat_interleave(c, 0), torch.arange(c).repeat(n)).reshape(n, c)
-            logq = F.log_softmax(q(xb), dim=1)
-            unlabelled = (logq.exp() * (nll + logq)).sum(1)  # E_q[-ELBO] - H(q)
-            loss = labelled.mean() + (unlabelled.mean() if use_unlabelled else 0.0)
+            loss = (neg_elbo(xl, yl) + alpha * F.cross_entropy(q(xl), yl, reduction="none")).mean()
+            if use_unlabelled:
+                n = len(xb)
+                nll = neg_elbo(xb.repeat_interleave(c, 0), torch.arange(c).repeat(n)).reshape(n, c)
+                logq = F.log_softmax(q(xb), dim=1)
+                loss = loss + (logq.exp() * (nll + logq)).sum(1).mean()  # E_q[-ELBO] - H(q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
