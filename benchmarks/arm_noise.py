@@ -73,9 +73,7 @@ def main() -> None:
         lines.append(f"| {a} | {statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f} | {min(v):.2f}-{max(v):.2f} |")
     lines += ["", "| pair (A - B) | paired gain, mean ± sd | one run's gain >= 1.5 | <= -1.5 |", "|---|---|---|---|"]
     pairs: dict[str, Any] = {}
-    for a, b in itertools.permutations(ARMS, 2):
-        if ARMS.index(a) > ARMS.index(b):
-            continue
+    for a, b in itertools.combinations(ARMS, 2):
         d = [x - y for x, y in zip(acc[a], acc[b], strict=True)]
         up, down = sum(x >= 1.5 for x in d), sum(x <= -1.5 for x in d)
         pairs[f"{a} - {b}"] = d
