@@ -28,7 +28,7 @@ from vaeaug.core.augment import Augmenter
 from vaeaug.core.settings import DEFAULT_AUGMENT
 from vaeaug.data import as_tensor_data
 from vaeaug.protocol.classifier import Budget, train_classifier
-from vaeaug.protocol.evaluation import reduce_per_class
+from vaeaug.protocol.evaluation import protocol_fit_kwargs, reduce_per_class
 from vaeaug.protocol.tuning import stratified_split
 
 ARMS = ("none", "classic", "vae", "vae+classic")
@@ -54,9 +54,8 @@ def main() -> None:
     tr, va = stratified_split(train.y[idx], 0.2, args.seed)  # evaluate's split (val_fraction=0.2)
     xr, yr = train.x[idx[tr]], train.y[idx[tr]]
     val = (train.x[idx[va]], train.y[idx[va]])
-    vae = fit(xr, yr, seed=args.seed, progress=False, device="cpu", epochs=args.vae_epochs, batch_size=64,
-              kl_warmup=min(50, args.vae_epochs // 4), conditional=True, patience=None, precision="auto",
-              distributed=False, interruptible=False)  # evaluate's fit: classifier seed == seed replays its arms
+    # evaluate's own fit, so that classifier seed == data seed replays the table's arms
+    vae = fit(xr, yr, seed=args.seed, progress=False, device="cpu", **protocol_fit_kwargs(args.vae_epochs))
     gen = TorchBackend(vae)
     acc: dict[str, list[float]] = {a: [] for a in ARMS}
     for k in range(args.classifier_seeds):

@@ -176,6 +176,26 @@ def _plan(arms: Sequence[str], setting: AugmentSetting, extra_arms: dict[str, An
     return plan
 
 
+def protocol_fit_kwargs(vae_epochs: int = 300, vae_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of :func:`vaeaug.fit` with which :func:`evaluate` fits each seed's VAE.
+
+    Args:
+        vae_epochs: epochs of the fit.
+        vae_kwargs: more :func:`vaeaug.fit` options, which override the protocol's (not ``interruptible``).
+
+    Returns:
+        A dict for ``fit(x, y, seed=seed, progress=False, device="cpu", **kwargs)``.
+
+    Example:
+        >>> kw = protocol_fit_kwargs(300)
+        >>> kw["epochs"], kw["kl_warmup"], kw["conditional"], kw["interruptible"]
+        (300, 50, True, False)
+    """
+    return {"epochs": vae_epochs, "batch_size": 64, "kl_warmup": min(50, vae_epochs // 4), "conditional": True,
+            "patience": None, "precision": "auto", "distributed": False, **(vae_kwargs or {}),
+            "interruptible": False}  # Ctrl-C stops the protocol, never a VAE mid-fit that it then uses
+
+
 class ExtraDraws:
     """The balance arms' augmenter: replaces the extra draws of small classes (beyond their natural share) by variants.
 
@@ -331,9 +351,7 @@ def evaluate(
     tuned_choice: dict[str, list[Any]] = {}
     tune_seconds: dict[str, list[float]] = {}
     fit_seconds, val_losses = [], []
-    fit_kw = {"epochs": vae_epochs, "batch_size": 64, "kl_warmup": min(50, vae_epochs // 4), "conditional": True,
-              "patience": None, "precision": "auto", "distributed": False, **(vae_kwargs or {}),
-              "interruptible": False}  # Ctrl-C stops the protocol, never a VAE mid-fit that it then uses
+    fit_kw = protocol_fit_kwargs(vae_epochs, vae_kwargs)
     t_start = time.perf_counter()
     bar = tqdm(total=len(seed_list) * (len(plan) + 1), desc="evaluate", disable=not progress, unit="run")
     for seed in seed_list:
