@@ -26,6 +26,9 @@ Levers here:
   ``-ELBO(x, y)`` plus ``M2_ALPHA`` x the classifier's cross-entropy. Variants then use the default
   setting (p = 0.5, or 0.25) with the source's own label. ``m2-control`` fine-tunes the same steps on the
   labelled batches alone: what the extra training does without the unlabelled images.
+* ``last-epoch`` (issue 21): the seed's VAE fitted again with ``val_fraction=0``, so that the variants come
+  from the last epoch's model (trained past the validation optimum, on all of the training part) instead of
+  the best validation epoch's. Variants use the default setting.
 * ``gauss-balance``/``aggpost-balance`` (imbalanced runs): class balancing whose extra draws of
   the small classes are decoded from a fitted latent density instead of the prior N(0, I): a
   per-class diagonal Gaussian over the posterior means (``gauss``), or the per-class aggregate
@@ -231,10 +234,9 @@ M2_ALPHA = 100.0
 UNLABELLED: dict[str, Any] = {}  # main() sets "data", "per_class", "imbalance": where the unlabelled pool comes from
 
 
-def unlabelled_pool(x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images of the run's training split outside the seed's whole subset (its training part and
-    validation slice), found by matching ``x`` to the subset that :func:`reduce_per_class` draws for a seed;
-    with their labels, which only measure how well ``q(y|x)`` infers them."""
+def subset_of(x: torch.Tensor) -> tuple[Any, int, torch.Tensor]:
+    """The run's training split, the data seed whose subset holds the training part ``x``, and that subset's
+    indices (:func:`reduce_per_class` draws it from the seed)."""
     from vaeaug.data import as_tensor_data
     from vaeaug.protocol.evaluation import reduce_per_class
 
@@ -245,9 +247,15 @@ def unlabelled_pool(x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tenso
         idx = reduce_per_class(train.y, UNLABELLED["per_class"], s, UNLABELLED["imbalance"])
         have = {hashlib.blake2b(r.numpy().tobytes(), digest_size=8).digest() for r in train.x[idx]}
         if want <= have:
-            break
-    else:
-        raise RuntimeError("the seed's subset was not found among seeds 0..999")
+            return train, s, idx
+    raise RuntimeError("the seed's subset was not found among seeds 0..999")
+
+
+def unlabelled_pool(x: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images of the run's training split outside the seed's whole subset (its training part and
+    validation slice), found by matching ``x`` to the subset that :func:`reduce_per_class` draws for a seed;
+    with their labels, which only measure how well ``q(y|x)`` infers them."""
+    train, _, idx = subset_of(x)
     rest = torch.ones(len(train.x), dtype=torch.bool)
     rest[idx] = False
     pool = torch.nonzero(rest).flatten()
@@ -320,6 +328,30 @@ def m2_fit(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = M2_EPOCHS, 
 _M2_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
+def last_epoch_fit(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+    """The seed's VAE fitted again with the protocol's options but ``val_fraction=0``: the same seed and epochs,
+    all of the training part, and the last epoch's model instead of the best validation epoch's (what training
+    past the validation optimum does for the variants). Made once per seed."""
+    from vaeaug import fit
+    from vaeaug.backends.torch_backend import TorchBackend
+    from vaeaug.protocol.evaluation import protocol_fit_kwargs
+
+    key = id(gen.model)
+    if key not in _LAST_CACHE:
+        t0 = time.perf_counter()
+        _, seed, _ = subset_of(x)
+        epochs = len(gen.model.history)
+        vae = fit(x, y, seed=seed, progress=False, device="cpu",
+                  **protocol_fit_kwargs(epochs, {"val_fraction": 0.0}))
+        print(f"last-epoch: seed {seed}, {epochs} epochs on all {len(x)} images, train loss "
+              f"{vae.history[-1]['train_loss']:.2f}, {time.perf_counter() - t0:.0f} s", flush=True)
+        _LAST_CACHE[key] = TorchBackend(vae)
+    return _LAST_CACHE[key]
+
+
+_LAST_CACHE: dict[int, Any] = {}
+
+
 def _balanced(kind: str) -> Any:
     def make(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
         counts = torch.bincount(y, minlength=int(gen.config.num_classes))
@@ -340,6 +372,7 @@ LEVERS = {
     "m2": lambda gen, x, y: Augmenter(m2_fit(gen, x, y), DEFAULT_AUGMENT),
     "m2-control": lambda gen, x, y: Augmenter(m2_fit(gen, x, y, use_unlabelled=False), DEFAULT_AUGMENT),
     "m2-p0.25": lambda gen, x, y: Augmenter(m2_fit(gen, x, y), dataclasses.replace(DEFAULT_AUGMENT, p=0.25)),
+    "last-epoch": lambda gen, x, y: Augmenter(last_epoch_fit(gen, x, y), DEFAULT_AUGMENT),
     "gauss-balance": _balanced("gauss"),
     "aggpost-balance": _balanced("aggpost"),
 }
