@@ -11,6 +11,7 @@ back exactly the original items; never another exception, never a hang.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -88,13 +89,14 @@ def copy(base: Path, tmp_path: Path) -> Path:
     return out
 
 
+def _item(ds: GeneratedDataset, i: int) -> Item:
+    x, y, synthetic = ds[i]
+    a = x.numpy()
+    return a.tobytes(), str(a.dtype), tuple(a.shape), y, synthetic
+
+
 def _items(ds: GeneratedDataset) -> list[Item]:
-    out = []
-    for i in range(len(ds)):
-        x, y, synthetic = ds[i]
-        a = x.numpy()
-        out.append((a.tobytes(), str(a.dtype), tuple(a.shape), y, synthetic))
-    return out
+    return [_item(ds, i) for i in range(len(ds))]
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -186,7 +188,7 @@ def mutate_set(folder: Path, ops: list[tuple[Any, ...]]) -> set[str]:
 
     Returns:
         The image files (``shard-*-x.npy``) whose data bytes, after their header, were changed
-        by a flip: without ``verify`` only hashing the images could notice those.
+        by a flip: opening notices those by their SHA-256, ``verify`` or not.
     """
     names = sorted(p.name for p in folder.iterdir())
     npys = [n for n in names if n.endswith(".npy")]
@@ -498,9 +500,8 @@ def test_one_shard_in_memory_is_bounded_whatever_the_arguments(tmp_path: Path) -
     assert r["manifest"]["arguments"]["shard_size"] == most == 341
 
 
-def test_a_float_set_edited_to_hold_nan_is_refused_when_read(tmp_path: Path) -> None:
-    """Issue 22: no accepted set yields a non-finite value. Without verify= the image bytes are not hashed when a
-    set is opened, so a NaN written into a float shard is refused when its sample is read."""
+def _nan_set(tmp_path: Path) -> Path:
+    """A float set whose sample 1 holds a NaN (its shard's checksum not recomputed)."""
     x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
     out = tmp_path / "f"
     pregenerate(x, vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 8, 8))), out, variants_per_sample=1, progress=False)
@@ -509,10 +510,33 @@ def test_a_float_set_edited_to_hold_nan_is_refused_when_read(tmp_path: Path) -> 
     _, offset = npy_header(bytes(blob))
     blob[offset + 4 * 70:offset + 4 * 71] = np.float32(np.nan).tobytes()  # in sample 1 (64 values a sample)
     shard.write_bytes(bytes(blob))
+    return out
+
+
+def test_a_float_set_edited_to_hold_nan_is_refused_when_read(tmp_path: Path) -> None:
+    """Issue 22: no accepted set yields a non-finite value. An edited shard fails its SHA-256 at opening; one whose
+    checksum was recomputed in the manifest (a deliberate forgery) is refused when its NaN sample is read."""
+    out = _nan_set(tmp_path)
+    _raises(lambda: GeneratedDataset(out), "shard-00000-x.npy is corrupt (SHA-256 differs from the manifest)",
+            f"vaeaug verify {out}")
+    edit_json(out / "manifest.json", _set(("shards", 0, "files", "x", "sha256"),
+                                          hashlib.sha256((out / "shard-00000-x.npy").read_bytes()).hexdigest()),
+              rehashed=True)
     ds = GeneratedDataset(out)
     assert torch_isfinite(ds[0][0]) and torch_isfinite(ds[2][0])
     _raises(lambda: ds[1], "sample 1 (shard 0) holds NaN or infinite values", "regenerate the set")
-    assert verify_generated(out)  # and verify names the edited shard
+    assert verify_generated(out) == ["shard 0: sample 1 holds NaN or infinite values, which vaeaug never writes (the "
+                                     "shard was edited and its checksum recomputed); regenerate the set"]
+
+
+def test_a_flipped_pixel_byte_is_refused_at_opening_without_verify(copy: Path) -> None:
+    """Without verify=, a flipped pixel byte was read silently: opening now checks every image shard's SHA-256."""
+    path = copy / "shard-00001-x.npy"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1  # the last pixel of the shard's last sample
+    path.write_bytes(bytes(blob))
+    _raises(lambda: GeneratedDataset(copy), "shard 1: shard-00001-x.npy is corrupt (SHA-256 differs from the manifest)",
+            f"vaeaug verify {copy}", "run the same vaeaug generate command again")
 
 
 def torch_isfinite(t: Any) -> bool:
@@ -645,7 +669,6 @@ def test_fuzz_damaged_sets_raise_value_error_or_read_back_unchanged(base: Path, 
         folder = Path(tmp) / "set"
         shutil.copytree(base, folder)
         payload = mutate_set(folder, ops)
-        shard_of = [i // SHARD for i in range(len(original))]
         for verify in (False, True):
             try:
                 with no_hang(20):
@@ -656,8 +679,6 @@ def test_fuzz_damaged_sets_raise_value_error_or_read_back_unchanged(base: Path, 
                 continue
             assert ds.class_names == NAMES and ds.value_range == vaeaug.ValueRange(0.0, 255.0, "uint8")
             assert len(got) == len(original)
+            assert not payload, f"a flipped pixel byte was read without an error after {ops} (verify={verify})"
             for i, (a, b) in enumerate(zip(got, original, strict=True)):
-                if not verify and f"shard-{shard_of[i]:05d}-x.npy" in payload:  # pixels only hashing sees
-                    assert a[1:] == b[1:]
-                else:
-                    assert a == b, f"item {i} differs after {ops} (verify={verify})"
+                assert a == b, f"item {i} differs after {ops} (verify={verify})"

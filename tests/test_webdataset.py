@@ -367,3 +367,30 @@ def test_links_devices_dotdot_and_oversized_members_are_refused(png_set: Path, w
         GeneratedDataset(out)
     assert expected in str(e.value)
     assert not (out / "etc").exists() and not (work / "00000001.cls").exists()  # nothing was extracted
+
+
+def test_a_forged_nan_in_a_float_tar_is_refused_when_read_and_by_verify(work: Path, model_path: Path) -> None:
+    """A float set's tar rewritten with a NaN in sample 1 and its checksum recomputed: opening passes (the bytes
+    match the manifest), reading sample 1 and ``verify`` both refuse it, naming the sample."""
+    x, y = digits_uint8()
+    out = work / "f-nan"
+    shutil.rmtree(out, ignore_errors=True)
+    pregenerate(x[:20].astype(np.float32) / 255.0, model_path, out, y=y[:20], format="webdataset", **ARGS)
+    assert verify_generated(out) == []
+
+    def poison(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+        k, (info, blob) = next((k, m) for k, m in enumerate(members) if m[0].name == "00000001.npy")
+        arr = np.load(io.BytesIO(blob), allow_pickle=False)
+        arr[0, 2, 3] = np.nan
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        assert len(buf.getvalue()) == len(blob)
+        members[k] = (info, buf.getvalue())
+
+    _forge(out, 0, poison)
+    ds = GeneratedDataset(out)
+    assert np.isfinite(ds[0][0].numpy()).all() and np.isfinite(ds[2][0].numpy()).all()
+    with pytest.raises(ValueError, match=r"sample 1 \(shard 0\) holds NaN or infinite values"):
+        ds[1]
+    assert verify_generated(out) == ["shard 0: sample 1 holds NaN or infinite values, which vaeaug never writes (the "
+                                     "shard was edited and its checksum recomputed); regenerate the set"]

@@ -324,7 +324,7 @@ def _add_generate(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
     """``vaeaug verify``."""
-    p = sub.add_parser("verify", help="check a generated set: completeness and SHA-256 of every file",
+    p = sub.add_parser("verify", help="check a generated set: completeness, SHA-256 of every file, finite values",
                        description="Check a generated set; exit code 0 if complete and intact, 1 otherwise.")
     p.add_argument("dir", help="a folder written by vaeaug generate")
 

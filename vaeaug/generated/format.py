@@ -33,9 +33,11 @@ checks, without reading the images:
   layout (source, variant and synthetic flag of every sample; labels constant per source and in
   range; the per-class counts);
 * each image file: its ``.npy`` header (dtype, shape, C order, parsed without ``allow_pickle`` and
-  compared with what the manifest implies) and its size (header plus data exactly).
+  compared with what the manifest implies) and its size (header plus data exactly), then its SHA-256
+  (read in blocks of 1 MiB).
 
-``verify=True`` (and :func:`verify_generated`, ``vaeaug verify``) also hashes every image. A
+``verify=True`` (and :func:`verify_generated`, ``vaeaug verify``) also checks the shard records and that
+every value of a float set is finite. A
 ``webdataset`` set's labels are inside its tars, so opening one checks what ``verify`` checks: each
 tar's size and SHA-256 against the manifest before it is parsed, then every member against the
 layout (:mod:`vaeaug.generated.tars`). Every

@@ -111,7 +111,8 @@ def marker_images(out: Path, shard: dict[str, Any], manifest: dict[str, Any]) ->
 
 def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
     """Check a generated set: its manifest (schema, own SHA-256, ``run.json``), every file's size and
-    SHA-256 as recorded when it was written, every ``.npy`` header, and the labels against the layout.
+    SHA-256 as recorded when it was written, every ``.npy`` header, the labels against the layout, and
+    that every value of a float set is finite.
 
     Returns:
         The problems found (empty when the set is complete and intact).
@@ -149,8 +150,8 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
             found = check_file(out, shard["files"][key], i)
             if not found:  # the bytes are as written: now their header, and the labels' content
                 try:
-                    if key == "x":
-                        map_images(out, shard, dtype, sample_shape)  # its header and size; the map is dropped
+                    if key == "x":  # its header and size, and (float) every value finite; the map is dropped
+                        found += _nonfinite(map_images(out, shard, dtype, sample_shape), shard)
                     else:
                         metas.append(read_meta(out, shard))
                 except ValueError as e:
@@ -213,10 +214,33 @@ def _verify_tars(out: Path, manifest: dict[str, Any]) -> list[str]:
         i = shard["index"]
         problems += check_file(out, shard["marker"], i)
         try:
-            metas.append(tar_meta(shard, manifest, index_tar(out, shard, manifest, payload)))
+            index = index_tar(out, shard, manifest, payload)
+            metas.append(tar_meta(shard, manifest, index))
+            if np.dtype(manifest["data"]["value_range"]["dtype"]).kind == "f":  # every value finite
+                images = TarImages(out, {**manifest, "shards": [shard]}, [index], payload)
+                bad = next((j for j in range(shard["count"]) if not np.isfinite(images.image(0, j)).all()), None)
+                problems += [] if bad is None else [_nonfinite_problem(shard, bad)]
         except ValueError as e:
             problems.append(f"shard {i}: {e}")
     return problems + _set_labels(metas, manifest, out)
+
+
+def _nonfinite(images: np.ndarray, shard: dict[str, Any], chunk: int = 4096) -> list[str]:
+    """[] when every value of a shard's images is finite (always, for integer dtypes), else one problem naming the
+    first sample that is not."""
+    if images.dtype.kind != "f":
+        return []
+    for a in range(0, len(images), chunk):
+        rows = images[a:a + chunk]
+        bad = np.flatnonzero(~np.isfinite(rows.reshape(len(rows), -1)).all(1))
+        if len(bad):
+            return [_nonfinite_problem(shard, a + int(bad[0]))]
+    return []
+
+
+def _nonfinite_problem(shard: dict[str, Any], j: int) -> str:
+    return (f"shard {shard['index']}: sample {int(shard['first']) + j} holds NaN or infinite values, which vaeaug "
+            "never writes (the shard was edited and its checksum recomputed); regenerate the set")
 
 
 def _open_tars(root: Path, manifest: dict[str, Any]) -> TarImages:
@@ -237,12 +261,13 @@ class GeneratedDataset(torch.utils.data.Dataset):
     Args:
         out_dir: a folder written by :func:`vaeaug.pregenerate` in format ``"shards"`` or
             ``"webdataset"`` (an image folder is read with ``torchvision.datasets.ImageFolder``).
-        verify: check every file's SHA-256 against the manifest first (reads the whole set once).
-            Without it, the manifest, the label files and every image file's header and size are
-            still checked (see the module's documentation). A webdataset set is always checked
-            whole: its labels are inside its tars, so opening it hashes and parses every tar once;
-            its images are then read from the tars by sample (for training at scale, stream the tars
-            with ``webdataset`` instead).
+        verify: run the whole of :func:`verify_generated` at opening (shard records included, and
+            every value of a float set checked finite). Without it, opening still checks the manifest,
+            the label files, every image file's header, size and SHA-256 (one read of the set, in
+            blocks of 1 MiB; DataLoader workers inherit the result), so no byte is used unchecked
+            either way. A webdataset set's tars are hashed and parsed whole at opening too: its
+            labels are inside them; its images are then read from the tars by sample (for training at
+            scale, stream the tars with ``webdataset`` instead).
         transform: applied to each image.
         return_is_synthetic: append ``True`` for variants, ``False`` for real samples.
 
@@ -289,6 +314,13 @@ class GeneratedDataset(torch.utils.data.Dataset):
         check_meta(self.meta, self.manifest, self.root)
         if self._tars is None:
             self._open()
+            if not verify:  # verify_generated hashed them above
+                for shard in shards:
+                    problems = check_file(self.root, shard["files"]["x"], shard["index"])
+                    if problems:
+                        raise ValueError(f"{self.root} failed verification: {problems[0]}; run vaeaug verify "
+                                         f"{self.root}, delete shard {shard['index']}'s files and run the same vaeaug "
+                                         "generate command again")
         self._starts = [int(s["first"]) for s in self.manifest["shards"]]
 
     def _open(self) -> list[np.ndarray]:
