@@ -24,7 +24,7 @@ backend; a second run into the same folder with another identity is refused. ``m
 ``manifest_sha256``, the SHA-256 of its own canonical content (format version 2).
 
 Trust: nothing read from a set is used before it is checked. Opening a set (``verify=False``)
-checks, without reading the images:
+checks:
 
 * ``manifest.json`` (at most 64 MiB, a regular file): its schema and every number in it
   (:func:`validate_manifest`: the counts and the shard layout follow from the arguments and the
