@@ -188,8 +188,8 @@ def vae_gan(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = GAN_EPOCHS
     import copy
 
     key = (id(gen.model), epochs, weight, seed)
-    if key in _GAN_CACHE:
-        return _GAN_CACHE[key]
+    if key in _GAN_CACHE and _GAN_CACHE[key][0] is gen.model:  # an id is reused once its model is freed
+        return _GAN_CACHE[key][1]
 
     import torch.nn.functional as F
 
@@ -222,11 +222,11 @@ def vae_gan(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = GAN_EPOCHS
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
-    _GAN_CACHE[key] = TorchBackend(vae.eval())
-    return _GAN_CACHE[key]
+    _GAN_CACHE[key] = (gen.model, TorchBackend(vae.eval()))
+    return _GAN_CACHE[key][1]
 
 
-_GAN_CACHE: dict[tuple[int, int, float, int], Any] = {}
+_GAN_CACHE: dict[tuple[int, int, float, int], tuple[Any, Any]] = {}  # key -> (the seed's VAE, kept alive; tuned)
 
 M2_EPOCHS = 20
 M2_UNLABELLED = 5000
@@ -284,8 +284,8 @@ def m2_fit(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = M2_EPOCHS, 
     from vaeaug.backends.torch_backend import TorchBackend
 
     key = (id(gen.model), epochs, n_unlabelled, alpha, seed, use_unlabelled)
-    if key in _M2_CACHE:
-        return _M2_CACHE[key]
+    if key in _M2_CACHE and _M2_CACHE[key][0] is gen.model:  # an id is reused once its model is freed
+        return _M2_CACHE[key][1]
     if not gen.conditional:
         raise ValueError("M2 needs a class-conditional VAE")
     t0 = time.perf_counter()
@@ -321,11 +321,11 @@ def m2_fit(gen: Any, x: torch.Tensor, y: torch.Tensor, epochs: int = M2_EPOCHS, 
     what = "m2" if use_unlabelled else "m2 control"
     print(f"{what}: {epochs} epochs on {len(x)} labelled + {len(xu)} unlabelled images, q(y|x) right on "
           f"{100 * acc:.1f}% of the unlabelled ones, {time.perf_counter() - t0:.0f} s", flush=True)
-    _M2_CACHE[key] = TorchBackend(vae.eval())
-    return _M2_CACHE[key]
+    _M2_CACHE[key] = (gen.model, TorchBackend(vae.eval()))
+    return _M2_CACHE[key][1]
 
 
-_M2_CACHE: dict[tuple[Any, ...], Any] = {}
+_M2_CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # key -> (the seed's VAE, kept alive; the fine-tuned one)
 
 
 def last_epoch_fit(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
@@ -337,7 +337,7 @@ def last_epoch_fit(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
     from vaeaug.protocol.evaluation import protocol_fit_kwargs
 
     key = id(gen.model)
-    if key not in _LAST_CACHE:
+    if key not in _LAST_CACHE or _LAST_CACHE[key][0] is not gen.model:  # an id is reused once its model is freed
         t0 = time.perf_counter()
         _, seed, _ = subset_of(x)
         epochs = len(gen.model.history)
@@ -345,11 +345,11 @@ def last_epoch_fit(gen: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
                   **protocol_fit_kwargs(epochs, {"val_fraction": 0.0}))
         print(f"last-epoch: seed {seed}, {epochs} epochs on all {len(x)} images, train loss "
               f"{vae.history[-1]['train_loss']:.2f}, {time.perf_counter() - t0:.0f} s", flush=True)
-        _LAST_CACHE[key] = TorchBackend(vae)
-    return _LAST_CACHE[key]
+        _LAST_CACHE[key] = (gen.model, TorchBackend(vae))
+    return _LAST_CACHE[key][1]
 
 
-_LAST_CACHE: dict[int, Any] = {}
+_LAST_CACHE: dict[int, tuple[Any, Any]] = {}  # id(seed's VAE) -> (that VAE, kept alive so the id stays its own; refit)
 
 
 def _balanced(kind: str) -> Any:

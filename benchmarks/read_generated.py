@@ -31,6 +31,7 @@ from vaeaug import GeneratedDataset
 
 
 def timed_open(root: Path, verify: bool) -> tuple[float, GeneratedDataset]:
+    """Seconds to open the set (with ``verify``), and the opened set."""
     t = time.perf_counter()
     ds = GeneratedDataset(root, verify=verify)
     return time.perf_counter() - t, ds
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    if args.rounds < 1 or args.samples < 1:
+        ap.error("--rounds and --samples must be at least 1")
     x = np.random.default_rng(0).integers(0, 256, (args.samples, 1, 28, 28), dtype=np.uint8)
     model = vaeaug.VAE(vaeaug.VAEConfig(input_shape=(1, 28, 28)), value_range=vaeaug.ValueRange(0, 255, "uint8"))
     times: dict[str, list[float]] = {"open": [], "verify": [], "epoch": []}

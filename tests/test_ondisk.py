@@ -296,6 +296,13 @@ def test_reading_is_memory_mapped(work: Path) -> None:
     blob = pickle.dumps(ds)  # what a spawned DataLoader worker receives: no image data
     assert len(blob) < size / 10
     assert torch.equal(pickle.loads(blob)[7][0], ds[7][0])
+    # a shard replaced since the set was opened (same size, one byte flipped) is refused by the reopened copy
+    shard = out / "shard-00000-x.npy"
+    data = shard.read_bytes()
+    (out / "new.npy").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    os.replace(out / "new.npy", shard)
+    with pytest.raises(ValueError, match="shard-00000-x.npy .shard 0 of .*. changed after the set was opened"):
+        pickle.loads(blob)[7]
     # what it holds is the labels (21 bytes a sample) and a hash's blocks, never the images (784 bytes a sample)
     assert peak < 3.5e6 < size / 4, f"opening a {size / 1e6:.0f} MB set allocated {peak / 1e6:.1f} MB"
     assert torch.equal(first[0], torch.from_numpy(x[0]))

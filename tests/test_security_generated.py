@@ -517,8 +517,8 @@ def test_a_float_set_edited_to_hold_nan_is_refused_when_read(tmp_path: Path) -> 
     """Issue 22: no accepted set yields a non-finite value. An edited shard fails its SHA-256 at opening; one whose
     checksum was recomputed in the manifest (a deliberate forgery) is refused when its NaN sample is read."""
     out = _nan_set(tmp_path)
-    _raises(lambda: GeneratedDataset(out), "shard-00000-x.npy is corrupt (SHA-256 differs from the manifest)",
-            f"vaeaug verify {out}")
+    _raises(lambda: GeneratedDataset(out), "shard-00000-x.npy (shard 0 of", "is corrupt: its SHA-256 is",
+            "the manifest says", f"vaeaug verify {out}")
     edit_json(out / "manifest.json", _set(("shards", 0, "files", "x", "sha256"),
                                           hashlib.sha256((out / "shard-00000-x.npy").read_bytes()).hexdigest()),
               rehashed=True)
@@ -535,8 +535,8 @@ def test_a_flipped_pixel_byte_is_refused_at_opening_without_verify(copy: Path) -
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1  # the last pixel of the shard's last sample
     path.write_bytes(bytes(blob))
-    _raises(lambda: GeneratedDataset(copy), "shard 1: shard-00001-x.npy is corrupt (SHA-256 differs from the manifest)",
-            f"vaeaug verify {copy}", "run the same vaeaug generate command again")
+    _raises(lambda: GeneratedDataset(copy), "shard-00001-x.npy (shard 1 of", "is corrupt: its SHA-256 is",
+            "the manifest says", f"vaeaug verify {copy}", "run the same vaeaug generate command again")
 
 
 def torch_isfinite(t: Any) -> bool:

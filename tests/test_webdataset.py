@@ -8,7 +8,10 @@ from __future__ import annotations
 import glob
 import io
 import json
+import os
+import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -392,5 +395,23 @@ def test_a_forged_nan_in_a_float_tar_is_refused_when_read_and_by_verify(work: Pa
     assert np.isfinite(ds[0][0].numpy()).all() and np.isfinite(ds[2][0].numpy()).all()
     with pytest.raises(ValueError, match=r"sample 1 \(shard 0\) holds NaN or infinite values"):
         ds[1]
-    assert verify_generated(out) == ["shard 0: sample 1 holds NaN or infinite values, which vaeaug never writes (the "
-                                     "shard was edited and its checksum recomputed); regenerate the set"]
+    problem = ("shard 0: sample 1 holds NaN or infinite values, which vaeaug never writes (the shard was edited and "
+               "its checksum recomputed); regenerate the set")
+    assert verify_generated(out) == [problem]
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        GeneratedDataset(out, verify=True)
+
+
+def test_a_tar_swapped_after_opening_is_refused_by_a_reopened_copy(png_set: Path, work: Path) -> None:
+    """A pickled copy (what a spawn or forkserver DataLoader worker gets) reopens the tars: one replaced since the
+    set was opened, with the same size and a flipped byte, is refused, not read."""
+    out = _copy(png_set, work, "swapped")
+    ds = GeneratedDataset(out)
+    blob = pickle.dumps(ds)
+    tar = out / "shard-00000.tar"
+    good = tar.read_bytes()
+    at = int(ds._tars.indexes[0].offsets[0]) + 60  # inside sample 0's PNG
+    (out / "new.tar").write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1:])
+    os.replace(out / "new.tar", tar)
+    with pytest.raises(ValueError, match="shard-00000.tar changed after the set was opened"):
+        pickle.loads(blob)[0]

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 __all__ = ["open_regular", "read_bounded", "size_of", "file_kind", "read_json", "parse_json", "canonical_json",
-           "sha256_file", "sha256_bytes", "write_atomic", "check_name", "json_items", "MAX_JSON_DEPTH",
-           "MAX_JSON_ITEMS", "MiB", "GiB"]
+           "sha256_file", "sha256_open", "sha256_bytes", "FileId", "file_id", "write_atomic", "check_name",
+           "json_items", "MAX_JSON_DEPTH", "MAX_JSON_ITEMS", "MiB", "GiB"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -163,16 +163,54 @@ def sha256_file(path: str | os.PathLike[str], what: str = "file") -> str:
         >>> sha256_file(p) == sha256_bytes(b"")
         True
     """
-    h = hashlib.sha256()
     with open_regular(path, what) as f:
-        left = os.fstat(f.fileno()).st_size
-        while left > 0 and (block := f.read(min(MiB, left))):
-            h.update(block)
-            left -= len(block)
+        return sha256_open(f, str(path))
+
+
+def sha256_open(f: BinaryIO, name: str) -> str:
+    """The SHA-256 of an open regular file from its first byte to its size, read in blocks of 1 MiB, as hex:
+    the bytes of the very file that is then used (mapped, parsed), not of whatever a path names later.
+
+    Args:
+        f: a file opened for binary reading (its position is left at the end).
+        name: the file's name, for the error of a file that shrinks while it is read.
+
+    Returns:
+        The digest in hex.
+
+    Example:
+        >>> import io
+        >>> f = io.BufferedReader(io.FileIO(__file__))
+        >>> sha256_open(f, __file__) == sha256_file(__file__)
+        True
+    """
+    h = hashlib.sha256()
+    f.seek(0)
+    left = os.fstat(f.fileno()).st_size
+    while left > 0 and (block := f.read(min(MiB, left))):
+        h.update(block)
+        left -= len(block)
     if left:
-        raise ValueError(f"{str(path)!r} changed while it was read ({left} bytes short); read it again when "
-                         "nothing is writing to it")
+        raise ValueError(f"{name!r} changed while it was read ({left} bytes short); read it again when nothing is "
+                         "writing to it")
     return h.hexdigest()
+
+
+FileId = tuple[int, int, int, int]
+"""``(st_dev, st_ino, st_size, st_mtime_ns)`` of an open file: the same file, unchanged, has the same id."""
+
+
+def file_id(f: BinaryIO) -> FileId:
+    """The :data:`FileId` of an open file, to tell later (say, in a DataLoader worker that reopens it) whether the
+    file there is still the one that was checked.
+
+    Example:
+        >>> with open(__file__, "rb") as a, open(__file__, "rb") as b:
+        ...     file_id(a) == file_id(b)
+        True
+    """
+    st = os.fstat(f.fileno())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 # ---------------------------------------------------------------------------------------------------

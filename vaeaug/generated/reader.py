@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vaeaug.core.values import ValueRange, short_repr
-from vaeaug.files import open_regular, read_json, sha256_file
+from vaeaug.files import FileId, MiB, open_regular, read_json, sha256_file
 from vaeaug.generated.format import MAX_COUNT, PNG_NAME, Schema, class_key, read_manifest
 from vaeaug.generated.shards import MAX_NPY_HEADER, META_DTYPE, check_npy, map_images, read_meta
 from vaeaug.generated.tars import Payload, TarImages, TarIndex, index_tar, png_payload
@@ -151,7 +151,7 @@ def verify_generated(out_dir: str | os.PathLike[str]) -> list[str]:
             if not found:  # the bytes are as written: now their header, and the labels' content
                 try:
                     if key == "x":  # its header and size, and (float) every value finite; the map is dropped
-                        found += _nonfinite(map_images(out, shard, dtype, sample_shape), shard)
+                        found += _nonfinite(map_images(out, shard, dtype, sample_shape)[0], shard)
                     else:
                         metas.append(read_meta(out, shard))
                 except ValueError as e:
@@ -216,20 +216,22 @@ def _verify_tars(out: Path, manifest: dict[str, Any]) -> list[str]:
         try:
             index = index_tar(out, shard, manifest, payload)
             metas.append(tar_meta(shard, manifest, index))
-            if np.dtype(manifest["data"]["value_range"]["dtype"]).kind == "f":  # every value finite
-                images = TarImages(out, {**manifest, "shards": [shard]}, [index], payload)
-                bad = next((j for j in range(shard["count"]) if not np.isfinite(images.image(0, j)).all()), None)
-                problems += [] if bad is None else [_nonfinite_problem(shard, bad)]
+            images = TarImages(out, {**manifest, "shards": [shard]}, [index], payload)
+            try:
+                problems += _tar_nonfinite(images, 0)
+            finally:
+                images.close()
         except ValueError as e:
             problems.append(f"shard {i}: {e}")
     return problems + _set_labels(metas, manifest, out)
 
 
-def _nonfinite(images: np.ndarray, shard: dict[str, Any], chunk: int = 4096) -> list[str]:
+def _nonfinite(images: np.ndarray, shard: dict[str, Any]) -> list[str]:
     """[] when every value of a shard's images is finite (always, for integer dtypes), else one problem naming the
-    first sample that is not."""
+    first sample that is not; read about 1 MiB of values at a time."""
     if images.dtype.kind != "f":
         return []
+    chunk = max(1, MiB // max(1, math.prod(images.shape[1:])))
     for a in range(0, len(images), chunk):
         rows = images[a:a + chunk]
         bad = np.flatnonzero(~np.isfinite(rows.reshape(len(rows), -1)).all(1))
@@ -238,7 +240,17 @@ def _nonfinite(images: np.ndarray, shard: dict[str, Any], chunk: int = 4096) -> 
     return []
 
 
+def _tar_nonfinite(images: TarImages, m: int) -> list[str]:
+    """:func:`_nonfinite` for shard ``m`` of a checked webdataset set, sample by sample."""
+    shard = images.manifest["shards"][m]
+    if np.dtype(images.manifest["data"]["value_range"]["dtype"]).kind != "f":
+        return []
+    bad = next((j for j in range(shard["count"]) if not np.isfinite(images.image(m, j)).all()), None)
+    return [] if bad is None else [_nonfinite_problem(shard, bad)]
+
+
 def _nonfinite_problem(shard: dict[str, Any], j: int) -> str:
+    """The problem of sample ``j`` of ``shard`` holding a non-finite value."""
     return (f"shard {shard['index']}: sample {int(shard['first']) + j} holds NaN or infinite values, which vaeaug "
             "never writes (the shard was edited and its checksum recomputed); regenerate the set")
 
@@ -261,13 +273,15 @@ class GeneratedDataset(torch.utils.data.Dataset):
     Args:
         out_dir: a folder written by :func:`vaeaug.pregenerate` in format ``"shards"`` or
             ``"webdataset"`` (an image folder is read with ``torchvision.datasets.ImageFolder``).
-        verify: run the whole of :func:`verify_generated` at opening (shard records included, and
-            every value of a float set checked finite). Without it, opening still checks the manifest,
-            the label files, every image file's header, size and SHA-256 (one read of the set, in
-            blocks of 1 MiB; DataLoader workers inherit the result), so no byte is used unchecked
-            either way. A webdataset set's tars are hashed and parsed whole at opening too: its
-            labels are inside them; its images are then read from the tars by sample (for training at
-            scale, stream the tars with ``webdataset`` instead).
+        verify: also run the whole of :func:`verify_generated` at opening (shard records included,
+            every value of a float set checked finite; one more read of the set). Without it, opening
+            still checks the manifest, the label files, and every image file's header, size and
+            SHA-256, through the descriptor it is then mapped from (one read of the set, in blocks of
+            1 MiB), so no byte is used unchecked either way. A DataLoader worker that reopens the files
+            (spawn, forkserver) refuses a file that is not the one checked, or that changed since. A
+            webdataset set's tars are hashed and parsed whole at opening too: its labels are inside
+            them; its images are then read from the tars by sample (for training at scale, stream the
+            tars with ``webdataset`` instead).
         transform: applied to each image.
         return_is_synthetic: append ``True`` for variants, ``False`` for real samples.
 
@@ -295,10 +309,11 @@ class GeneratedDataset(torch.utils.data.Dataset):
                 f"{self.root} was written as an image folder: read it with torchvision.datasets.ImageFolder"
             )
         self._tars = _open_tars(self.root, self.manifest) if fmt == "webdataset" else None
-        if verify:  # a webdataset set's tars were checked above: its markers are left
-            problems = (verify_generated(self.root) if self._tars is None else
-                        [p for shard in self.manifest["shards"] for p in check_file(self.root, shard["marker"],
-                                                                                    shard["index"])])
+        if verify:  # a webdataset set's tars were checked above: its markers and values are left
+            tars = self._tars
+            problems = (verify_generated(self.root) if tars is None else
+                        [p for m, shard in enumerate(self.manifest["shards"])
+                         for p in check_file(self.root, shard["marker"], shard["index"]) + _tar_nonfinite(tars, m)])
             if problems:
                 raise ValueError(f"{self.root} failed verification: {'; '.join(problems[:5])}"
                                  + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
@@ -306,6 +321,7 @@ class GeneratedDataset(torch.utils.data.Dataset):
         self.return_is_synthetic = return_is_synthetic
         self.class_names = self.manifest["data"]["class_names"]
         self._x: list[np.ndarray] | None = None
+        self._ids: list[FileId] = []  # each image shard's file as it was hashed: a reopened copy must find it again
         shards = self.manifest["shards"]
         metas = ([tar_meta(shard, self.manifest, index) for shard, index in zip(shards, self._tars.indexes,
                                                                                 strict=True)]
@@ -313,22 +329,23 @@ class GeneratedDataset(torch.utils.data.Dataset):
         self.meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
         check_meta(self.meta, self.manifest, self.root)
         if self._tars is None:
-            self._open()
-            if not verify:  # verify_generated hashed them above
-                for shard in shards:
-                    problems = check_file(self.root, shard["files"]["x"], shard["index"])
-                    if problems:
-                        raise ValueError(f"{self.root} failed verification: {problems[0]}; run vaeaug verify "
-                                         f"{self.root}, delete shard {shard['index']}'s files and run the same vaeaug "
-                                         "generate command again")
+            self._open(hash_images=True)
         self._starts = [int(s["first"]) for s in self.manifest["shards"]]
 
-    def _open(self) -> list[np.ndarray]:
-        """Memory-map the image shards, headers and sizes checked (again after unpickling: maps are never pickled)."""
+    def _open(self, hash_images: bool = False) -> list[np.ndarray]:
+        """Memory-map the image shards, headers and sizes checked. At opening (``hash_images``) each one's SHA-256
+        is checked through the descriptor it is mapped from, and its file recorded; a copy reopened after
+        unpickling (maps are never pickled) must find each file unchanged."""
         dtype = np.dtype(self.manifest["data"]["value_range"]["dtype"])
         sample_shape = tuple(self.manifest["data"]["shape"])
-        self._x = [map_images(self.root, shard, dtype, sample_shape) for shard in self.manifest["shards"]]
-        return self._x
+        maps, ids = [], []
+        for m, shard in enumerate(self.manifest["shards"]):
+            arr, fid = map_images(self.root, shard, dtype, sample_shape, sha256=hash_images,
+                                  same_as=None if hash_images else self._ids[m])
+            maps.append(arr)
+            ids.append(fid)
+        self._x, self._ids = maps, ids
+        return maps
 
     def __getstate__(self) -> dict[str, Any]:
         # pickling a memory map copies its data: DataLoader workers started by spawn or forkserver

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.format import dtype_to_descr
 
 from vaeaug.core.values import short_repr
-from vaeaug.files import open_regular, sha256_bytes
+from vaeaug.files import FileId, file_id, open_regular, sha256_bytes, sha256_open
 
 __all__ = ["npy_header", "npy_bytes", "check_npy", "mentions_object", "open_npy", "map_images", "read_meta",
            "META_DTYPE", "MAX_NPY_HEADER"]
@@ -132,14 +132,35 @@ def open_npy(root: Path, shard: dict[str, Any], key: str, dtype: np.dtype[Any],
         raise
 
 
-def map_images(root: Path, shard: dict[str, Any], dtype: np.dtype[Any], sample_shape: tuple[int, ...]) -> np.ndarray:
-    """Memory-map a shard's images from the very descriptor whose header and size were checked."""
+def map_images(root: Path, shard: dict[str, Any], dtype: np.dtype[Any], sample_shape: tuple[int, ...], *,
+               sha256: bool = False, same_as: FileId | None = None) -> tuple[np.ndarray, FileId]:
+    """Memory-map a shard's images from the very descriptor whose header and size were checked.
+
+    Args:
+        root, shard, dtype, sample_shape: the set's folder, the shard's manifest entry, what its images hold.
+        sha256: first check that descriptor's bytes against the manifest's SHA-256.
+        same_as: the :data:`~vaeaug.files.FileId` the file had when it was checked (a copy of the set reopened
+            in a DataLoader worker): another file, or the same one changed since, is refused.
+
+    Returns:
+        The images ``(count, *sample_shape)`` and the file's id.
+    """
     shape = (int(shard["count"]), *sample_shape)
     f, _, offset = open_npy(root, shard, "x", dtype, shape)
+    entry, i = shard["files"]["x"], shard["index"]
     with f:
+        fid = file_id(f)
+        if same_as is not None and tuple(same_as) != fid:
+            raise ValueError(f"{entry['name']} (shard {i} of {root}) changed after the set was opened (another file, "
+                             "or its size or modification time differs); never edit a set in use - regenerate it "
+                             "into a new folder and open that")
+        if sha256 and (digest := sha256_open(f, str(root / entry["name"]))) != entry["sha256"]:
+            raise ValueError(f"{entry['name']} (shard {i} of {root}) is corrupt: its SHA-256 is {digest}, the "
+                             f"manifest says {entry['sha256']}; run vaeaug verify {root}; to repair, delete shard "
+                             f"{i}'s files ({root / f'shard-{i:05d}'}*) and run the same vaeaug generate command again")
         if math.prod(shape) == 0:
-            return np.zeros(shape, dtype)
-        return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
+            return np.zeros(shape, dtype), fid
+        return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape), fid
 
 
 def read_meta(root: Path, shard: dict[str, Any]) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
-from vaeaug.files import canonical_json, open_regular, sha256_file
+from vaeaug.files import FileId, canonical_json, file_id, open_regular, sha256_open
 
 __all__ = ["sample_key", "png_bytes", "record_bytes", "sample_members", "tar_bytes", "Payload", "png_payload",
            "TarIndex", "index_tar", "TarImages", "MEMBERS_PER_SAMPLE", "CHANGED"]
@@ -178,6 +178,7 @@ class TarIndex:
     offsets: np.ndarray  # int64: the first byte of each sample's image in the tar
     sizes: np.ndarray  # int64: its size
     labels: np.ndarray  # int64: each sample's label (-1: unlabelled)
+    file: FileId  # the tar that was hashed and parsed: a reopened copy must find it unchanged
 
 
 def _octal(field: bytes, what: str, fail: Fail) -> int:
@@ -257,13 +258,13 @@ def index_tar(root: Path, shard: dict[str, Any], manifest: dict[str, Any], paylo
         size = os.fstat(f.fileno()).st_size
         if size != entry["bytes"]:
             raise ValueError(f"{name} is corrupt ({size} bytes, the manifest says {entry['bytes']}); {fix}")
-        if sha256_file(root / name, "generated-set shard (.tar)") != entry["sha256"]:
+        if sha256_open(f, str(root / name)) != entry["sha256"]:  # the bytes then parsed, not a path's
             raise ValueError(f"{name} is corrupt (SHA-256 differs from the manifest); {fix}")
-        return _parse(f, size, shard, manifest, payload, where, fix)
+        return _parse(f, size, shard, manifest, payload, where, fix, file_id(f))
 
 
 def _parse(f: BinaryIO, size: int, shard: dict[str, Any], manifest: dict[str, Any], payload: Payload, where: str,
-           fix: str) -> TarIndex:
+           fix: str, fid: FileId) -> TarIndex:
     """The members of a tar whose bytes were checked, one header at a time (reads bounded by ``size``)."""
     def fail(why: str) -> NoReturn:
         raise ValueError(f"{where} holds {why}; {fix}")
@@ -318,14 +319,15 @@ def _parse(f: BinaryIO, size: int, shard: dict[str, Any], manifest: dict[str, An
         fail(f"more members (or other data) after the manifest's {count} samples of {MEMBERS_PER_SAMPLE} members")
     if not (2 * BLOCK <= rest <= _RECORD + 2 * BLOCK and rest % BLOCK == 0 and tail == bytes(rest)):
         fail(f"{rest} bytes after its last member where an archive ends with 2 to 22 zero blocks")
-    return TarIndex(offsets, sizes, labels)
+    return TarIndex(offsets, sizes, labels, fid)
 
 
 class TarImages:
     """The images of a checked webdataset set, read by sample from the tars (``os.pread``; nothing mapped).
 
-    The files are reopened lazily in each process (a pickled copy holds no file), their size checked
-    against the manifest again, and each image's header checked when it is read.
+    The files are reopened lazily in each process (a pickled copy holds no file), each checked to be the
+    very file that was hashed and parsed, unchanged (its :data:`~vaeaug.files.FileId`), and each image's
+    header checked when it is read. :meth:`close` closes what this copy opened.
     """
 
     def __init__(self, root: Path, manifest: dict[str, Any], indexes: list[TarIndex], payload: Payload) -> None:
@@ -342,12 +344,23 @@ class TarImages:
         if f is None:
             entry = self.manifest["shards"][m]["files"]["tar"]
             f = open_regular(self.root / entry["name"], "generated-set shard (.tar)")
-            if os.fstat(f.fileno()).st_size != entry["bytes"]:
+            if file_id(f) != tuple(self.indexes[m].file):
                 f.close()
-                raise ValueError(f"{self.root / entry['name']} changed after the set was opened (its size differs "
-                                 "from the manifest); never edit a set in use - regenerate it into a new folder")
+                raise ValueError(f"{self.root / entry['name']} changed after the set was opened (another file, or its "
+                                 "size or modification time differs); never edit a set in use - regenerate it into a "
+                                 "new folder and open that")
             self._files[m] = f
         return f
+
+    def close(self) -> None:
+        """Close the tars this copy opened (they reopen when read again)."""
+        for m, f in enumerate(getattr(self, "_files", [])):
+            if f is not None:
+                f.close()
+                self._files[m] = None
+
+    def __del__(self) -> None:  # a dataset dropped with its tars open closes them (no ResourceWarning)
+        self.close()
 
     def image(self, m: int, j: int) -> np.ndarray:
         """Sample ``j`` of shard ``m``: ``(C, H, W)`` in the stored dtype."""
