@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 __all__ = ["open_regular", "read_bounded", "size_of", "file_kind", "read_json", "parse_json", "canonical_json",
-           "sha256_file", "sha256_open", "sha256_bytes", "FileId", "file_id", "write_atomic", "check_name",
-           "json_items", "MAX_JSON_DEPTH", "MAX_JSON_ITEMS", "MiB", "GiB"]
+           "sha256_file", "sha256_open", "sha256_bytes", "FileId", "file_id", "check_same_file", "write_atomic",
+           "check_name", "json_items", "MAX_JSON_DEPTH", "MAX_JSON_ITEMS", "MiB", "GiB"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -211,6 +211,32 @@ def file_id(f: BinaryIO) -> FileId:
     """
     st = os.fstat(f.fileno())
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def check_same_file(f: BinaryIO, want: FileId, name: str) -> FileId:
+    """Refuse an open file that is not the one checked earlier, unchanged (its :data:`FileId` differs).
+
+    Args:
+        f: the file as opened now (say, by a DataLoader worker).
+        want: its id when it was checked.
+        name: how to name it in the error.
+
+    Returns:
+        The file's id.
+
+    Raises:
+        ValueError: another file, or its size or modification time changed.
+
+    Example:
+        >>> with open(__file__, "rb") as a:
+        ...     check_same_file(a, file_id(a), __file__) == file_id(a)
+        True
+    """
+    fid = file_id(f)
+    if fid != want:
+        raise ValueError(f"{name} changed after the set was opened (another file, or its size or modification time "
+                         "differs); never edit a set in use - regenerate it into a new folder and open that")
+    return fid
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.format import dtype_to_descr
 
 from vaeaug.core.values import short_repr
-from vaeaug.files import FileId, file_id, open_regular, sha256_bytes, sha256_open
+from vaeaug.files import FileId, check_same_file, file_id, open_regular, sha256_bytes, sha256_open
 
 __all__ = ["npy_header", "npy_bytes", "check_npy", "mentions_object", "open_npy", "map_images", "read_meta",
            "META_DTYPE", "MAX_NPY_HEADER"]
@@ -108,13 +108,17 @@ def check_npy(f: BinaryIO, size: int, dtype: np.dtype[Any], shape: tuple[int, ..
     return offset
 
 
+def _repair(root: Path, i: int) -> str:
+    """What to do about a damaged shard ``i`` of the set in ``root``."""
+    return (f"run vaeaug verify {root}; to repair, delete shard {i}'s files ({root / f'shard-{i:05d}'}*) and run the "
+            "same vaeaug generate command again")
+
+
 def open_npy(root: Path, shard: dict[str, Any], key: str, dtype: np.dtype[Any],
               shape: tuple[int, ...]) -> tuple[BinaryIO, int, int]:
     """Open a shard's ``.npy`` file (regular), check its header and size; ``(file, size, data offset)``."""
     entry, i = shard["files"][key], shard["index"]
-    where = f"{entry['name']} (shard {i} of {root})"
-    fix = (f"run vaeaug verify {root}; to repair, delete shard {i}'s files ({root / f'shard-{i:05d}'}*) and run the "
-           "same vaeaug generate command again")
+    where, fix = f"{entry['name']} (shard {i} of {root})", _repair(root, i)
     try:
         f = open_regular(root / entry["name"], "generated-set shard (.npy)")
     except FileNotFoundError:
@@ -148,16 +152,12 @@ def map_images(root: Path, shard: dict[str, Any], dtype: np.dtype[Any], sample_s
     shape = (int(shard["count"]), *sample_shape)
     f, _, offset = open_npy(root, shard, "x", dtype, shape)
     entry, i = shard["files"]["x"], shard["index"]
+    where = f"{entry['name']} (shard {i} of {root})"
     with f:
-        fid = file_id(f)
-        if same_as is not None and tuple(same_as) != fid:
-            raise ValueError(f"{entry['name']} (shard {i} of {root}) changed after the set was opened (another file, "
-                             "or its size or modification time differs); never edit a set in use - regenerate it "
-                             "into a new folder and open that")
-        if sha256 and (digest := sha256_open(f, str(root / entry["name"]))) != entry["sha256"]:
-            raise ValueError(f"{entry['name']} (shard {i} of {root}) is corrupt: its SHA-256 is {digest}, the "
-                             f"manifest says {entry['sha256']}; run vaeaug verify {root}; to repair, delete shard "
-                             f"{i}'s files ({root / f'shard-{i:05d}'}*) and run the same vaeaug generate command again")
+        fid = file_id(f) if same_as is None else check_same_file(f, same_as, where)
+        if sha256 and (digest := sha256_open(f, where)) != entry["sha256"]:
+            raise ValueError(f"{where} is corrupt: its SHA-256 is {digest}, the manifest says {entry['sha256']}; "
+                             f"{_repair(root, i)}")
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype), fid
         return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape), fid

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
-from vaeaug.files import FileId, canonical_json, file_id, open_regular, sha256_open
+from vaeaug.files import FileId, canonical_json, check_same_file, file_id, open_regular, sha256_open
 
 __all__ = ["sample_key", "png_bytes", "record_bytes", "sample_members", "tar_bytes", "Payload", "png_payload",
            "TarIndex", "index_tar", "TarImages", "MEMBERS_PER_SAMPLE", "CHANGED"]
@@ -344,11 +344,11 @@ class TarImages:
         if f is None:
             entry = self.manifest["shards"][m]["files"]["tar"]
             f = open_regular(self.root / entry["name"], "generated-set shard (.tar)")
-            if file_id(f) != tuple(self.indexes[m].file):
+            try:
+                check_same_file(f, self.indexes[m].file, str(self.root / entry["name"]))
+            except ValueError:
                 f.close()
-                raise ValueError(f"{self.root / entry['name']} changed after the set was opened (another file, or its "
-                                 "size or modification time differs); never edit a set in use - regenerate it into a "
-                                 "new folder and open that")
+                raise
             self._files[m] = f
         return f
 
